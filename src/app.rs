@@ -1,0 +1,153 @@
+//! The running server: shared state, start-up and shutdown.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use confab_signaling::{CallBook, Limits};
+use tokio::net::TcpListener;
+
+use crate::auth::{JwtKeys, KeyError, generate_secret};
+use crate::calls::CallService;
+use crate::config::Settings;
+use crate::ice::IceConfig;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use crate::writer::HistoryWriter;
+use crate::ws::hub::Hub;
+
+/// Everything a handler may need, behind one `Arc` so cloning it per request is free.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
+    pub settings: Settings,
+    pub store: Store,
+    pub jwt: JwtKeys,
+    pub calls: Arc<CallService>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub ice: IceConfig,
+    pub writer: HistoryWriter,
+}
+
+impl Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("history store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl AppState {
+    /// Connects and migrates the store, builds every service and starts the background
+    /// tasks (ring timer, history writer). Binding the listener is left to [`Server`].
+    pub async fn start(mut settings: Settings) -> Result<AppState, StartError> {
+        if settings.dev && settings.jwt_secret.is_none() && settings.jwt_public_key.is_none() {
+            settings.jwt_secret = Some(generate_secret());
+            tracing::warn!("--dev: using a generated JWT secret; tokens die with this process");
+        }
+        let jwt = JwtKeys::new(
+            settings.jwt_secret.as_deref(),
+            settings.jwt_public_key.as_deref(),
+        )?;
+        let store = Store::connect(&settings.database_url).await?;
+        store.migrate().await?;
+
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        let (writer, _writer_task) = HistoryWriter::spawn(store.clone(), metrics.clone());
+        let book = CallBook::new(Limits {
+            max_participants: settings.max_participants,
+            ring_timeout: time::Duration::try_from(settings.ring_timeout)
+                .unwrap_or(time::Duration::seconds(45)),
+        });
+        let calls = Arc::new(CallService::new(
+            book,
+            store.clone(),
+            writer.clone(),
+            metrics.clone(),
+            hub.clone(),
+            settings.disconnect_grace,
+        ));
+        let recovered = calls.recover_interrupted_calls().await?;
+        if recovered > 0 {
+            tracing::warn!(
+                count = recovered,
+                "calls live at the last shutdown were marked failed"
+            );
+        }
+        tokio::spawn(calls.clone().run_ring_timer());
+
+        let ice = IceConfig {
+            stun_urls: settings.stun_urls.clone(),
+            turn_urls: settings.turn_urls.clone(),
+            turn_secret: settings.turn_secret.clone(),
+            ttl: settings.turn_ttl,
+        };
+        Ok(AppState(Arc::new(AppInner {
+            settings,
+            store,
+            jwt,
+            calls,
+            hub,
+            metrics,
+            ice,
+            writer,
+        })))
+    }
+}
+
+/// A bound, not yet serving, HTTP server: binding first lets `:0` report its real port.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    pub async fn bind(state: AppState) -> Result<Server, StartError> {
+        let addr = state.settings.http_addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Server { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.settings.http_addr)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then closes the store.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = crate::http::router(self.state.clone());
+        let result = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        self.state.store.close().await;
+        result
+    }
+}

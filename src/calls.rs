@@ -1,0 +1,469 @@
+//! The call service: runs signaling's decisions and makes them last.
+//!
+//! Every operation follows the same three steps. Load what the decision needs from the store
+//! (a conversation), decide under the call book's lock (synchronous, microseconds), then commit
+//! the outcome outside the lock: persist the snapshot, count it, and hand its events on. The
+//! book is one lock for all calls because its invariants span calls (one joined call per
+//! user, one live call per conversation); nothing slow ever runs while it is held.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use confab_signaling::book::Initiate;
+use confab_signaling::protocol;
+use confab_signaling::{
+    Actor, Call, CallBook, CallId, CallKind, CallStatus, Conversation, ConversationId, ErrorCode,
+    LeaveReason, MediaKind, MediaPatch, Outcome, ParticipantStatus, SignalingError, UserId,
+};
+use dashmap::DashMap;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::http::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+use crate::store::{MediaEvent, Store};
+use crate::writer::HistoryWriter;
+use crate::ws::hub::{Frame, Hub};
+
+/// The current time at the store's precision (milliseconds), so that a call read back from
+/// either backend equals the one that was written.
+pub fn now_ms() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    let ms = now.unix_timestamp_nanos() / 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).unwrap_or(now)
+}
+
+/// What `POST /calls` answers: the call and which invitees could be rung right away.
+pub struct Initiated {
+    pub call: Call,
+    pub online: Vec<UserId>,
+    pub offline: Vec<UserId>,
+}
+
+pub struct InitiateRequest {
+    pub conversation_id: Option<ConversationId>,
+    pub invitees: Vec<UserId>,
+    pub media: MediaKind,
+    pub kind: Option<CallKind>,
+}
+
+pub struct CallService {
+    book: Mutex<CallBook>,
+    store: Store,
+    writer: HistoryWriter,
+    metrics: Arc<Metrics>,
+    hub: Arc<Hub>,
+    /// How long a joined participant with no socket keeps its seat.
+    disconnect_grace: Duration,
+    /// Calls that ended but whose final snapshot may not be in the store yet: the book has
+    /// already forgotten them, and a client told `call:ended` may read the call at once.
+    ending: DashMap<CallId, Call>,
+    /// Wakes the ring timer when a new deadline may be earlier than the one it sleeps on.
+    deadlines_changed: Notify,
+}
+
+impl CallService {
+    pub fn new(
+        book: CallBook,
+        store: Store,
+        writer: HistoryWriter,
+        metrics: Arc<Metrics>,
+        hub: Arc<Hub>,
+        disconnect_grace: Duration,
+    ) -> CallService {
+        CallService {
+            book: Mutex::new(book),
+            store,
+            writer,
+            metrics,
+            hub,
+            disconnect_grace,
+            ending: DashMap::new(),
+            deadlines_changed: Notify::new(),
+        }
+    }
+
+    fn book(&self) -> MutexGuard<'_, CallBook> {
+        // A panic while holding the lock cannot leave the book half-changed: every
+        // transition is computed before it is applied. Keep serving.
+        self.book
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the book under its lock.
+    fn read<T>(&self, f: impl FnOnce(&CallBook) -> T) -> T {
+        f(&self.book())
+    }
+
+    /// Runs decisions under the lock and publishes their events before releasing it: event
+    /// order on every socket is then the order of the decisions, whatever order the store
+    /// writes finish in. Publishing only queues frames, it never waits on a socket.
+    fn decide<T>(
+        &self,
+        f: impl FnOnce(&mut CallBook) -> T,
+        outcomes: impl Fn(&T) -> Vec<&Outcome>,
+    ) -> T {
+        let mut book = self.book();
+        let result = f(&mut book);
+        for outcome in outcomes(&result) {
+            if !outcome.call.status.is_live() {
+                self.ending.insert(outcome.call.id, outcome.call.clone());
+            }
+            self.publish(outcome);
+        }
+        self.metrics.calls_active.set(book.active_calls() as i64);
+        self.metrics
+            .participants_joined
+            .set(book.joined_participants() as i64);
+        result
+    }
+
+    /// One decision that may be refused.
+    fn decide_one(
+        &self,
+        f: impl FnOnce(&mut CallBook) -> Result<Outcome, SignalingError>,
+    ) -> Result<Outcome, SignalingError> {
+        self.decide(f, |r| r.as_ref().map(|o| vec![o]).unwrap_or_default())
+    }
+
+    /// Serialises each event once and queues it for every socket of every recipient.
+    fn publish(&self, outcome: &Outcome) {
+        for event in &outcome.events {
+            let frame: Frame = Arc::from(protocol::event(
+                event.type_name(),
+                event.payload(&outcome.call),
+            ));
+            for user in event.recipients(outcome.before.as_ref(), &outcome.call) {
+                self.hub.send_to_user(user.as_str(), &frame);
+            }
+        }
+    }
+
+    pub fn joined_call_of(&self, user: &str) -> Option<CallId> {
+        self.read(|book| book.joined_call_of(user))
+    }
+
+    pub async fn initiate(&self, actor: &Actor, req: InitiateRequest) -> ApiResult<Initiated> {
+        let conversation = self.load_conversation(req.conversation_id.as_ref()).await?;
+        let hub = &self.hub;
+        let is_online = |user: &UserId| hub.is_online(user.as_str());
+        let now = now_ms();
+        let outcome = self.decide_one(|book| {
+            book.initiate(
+                Initiate {
+                    call_id: Uuid::new_v4(),
+                    caller: actor.clone(),
+                    invitees: req.invitees,
+                    media: req.media,
+                    kind: req.kind,
+                    conversation_id: req.conversation_id,
+                },
+                conversation.as_ref(),
+                &is_online,
+                now,
+            )
+        })?;
+        self.deadlines_changed.notify_one();
+        self.commit(&outcome).await;
+        let call = outcome.call;
+        if call.status == CallStatus::Busy {
+            return Err(
+                SignalingError::new(ErrorCode::UserBusy, "the callee is in another call")
+                    .with_call_id(call.id)
+                    .into(),
+            );
+        }
+        let (online, offline) = call
+            .participants
+            .iter()
+            .filter(|p| p.user_id != call.initiated_by)
+            .map(|p| p.user_id.clone())
+            .partition(|user| self.hub.is_online(user.as_str()));
+        Ok(Initiated {
+            call,
+            online,
+            offline,
+        })
+    }
+
+    pub async fn accept(&self, actor: &Actor, call_id: CallId) -> ApiResult<Call> {
+        let now = now_ms();
+        let result = self.decide_one(|book| book.accept(call_id, actor, now));
+        self.finish(actor, call_id, result).await
+    }
+
+    pub async fn reject(
+        &self,
+        actor: &Actor,
+        call_id: CallId,
+        reason: Option<String>,
+    ) -> ApiResult<Call> {
+        let now = now_ms();
+        let result = self.decide_one(|book| book.reject(call_id, actor, reason, now));
+        self.finish(actor, call_id, result).await
+    }
+
+    pub async fn join(&self, actor: &Actor, call_id: CallId) -> ApiResult<Call> {
+        let conversation_id = self
+            .read(|book| book.get(call_id).map(|c| c.conversation_id.clone()))
+            .flatten();
+        let conversation = self.load_conversation(conversation_id.as_ref()).await?;
+        let now = now_ms();
+        let result = self.decide_one(|book| book.join(call_id, actor, conversation.as_ref(), now));
+        self.finish(actor, call_id, result).await
+    }
+
+    pub async fn leave(
+        &self,
+        actor: &Actor,
+        call_id: CallId,
+        reason: LeaveReason,
+    ) -> ApiResult<Call> {
+        let now = now_ms();
+        let result = self.decide_one(|book| book.leave(call_id, &actor.user_id, reason, now));
+        self.finish(actor, call_id, result).await
+    }
+
+    pub async fn end(
+        &self,
+        actor: &Actor,
+        call_id: CallId,
+        reason: Option<String>,
+    ) -> ApiResult<Call> {
+        let now = now_ms();
+        let result = self.decide_one(|book| book.end(call_id, actor, reason, now));
+        self.finish(actor, call_id, result).await
+    }
+
+    pub async fn set_media(
+        &self,
+        actor: &Actor,
+        call_id: CallId,
+        patch: MediaPatch,
+    ) -> ApiResult<Call> {
+        let now = now_ms();
+        let result = self.decide_one(|book| book.set_media(call_id, &actor.user_id, patch, now));
+        self.finish(actor, call_id, result).await
+    }
+
+    /// A call as the actor may see it: live from the book, else from the history store.
+    pub async fn get(&self, actor: &Actor, call_id: CallId) -> ApiResult<Call> {
+        let call = self
+            .find(call_id)
+            .await?
+            .ok_or_else(|| call_not_found(call_id))?;
+        if actor.admin || call.is_participant(actor.user_id.as_str()) {
+            Ok(call)
+        } else {
+            Err(SignalingError::forbidden("you are not a participant of this call").into())
+        }
+    }
+
+    pub fn active_call_of_conversation(&self, conversation: &str) -> Option<Call> {
+        self.read(|book| book.active_call_of_conversation(conversation).cloned())
+    }
+
+    /// A call wherever it is: live in the book, just ended, or in the history store.
+    async fn find(&self, call_id: CallId) -> ApiResult<Option<Call>> {
+        if let Some(call) = self.read(|book| book.get(call_id).cloned()) {
+            return Ok(Some(call));
+        }
+        if let Some(call) = self.ending.get(&call_id) {
+            return Ok(Some(call.clone()));
+        }
+        Ok(self.store.get_call(call_id).await?)
+    }
+
+    async fn load_conversation(
+        &self,
+        id: Option<&ConversationId>,
+    ) -> ApiResult<Option<Conversation>> {
+        match id {
+            Some(id) => Ok(self.store.get_conversation(id.as_str()).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// Commits a decision, or explains a refusal. The book forgets calls once they end, so
+    /// its `CALL_NOT_FOUND` is refined from the store: an outsider gets `FORBIDDEN`, a
+    /// participant `CALL_ENDED`, and only an unknown id stays `CALL_NOT_FOUND`.
+    async fn finish(
+        &self,
+        actor: &Actor,
+        call_id: CallId,
+        result: Result<Outcome, SignalingError>,
+    ) -> ApiResult<Call> {
+        match result {
+            Ok(outcome) => {
+                self.commit(&outcome).await;
+                Ok(outcome.call)
+            }
+            Err(e) if e.code == ErrorCode::CallNotFound => {
+                let past = self.find(call_id).await?;
+                Err(match past {
+                    None => call_not_found(call_id),
+                    Some(call) if !actor.admin && !call.is_participant(actor.user_id.as_str()) => {
+                        SignalingError::forbidden("you are not a participant of this call").into()
+                    }
+                    Some(call) => SignalingError::new(
+                        ErrorCode::CallEnded,
+                        format!("the call ended ({})", call.status),
+                    )
+                    .into(),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes an outcome durable and visible. The snapshot is written before the caller gets
+    /// its answer, so history read right after an operation includes it; if the store is
+    /// down, the writer keeps retrying in the background and the decision still stands.
+    async fn commit(&self, outcome: &Outcome) {
+        let call = &outcome.call;
+        match self.store.save_call(call).await {
+            Ok(_) => {
+                self.ending
+                    .remove_if(&call.id, |_, c| c.version <= call.version);
+            }
+            Err(e) => {
+                tracing::warn!(call_id = %call.id, error = %e, "saving call failed; retrying in the background");
+                self.metrics
+                    .store_write_failures_total
+                    .with_label_values(&["call"])
+                    .inc();
+                // Stays in `ending` until then: readers keep seeing the final state.
+                self.writer.save_call(call.clone());
+            }
+        }
+        if let Some((user_id, state)) = &outcome.media_change {
+            self.writer.media_event(MediaEvent {
+                call_id: call.id,
+                user_id: user_id.clone(),
+                at: now_ms(),
+                state: *state,
+            });
+        }
+        let ended_now =
+            !call.status.is_live() && outcome.before.as_ref().is_none_or(|b| b.status.is_live());
+        if ended_now {
+            self.metrics
+                .calls_total
+                .with_label_values(&[call.status.as_str()])
+                .inc();
+        }
+        tracing::debug!(
+            call_id = %call.id,
+            status = %call.status,
+            events = outcome.events.len(),
+            "call changed"
+        );
+    }
+
+    /// Turns unanswered rings into missed calls on the server's clock. One task serves every
+    /// call: it sleeps until the earliest deadline in the book, or until a new call may have
+    /// brought an earlier one.
+    pub async fn run_ring_timer(self: Arc<Self>) {
+        let ring_timeout = self.read(|book| book.limits().ring_timeout);
+        loop {
+            let next = self.read(|book| book.next_deadline());
+            let notified = self.deadlines_changed.notified();
+            match next {
+                Some(deadline) => {
+                    let wait = (deadline - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+                    let wait = std::time::Duration::try_from(wait).unwrap_or_default();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = notified => continue,
+                    }
+                }
+                None => {
+                    notified.await;
+                    continue;
+                }
+            }
+            let now = now_ms();
+            let outcomes = self.decide(|book| book.expire(now), |v| v.iter().collect());
+            for outcome in &outcomes {
+                let deadline = outcome.call.created_at + ring_timeout;
+                let lag = (now - deadline).as_seconds_f64().max(0.0);
+                self.metrics.ring_timer_lag_seconds.observe(lag);
+                self.commit(outcome).await;
+            }
+        }
+    }
+
+    /// A user's last socket closed. If they are joined in a call, they keep their seat for
+    /// the disconnect grace; if no socket of theirs came back by then, they leave with reason
+    /// `disconnected`.
+    pub fn user_went_offline(self: &Arc<Self>, user: &UserId, offline_epoch: u64) {
+        let Some(call_id) = self.joined_call_of(user.as_str()) else {
+            return;
+        };
+        let service = self.clone();
+        let user = user.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(service.disconnect_grace).await;
+            if !service
+                .hub
+                .still_offline_since(user.as_str(), offline_epoch)
+                || service.joined_call_of(user.as_str()) != Some(call_id)
+            {
+                return;
+            }
+            let actor = Actor {
+                user_id: user.clone(),
+                name: None,
+                admin: false,
+            };
+            match service
+                .leave(&actor, call_id, LeaveReason::Disconnected)
+                .await
+            {
+                Ok(_) => tracing::info!(user = %user, %call_id, "left after the disconnect grace"),
+                Err(e) => {
+                    tracing::debug!(user = %user, %call_id, error = ?e, "disconnect leave refused")
+                }
+            }
+        });
+    }
+
+    /// Ends calls that were live when the server last stopped: their media and sockets are
+    /// gone, so they are recorded as `failed` rather than left ringing forever.
+    pub async fn recover_interrupted_calls(&self) -> Result<usize, crate::store::StoreError> {
+        let now = now_ms();
+        let calls = self.store.live_calls().await?;
+        let count = calls.len();
+        for mut call in calls {
+            call.status = CallStatus::Failed;
+            call.ended_at = Some(now);
+            call.end_reason = Some("server_restart".to_owned());
+            for p in &mut call.participants {
+                match p.status {
+                    ParticipantStatus::Joined => {
+                        p.status = ParticipantStatus::Left;
+                        p.left_at = Some(now);
+                        p.left_reason = Some(LeaveReason::Removed);
+                    }
+                    ParticipantStatus::Ringing | ParticipantStatus::Invited => {
+                        p.status = ParticipantStatus::Missed;
+                    }
+                    _ => {}
+                }
+            }
+            call.version += 1;
+            self.store.save_call(&call).await?;
+            self.metrics
+                .calls_total
+                .with_label_values(&[CallStatus::Failed.as_str()])
+                .inc();
+        }
+        Ok(count)
+    }
+}
+
+fn call_not_found(call_id: CallId) -> ApiError {
+    SignalingError::new(ErrorCode::CallNotFound, format!("no call {call_id}")).into()
+}

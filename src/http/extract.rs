@@ -1,0 +1,106 @@
+//! Extractors that turn every malformed request into the contract's error instead of axum's
+//! plain-text rejections: JSON bodies, call ids in paths, query strings and the bearer token.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use confab_signaling::{Actor, ErrorCode};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::auth::bearer_token;
+
+/// The caller, from `Authorization: Bearer <JWT>`.
+pub struct AuthUser(pub Actor);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = bearer_token(header)?;
+        Ok(AuthUser(state.jwt.verify(token)?))
+    }
+}
+
+/// A JSON body. The content type is not checked (curl users forget it); the size limit is
+/// the router's `DefaultBodyLimit`, reported as `PAYLOAD_TOO_LARGE`.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// A JSON body whose fields are all optional: an empty body means `{}`.
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        parse_json(&bytes).map(OptionalJson)
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "request body is larger than 64 KiB",
+            )
+        } else {
+            ApiError::invalid_argument(format!("cannot read request body: {rejection}"))
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid_argument(format!("invalid JSON body: {e}")))
+}
+
+/// A call id from the path; anything but a UUID is `INVALID_ARGUMENT`.
+pub struct CallIdPath(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for CallIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid_argument(e.body_text()))?;
+        Uuid::parse_str(&raw).map(CallIdPath).map_err(|_| {
+            ApiError::invalid_argument(format!("{raw:?} is not a valid call id (UUID)"))
+        })
+    }
+}
+
+/// A query string; unknown enum values and bad numbers are `INVALID_ARGUMENT`.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query)
+            .map(Query)
+            .map_err(|e| ApiError::invalid_argument(format!("invalid query string: {e}")))
+    }
+}

@@ -1,0 +1,98 @@
+//! HTTP wiring: the REST API under `/api/v1`, the signaling WebSocket at `/ws`, health,
+//! metrics, and the layers every request passes through (body limit, CORS, request metrics).
+
+pub mod api;
+pub mod error;
+pub mod extract;
+mod health;
+mod metrics;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use confab_signaling::ErrorCode;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::app::AppState;
+use crate::config::AllowedOrigins;
+use error::ApiError;
+
+/// REST bodies larger than this are refused with `PAYLOAD_TOO_LARGE` (contract section 3).
+pub const REST_BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1", api::router(&state))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/ws", get(crate::ws::upgrade))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(REST_BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .layer(cors(&state.settings.allowed_origins))
+        .with_state(state)
+}
+
+fn cors(origins: &AllowedOrigins) -> CorsLayer {
+    let allow_origin = match origins {
+        AllowedOrigins::Any => AllowOrigin::any(),
+        AllowedOrigins::List(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    // Tokens travel in the Authorization header, never in cookies, so credentials mode stays off.
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+        ])
+}
+
+/// Counts every request by its route template (never the raw path, which would let clients
+/// mint label values) and status, and times it.
+async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let metrics = &state.metrics;
+    metrics
+        .http_request_duration_seconds
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests_total
+        .with_label_values(&[&route, response.status().as_str()])
+        .inc();
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "method not allowed on this route")
+}

@@ -1,0 +1,16 @@
+//! Confab: a self-hosted SFU media server with integrated call signaling.
+//!
+//! This crate is the wiring: configuration, HTTP and WebSocket handlers, the history store,
+//! authentication and metrics. Calls are decided in `confab-signaling`; media is forwarded by
+//! `confab-sfu`.
+
+pub mod app;
+pub mod auth;
+pub mod calls;
+pub mod config;
+pub mod http;
+pub mod ice;
+pub mod metrics;
+pub mod store;
+pub mod writer;
+pub mod ws;

@@ -1,0 +1,189 @@
+//! `confab`: serve, migrate, token.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use confab::app::{AppState, Server};
+use confab::auth::JwtKeys;
+use confab::config::{Seconds, Settings, SettingsArgs};
+use confab::store::Store;
+use confab_signaling::OpaqueId;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "confab",
+    version,
+    about = "Self-hosted SFU media server with call signaling"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand shares: the settings and where to read more of them.
+#[derive(clap::Args)]
+struct Common {
+    /// TOML file with settings; flags and environment variables override it
+    #[arg(long, env = "CONFAB_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (applies migrations first)
+    Serve {
+        /// Demo page at /, dev token route, generated secret. Unsafe for production.
+        #[arg(long)]
+        dev: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Apply database migrations and exit
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print a signed JWT for a user
+    Token {
+        /// User id (the `sub` claim)
+        #[arg(long)]
+        user: String,
+        /// Display name
+        #[arg(long)]
+        name: Option<String>,
+        /// A service token for the host application
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime, e.g. 3600, 90s, 15m, 1h
+        #[arg(long, default_value = "1h")]
+        ttl: Seconds,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn load(common: Common, dev: bool) -> Result<Settings, String> {
+    Settings::load(common.settings, common.config.as_deref(), dev).map_err(|e| e.to_string())
+}
+
+fn init_tracing(filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("invalid log filter {filter:?} ({e}); using info");
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { dev, common } => load(common, dev).and_then(serve),
+        Command::Migrate { common } => load(common, false).and_then(migrate),
+        Command::Token {
+            user,
+            name,
+            admin,
+            ttl,
+            common,
+        } => load(common, false).and_then(|s| token(s, &user, name.as_deref(), admin, ttl.0)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("confab-http")
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn serve(settings: Settings) -> Result<(), String> {
+    init_tracing(&settings.log);
+    if settings.dev {
+        tracing::warn!(
+            "running with --dev: demo page, dev token route and possibly a generated secret. \
+             This is unsafe for production."
+        );
+    }
+    tracing::debug!(?settings, "starting");
+    runtime()?.block_on(async move {
+        let state = AppState::start(settings).await.map_err(|e| e.to_string())?;
+        let server = Server::bind(state).await.map_err(|e| e.to_string())?;
+        let addr = server.local_addr();
+        // Scripts and tests read this exact line to find the bound port.
+        println!("listening on http://{addr}");
+        tracing::info!(%addr, database = server.state().store.backend_name(), "serving");
+        server
+            .run(shutdown_signal())
+            .await
+            .map_err(|e| format!("server failed: {e}"))
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn migrate(settings: Settings) -> Result<(), String> {
+    init_tracing(&settings.log);
+    runtime()?.block_on(async move {
+        let store = Store::connect(&settings.database_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        store.migrate().await.map_err(|e| e.to_string())?;
+        store.close().await;
+        eprintln!("migrations applied ({})", store.backend_name());
+        Ok(())
+    })
+}
+
+fn token(
+    settings: Settings,
+    user: &str,
+    name: Option<&str>,
+    admin: bool,
+    ttl: Duration,
+) -> Result<(), String> {
+    let user = OpaqueId::parse(user).map_err(|e| e.message)?;
+    let keys = JwtKeys::new(
+        settings.jwt_secret.as_deref(),
+        settings.jwt_public_key.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    let token = keys
+        .issue(&user, name, admin, ttl)
+        .map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(())
+}

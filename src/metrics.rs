@@ -1,0 +1,163 @@
+//! The Prometheus registry and Confab's metric families (contract section 8).
+//!
+//! One registry per server instance, not the process-global default, so that tests running
+//! several servers in one process see only their own numbers.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub calls_active: IntGauge,
+    pub calls_total: IntCounterVec,
+    pub participants_joined: IntGauge,
+    pub http_requests_total: IntCounterVec,
+    pub http_request_duration_seconds: HistogramVec,
+    pub store_write_backlog: IntGauge,
+    pub store_write_failures_total: IntCounterVec,
+    pub ring_timer_lag_seconds: Histogram,
+    pub ws_connections: IntGauge,
+    pub online_users: IntGauge,
+    pub ws_overflow_closes_total: IntCounter,
+    pub signaling_messages_total: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let calls_active =
+            IntGauge::new("confab_calls_active", "Calls ringing or ongoing").expect("valid metric");
+        let calls_total = IntCounterVec::new(
+            Opts::new("confab_calls_total", "Calls that ended, by final status"),
+            &["status"],
+        )
+        .expect("valid metric");
+        let participants_joined = IntGauge::new(
+            "confab_participants_joined",
+            "Participants joined in live calls",
+        )
+        .expect("valid metric");
+        let http_requests_total = IntCounterVec::new(
+            Opts::new(
+                "confab_http_requests_total",
+                "HTTP requests by route and status",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let http_request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "confab_http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let store_write_backlog = IntGauge::new(
+            "confab_store_write_backlog",
+            "History writes queued and not yet committed",
+        )
+        .expect("valid metric");
+        let store_write_failures_total = IntCounterVec::new(
+            Opts::new(
+                "confab_store_write_failures_total",
+                "History writes that failed, by what was written",
+            ),
+            &["what"],
+        )
+        .expect("valid metric");
+        let ring_timer_lag_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "confab_ring_timer_lag_seconds",
+                "How late ring timeouts fire after their deadline",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+        )
+        .expect("valid metric");
+
+        let ws_connections = IntGauge::new("confab_ws_connections", "Open signaling WebSockets")
+            .expect("valid metric");
+        let online_users = IntGauge::new(
+            "confab_online_users",
+            "Users with at least one open signaling WebSocket",
+        )
+        .expect("valid metric");
+        let ws_overflow_closes_total = IntCounter::new(
+            "confab_ws_overflow_closes_total",
+            "Sockets closed because their outgoing queue overflowed",
+        )
+        .expect("valid metric");
+        let signaling_messages_total = IntCounterVec::new(
+            Opts::new(
+                "confab_signaling_messages_total",
+                "Client WebSocket messages by type and result (ok or the error code)",
+            ),
+            &["type", "result"],
+        )
+        .expect("valid metric");
+
+        for collector in [
+            Box::new(calls_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(calls_total.clone()),
+            Box::new(participants_joined.clone()),
+            Box::new(http_requests_total.clone()),
+            Box::new(http_request_duration_seconds.clone()),
+            Box::new(store_write_backlog.clone()),
+            Box::new(store_write_failures_total.clone()),
+            Box::new(ring_timer_lag_seconds.clone()),
+            Box::new(ws_connections.clone()),
+            Box::new(online_users.clone()),
+            Box::new(ws_overflow_closes_total.clone()),
+            Box::new(signaling_messages_total.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+
+        Metrics {
+            registry,
+            calls_active,
+            calls_total,
+            participants_joined,
+            http_requests_total,
+            http_request_duration_seconds,
+            store_write_backlog,
+            store_write_failures_total,
+            ring_timer_lag_seconds,
+            ws_connections,
+            online_users,
+            ws_overflow_closes_total,
+            signaling_messages_total,
+        }
+    }
+
+    pub fn record_signaling(&self, message_type: &str, result: &str) {
+        self.signaling_messages_total
+            .with_label_values(&[message_type, result])
+            .inc();
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,207 @@
+//! The `confab` binary itself: subcommands, settings precedence and the listening line.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_confab");
+
+fn confab() -> Command {
+    let mut cmd = Command::new(BIN);
+    // Settings come only from what each test passes.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CONFAB_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A running `confab serve`, killed on drop.
+struct Serving {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the server and reads the `listening on http://ADDR` line it prints.
+fn serve(cmd: &mut Command) -> Serving {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("confab starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("a line");
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Serving { child, base }
+}
+
+fn get(url: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("request");
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
+    })
+}
+
+#[test]
+fn token_prints_a_jwt_that_the_server_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = confab()
+        .args([
+            "token", "--user", "alice", "--name", "Alice", "--ttl", "10m",
+        ])
+        .env("CONFAB_JWT_SECRET", "cli-secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let server = serve(
+        confab()
+            .args(["serve", "--http-addr", ":0", "--rtc-udp-port", "0"])
+            .args(["--database-url", &db, "--jwt-secret", "cli-secret"]),
+    );
+    let (status, body) = get(&format!("{}/api/v1/calls", server.base));
+    assert_eq!(status, 401, "{body}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/calls", server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status.as_u16(), 200);
+}
+
+#[test]
+fn token_without_a_secret_fails_clearly() {
+    let out = confab()
+        .args(["token", "--user", "alice"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CONFAB_JWT_SECRET"), "{stderr}");
+    let out = confab()
+        .args(["token", "--user", "not valid", "--jwt-secret", "s"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_key_unless_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("k.db").display());
+    let out = confab()
+        .args(["serve", "--http-addr", ":0", "--database-url", &db])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT"));
+
+    // --dev generates a secret and opens the dev token route.
+    let server = serve(
+        confab()
+            .args(["serve", "--dev", "--http-addr", ":0", "--rtc-udp-port", "0"])
+            .args(["--database-url", &db]),
+    );
+    let (status, _) = get(&format!("{}/healthz", server.base));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn flags_beat_environment_which_beats_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file_db = dir.path().join("from-file.db");
+    let env_db = dir.path().join("from-env.db");
+    let config = dir.path().join("confab.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "http_addr = \"127.0.0.1:1\"\ndatabase_url = \"sqlite://{}\"\njwt_secret = \"file-secret\"\nrtc_udp_port = 0\n",
+            file_db.display()
+        ),
+    )
+    .unwrap();
+    // The file's port 1 is overridden by the flag; its database by the environment.
+    let server = serve(
+        confab()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--http-addr", "127.0.0.1:0"])
+            .env(
+                "CONFAB_DATABASE_URL",
+                format!("sqlite://{}", env_db.display()),
+            ),
+    );
+    let (status, _) = get(&format!("{}/readyz", server.base));
+    assert_eq!(status, 200);
+    assert!(env_db.exists(), "the environment's database was used");
+    assert!(!file_db.exists(), "the file's database was not");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "no_such_setting = 1\n").unwrap();
+    let out = confab()
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_setting"));
+}
+
+#[test]
+fn migrate_applies_the_schema_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let db = format!("sqlite://{}", path.display());
+    for _ in 0..2 {
+        let out = confab()
+            .args(["migrate", "--database-url", &db])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(path.exists());
+}
