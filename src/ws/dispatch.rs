@@ -1,0 +1,100 @@
+//! A WebSocket request becomes the same call operation as its REST twin, answering with the
+//! same body in its `ack`.
+
+use confab_signaling::protocol::ClientRequest;
+use confab_signaling::wire::{CallObject, ParticipantObject};
+use confab_signaling::{Actor, ErrorCode, LeaveReason, SignalingError};
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::calls::InitiateRequest;
+use crate::http::api::calls::{InitiatedResponse, JoinedResponse, check_reason};
+use crate::http::error::{ApiError, ApiResult};
+
+const KNOWN_TYPES: &[&str] = &[
+    "call:initiate",
+    "call:accept",
+    "call:reject",
+    "call:join",
+    "call:leave",
+    "call:end",
+    "call:media",
+    "rtc:offer",
+    "rtc:answer",
+    "rtc:candidate",
+    "rtc:subscribe",
+];
+
+/// The static name of a known message type (for metric labels).
+pub fn known_type(name: &str) -> Option<&'static str> {
+    KNOWN_TYPES.iter().copied().find(|t| *t == name)
+}
+
+fn to_value<T: serde::Serialize>(body: &T) -> ApiResult<Value> {
+    serde_json::to_value(body).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}
+
+pub async fn handle(state: &AppState, actor: &Actor, request: ClientRequest) -> ApiResult<Value> {
+    let calls = &state.calls;
+    match request {
+        ClientRequest::Initiate(data) => {
+            let initiated = calls
+                .initiate(
+                    actor,
+                    InitiateRequest {
+                        conversation_id: data.conversation_id,
+                        invitees: data.invitees,
+                        media: data.media,
+                        kind: data.kind,
+                    },
+                )
+                .await?;
+            to_value(&InitiatedResponse::from(initiated))
+        }
+        ClientRequest::Accept(data) => {
+            let call = calls.accept(actor, data.call_id).await?;
+            to_value(&JoinedResponse::new(state, &call, &actor.user_id))
+        }
+        ClientRequest::Join(data) => {
+            let call = calls.join(actor, data.call_id).await?;
+            to_value(&JoinedResponse::new(state, &call, &actor.user_id))
+        }
+        ClientRequest::Reject(data) => {
+            let reason = check_reason(data.reason)?;
+            let call = calls.reject(actor, data.call_id, reason).await?;
+            to_value(&CallObject::from(&call))
+        }
+        ClientRequest::Leave(data) => {
+            let call = calls.leave(actor, data.call_id, LeaveReason::Left).await?;
+            to_value(&CallObject::from(&call))
+        }
+        ClientRequest::End(data) => {
+            let reason = check_reason(data.reason)?;
+            let call = calls.end(actor, data.call_id, reason).await?;
+            to_value(&CallObject::from(&call))
+        }
+        ClientRequest::Media(data) => {
+            let call = calls.set_media(actor, data.call_id, data.patch).await?;
+            let me = call.participant(actor.user_id.as_str()).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Internal,
+                    "participant vanished from its own call",
+                )
+            })?;
+            to_value(&ParticipantObject::from(me))
+        }
+        ClientRequest::Offer(data) => media_unavailable(state, actor, data.call_id),
+        ClientRequest::Answer(data) => media_unavailable(state, actor, data.call_id),
+        ClientRequest::Candidate(data) => media_unavailable(state, actor, data.call_id),
+        ClientRequest::Subscribe(data) => media_unavailable(state, actor, data.call_id),
+    }
+}
+
+/// Media negotiation needs a joined participant; until the media engine runs in this server,
+/// even a joined one is told plainly that nothing can be negotiated.
+fn media_unavailable(state: &AppState, actor: &Actor, call_id: uuid::Uuid) -> ApiResult<Value> {
+    if state.calls.joined_call_of(actor.user_id.as_str()) != Some(call_id) {
+        return Err(SignalingError::invalid_state("join the call before negotiating media").into());
+    }
+    Err(SignalingError::invalid_state("this server has no media engine running").into())
+}

@@ -1,0 +1,224 @@
+//! Routes server frames to users' sockets without ever waiting on one.
+//!
+//! Each socket owns a bounded queue drained by its own task. Delivery is `try_send` only: a
+//! socket whose queue is full is too slow or dead, so it is closed and counted instead of
+//! delaying everyone else's events. The hub is also the presence registry: a user is online
+//! while it holds at least one socket here.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+
+/// Frames waiting for one socket, at most; a ringing burst is a handful of frames, so only
+/// a stalled reader ever fills this.
+pub const SOCKET_QUEUE: usize = 256;
+
+/// One JSON text frame, shared by every socket it goes to.
+pub type Frame = Arc<str>;
+
+pub type SocketId = u64;
+
+/// Why the hub asked a socket to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    None,
+    /// Its queue overflowed: it could not keep up with its events.
+    Overflow,
+}
+
+#[derive(Clone)]
+struct SocketHandle {
+    id: SocketId,
+    tx: mpsc::Sender<Frame>,
+    kick: Arc<watch::Sender<Kick>>,
+}
+
+/// What a session gets when it registers: its id, its frames and its kick signal.
+pub struct Registration {
+    pub id: SocketId,
+    pub frames: mpsc::Receiver<Frame>,
+    pub kicked: watch::Receiver<Kick>,
+}
+
+pub struct Hub {
+    users: DashMap<String, Vec<SocketHandle>>,
+    /// Bumped whenever a user's last socket closes, so a disconnect timer can tell whether
+    /// the user came back (and maybe left again) while it slept.
+    offline_epochs: DashMap<String, u64>,
+    next_id: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>) -> Hub {
+        Hub {
+            users: DashMap::new(),
+            offline_epochs: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            metrics,
+        }
+    }
+
+    pub fn register(&self, user: &str) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, frames) = mpsc::channel(SOCKET_QUEUE);
+        let (kick, kicked) = watch::channel(Kick::None);
+        let mut sockets = self.users.entry(user.to_owned()).or_default();
+        if sockets.is_empty() {
+            self.metrics.online_users.inc();
+        }
+        sockets.push(SocketHandle {
+            id,
+            tx,
+            kick: Arc::new(kick),
+        });
+        self.metrics.ws_connections.inc();
+        Registration { id, frames, kicked }
+    }
+
+    /// Removes a socket; returns the user's new offline epoch if that was its last socket.
+    pub fn unregister(&self, user: &str, id: SocketId) -> Option<u64> {
+        // One shard lock over check-and-remove, so a concurrent register cannot slip between.
+        let went_offline = match self.users.entry(user.to_owned()) {
+            Entry::Occupied(mut entry) => {
+                let before = entry.get().len();
+                entry.get_mut().retain(|s| s.id != id);
+                if entry.get().len() < before {
+                    self.metrics.ws_connections.dec();
+                }
+                if entry.get().is_empty() {
+                    entry.remove();
+                    true
+                } else {
+                    false
+                }
+            }
+            Entry::Vacant(_) => false,
+        };
+        if !went_offline {
+            return None;
+        }
+        self.metrics.online_users.dec();
+        let mut epoch = self.offline_epochs.entry(user.to_owned()).or_insert(0);
+        *epoch += 1;
+        Some(*epoch)
+    }
+
+    pub fn is_online(&self, user: &str) -> bool {
+        self.users.get(user).is_some_and(|s| !s.is_empty())
+    }
+
+    /// True while the user has not come online since going offline at `epoch`.
+    pub fn still_offline_since(&self, user: &str, epoch: u64) -> bool {
+        !self.is_online(user) && self.offline_epochs.get(user).is_some_and(|e| *e == epoch)
+    }
+
+    /// Queues `frame` on every socket of `user`; never waits.
+    pub fn send_to_user(&self, user: &str, frame: &Frame) {
+        let Some(sockets) = self.users.get(user) else {
+            return;
+        };
+        for socket in sockets.iter() {
+            self.push(socket, frame);
+        }
+    }
+
+    /// Queues `frame` on one socket of `user`.
+    pub fn send_to_socket(&self, user: &str, id: SocketId, frame: &Frame) {
+        if let Some(sockets) = self.users.get(user)
+            && let Some(socket) = sockets.iter().find(|s| s.id == id)
+        {
+            self.push(socket, frame);
+        }
+    }
+
+    fn push(&self, socket: &SocketHandle, frame: &Frame) {
+        match socket.tx.try_send(frame.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Kicking is idempotent: later frames to the same socket just drop.
+                if *socket.kick.borrow() == Kick::None {
+                    tracing::warn!(socket = socket.id, "socket queue overflowed; closing it");
+                    self.metrics.ws_overflow_closes_total.inc();
+                    let _ = socket.kick.send(Kick::Overflow);
+                }
+            }
+            // The session is already shutting down and will unregister itself.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    pub fn online_users(&self) -> usize {
+        self.users.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Hub {
+        Hub::new(Arc::new(Metrics::new()))
+    }
+
+    #[test]
+    fn presence_follows_the_last_socket() {
+        let hub = hub();
+        let a = hub.register("alice");
+        let b = hub.register("alice");
+        assert!(hub.is_online("alice"));
+        assert_eq!(hub.unregister("alice", a.id), None);
+        let epoch = hub.unregister("alice", b.id).expect("went offline");
+        assert!(!hub.is_online("alice"));
+        assert!(hub.still_offline_since("alice", epoch));
+        let c = hub.register("alice");
+        assert!(!hub.still_offline_since("alice", epoch), "came back");
+        let later = hub.unregister("alice", c.id).expect("offline again");
+        assert!(!hub.still_offline_since("alice", epoch), "a newer absence");
+        assert!(hub.still_offline_since("alice", later));
+        assert_eq!(hub.metrics.ws_connections.get(), 0);
+        assert_eq!(hub.metrics.online_users.get(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_kicks_only_that_socket() {
+        let hub = hub();
+        let mut slow = hub.register("slow");
+        let mut fast = hub.register("fast");
+        let frame: Frame = Arc::from("{}");
+        for _ in 0..SOCKET_QUEUE + 10 {
+            hub.send_to_user("slow", &frame);
+            hub.send_to_user("fast", &frame);
+            // The fast socket keeps reading.
+            assert!(fast.frames.try_recv().is_ok());
+        }
+        assert_eq!(*slow.kicked.borrow_and_update(), Kick::Overflow);
+        assert_eq!(*fast.kicked.borrow(), Kick::None);
+        assert_eq!(hub.metrics.ws_overflow_closes_total.get(), 1);
+        let mut queued = 0;
+        while slow.frames.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, SOCKET_QUEUE, "the queue is bounded");
+    }
+
+    #[test]
+    fn frames_reach_every_device_of_a_user() {
+        let hub = hub();
+        let mut phone = hub.register("bob");
+        let mut laptop = hub.register("bob");
+        let frame: Frame = Arc::from("{\"type\":\"call:incoming\"}");
+        hub.send_to_user("bob", &frame);
+        hub.send_to_user("nobody", &frame);
+        assert_eq!(&*phone.frames.try_recv().unwrap(), &*frame);
+        assert_eq!(&*laptop.frames.try_recv().unwrap(), &*frame);
+        hub.send_to_socket("bob", phone.id, &frame);
+        assert!(phone.frames.try_recv().is_ok());
+        assert!(laptop.frames.try_recv().is_err());
+    }
+}

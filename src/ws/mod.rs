@@ -1,0 +1,64 @@
+//! WebSocket signaling (contract section 6): `GET /ws?token=JWT`.
+//!
+//! `hub` routes frames to sockets, `session` runs one socket, `dispatch` turns a client
+//! request into the same call operation the REST API performs.
+
+mod dispatch;
+pub mod hub;
+mod session;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use confab_signaling::ErrorCode;
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::Query;
+
+/// Frames above this are refused with `PAYLOAD_TOO_LARGE` and close code 1009.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// The transport's own cap, above the contract's, so that an oversized message still reaches
+/// the session and gets its `error` before the close.
+const TRANSPORT_MAX_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
+
+#[derive(Deserialize)]
+pub struct WsParams {
+    token: Option<String>,
+}
+
+/// Checks the token and the origin before upgrading: a refused client gets a plain HTTP
+/// error (401 or 403) and never a socket.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Query(params): Query<WsParams>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    let actor = match params.token.as_deref().map(|t| state.jwt.verify(t)) {
+        Some(Ok(actor)) => actor,
+        Some(Err(e)) => return ApiError::from(e).into_response(),
+        None => return ApiError::from(crate::auth::AuthError::Missing).into_response(),
+    };
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| state.settings.allowed_origins.allows(o));
+        if !allowed {
+            return ApiError::new(ErrorCode::Forbidden, "origin not allowed").into_response();
+        }
+    }
+    let (mut parts, _body) = request.into_parts();
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::invalid_argument(format!("not a WebSocket upgrade: {rejection}"))
+                .into_response();
+        }
+    };
+    ws.max_message_size(TRANSPORT_MAX_BYTES)
+        .max_frame_size(TRANSPORT_MAX_BYTES)
+        .on_upgrade(move |socket| session::run(socket, state, actor))
+}

@@ -1,0 +1,476 @@
+//! WebSocket signaling with real clients (tokio-tungstenite) against a server on port 0.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::db::TestDb;
+use support::server::{TestServer, admin, code, expired, token};
+use support::ws::WsClient;
+
+async fn server() -> (TestDb, TestServer) {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    (db, server)
+}
+
+fn status_of<'a>(call: &'a Value, user: &str) -> &'a Value {
+    &call["participants"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["user_id"] == user))
+        .unwrap_or_else(|| panic!("{user} not in {call}"))["status"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_call_rings_every_device_and_stops_the_others_on_accept() {
+    let (_db, server) = server().await;
+    let mut alice = WsClient::connect(&server, &token("alice")).await;
+    let mut bob_phone = WsClient::connect(&server, &token("bob")).await;
+    let mut bob_laptop = WsClient::connect(&server, &token("bob")).await;
+
+    let initiated = alice
+        .ok(
+            "call:initiate",
+            json!({"invitees": ["bob"], "media": "video"}),
+        )
+        .await;
+    let call_id = initiated["call"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(initiated["online"], json!(["bob"]));
+    assert_eq!(initiated["offline"], json!([]));
+    assert_eq!(status_of(&initiated["call"], "bob"), "ringing");
+
+    let ringing = alice.event("call:ringing").await;
+    assert_eq!(ringing, json!({"call_id": call_id, "user_ids": ["bob"]}));
+    for device in [&mut bob_phone, &mut bob_laptop] {
+        let incoming = device.event("call:incoming").await;
+        assert_eq!(incoming["call_id"], call_id.as_str());
+        assert_eq!(incoming["kind"], "direct");
+        assert_eq!(incoming["media"], "video");
+        assert_eq!(incoming["caller"]["user_id"], "alice");
+    }
+
+    // The phone accepts; the laptop learns it and stops ringing.
+    let accepted = bob_phone
+        .ok("call:accept", json!({"call_id": call_id}))
+        .await;
+    assert_eq!(accepted["call"]["status"], "ongoing");
+    assert!(accepted["ice_servers"].is_array());
+    for who in [&mut alice, &mut bob_laptop] {
+        let event = who.event("call:accepted").await;
+        assert_eq!(event["user_id"], "bob");
+        assert_eq!(event["call_id"], call_id.as_str());
+    }
+    let joined = alice.event("call:participant-joined").await;
+    assert_eq!(joined["user_id"], "bob");
+
+    // Media state reaches every joined participant, the subject's own devices included.
+    bob_phone
+        .ok(
+            "call:media",
+            json!({"call_id": call_id, "audio_muted": true}),
+        )
+        .await;
+    let expected = json!({"call_id": call_id, "user_id": "bob", "audio_muted": true, "video_enabled": true, "screen_sharing": false});
+    assert_eq!(alice.event("call:media-changed").await, expected);
+    assert_eq!(bob_phone.event("call:media-changed").await, expected);
+
+    // An operation over REST produces the same events as over WS.
+    let (status, _) = server
+        .patch(
+            &format!("/api/v1/calls/{call_id}/media"),
+            &token("alice"),
+            json!({"video_enabled": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let changed = bob_phone.event("call:media-changed").await;
+    assert_eq!(changed["user_id"], "alice");
+    assert_eq!(changed["video_enabled"], false);
+
+    bob_laptop.event("call:media-changed").await;
+    let ended = alice.ok("call:end", json!({"call_id": call_id})).await;
+    assert_eq!(ended["status"], "completed");
+    for device in [&mut bob_phone, &mut bob_laptop] {
+        let event = device.event("call:ended").await;
+        assert_eq!(event["status"], "completed");
+        assert_eq!(event["ended_by"], "alice");
+        assert!(event["duration_s"].is_i64());
+    }
+    let event = alice.event("call:ended").await;
+    assert_eq!(event["call_id"], call_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_cancel_and_missed_reach_the_right_people() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start_with(&db, |s| s.ring_timeout = Duration::from_millis(800)).await;
+    let mut alice = WsClient::connect(&server, &token("alice")).await;
+    let mut bob = WsClient::connect(&server, &token("bob")).await;
+
+    // Reject.
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({"invitees": ["bob"], "media": "audio"}),
+        )
+        .await;
+    let id = call["call"]["id"].as_str().unwrap().to_owned();
+    bob.event_for("call:incoming", &id).await;
+    let rejected = bob
+        .ok("call:reject", json!({"call_id": id, "reason": "busy day"}))
+        .await;
+    assert_eq!(rejected["status"], "rejected");
+    let event = alice.event("call:rejected").await;
+    assert_eq!(
+        event,
+        json!({"call_id": id, "user_id": "bob", "reason": "busy day"})
+    );
+    assert_eq!(
+        alice.event_for("call:ended", &id).await["status"],
+        "rejected"
+    );
+
+    // Cancel: the caller ends while ringing; the callee stops ringing.
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({"invitees": ["bob"], "media": "audio"}),
+        )
+        .await;
+    let id = call["call"]["id"].as_str().unwrap().to_owned();
+    bob.event_for("call:incoming", &id).await;
+    alice.ok("call:end", json!({"call_id": id})).await;
+    let ended = bob.event_for("call:ended", &id).await;
+    assert_eq!(ended["status"], "cancelled");
+
+    // Missed: nobody answers within the ring timeout.
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({"invitees": ["bob"], "media": "audio"}),
+        )
+        .await;
+    let id = call["call"]["id"].as_str().unwrap().to_owned();
+    bob.event_for("call:incoming", &id).await;
+    for who in [&mut alice, &mut bob] {
+        let missed = who.event_for("call:missed", &id).await;
+        assert_eq!(missed, json!({"call_id": id, "user_id": "bob"}));
+    }
+    assert_eq!(bob.event_for("call:ended", &id).await["status"], "missed");
+    let frame = bob.request("call:accept", json!({"call_id": id})).await;
+    assert_eq!(frame["data"]["code"], "CALL_ENDED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_callee_is_reported_to_the_caller() {
+    let (_db, server) = server().await;
+    let mut alice = WsClient::connect(&server, &token("alice")).await;
+    let mut bob = WsClient::connect(&server, &token("bob")).await;
+    let mut carol = WsClient::connect(&server, &token("carol")).await;
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({"invitees": ["bob"], "media": "audio"}),
+        )
+        .await;
+    let id = call["call"]["id"].as_str().unwrap().to_owned();
+    bob.event_for("call:incoming", &id).await;
+    bob.ok("call:accept", json!({"call_id": id})).await;
+
+    let frame = carol
+        .request(
+            "call:initiate",
+            json!({"invitees": ["bob"], "media": "video"}),
+        )
+        .await;
+    assert_eq!(frame["type"], "error");
+    assert_eq!(frame["data"]["code"], "USER_BUSY");
+    let busy_id = frame["data"]["details"]["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let event = carol.event("call:busy").await;
+    assert_eq!(event, json!({"call_id": busy_id, "user_id": "bob"}));
+    // Bob's ongoing call is untouched and he is not rung.
+    assert!(!bob.gets("call:incoming", Duration::from_millis(300)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_was_not_invited_joins_a_group_call() {
+    let (_db, server) = server().await;
+    server
+        .conversation("team", &["alice", "bob", "carol", "dave"])
+        .await;
+    let mut alice = WsClient::connect(&server, &token("alice")).await;
+    let mut bob = WsClient::connect(&server, &token("bob")).await;
+    let mut dave = WsClient::connect(&server, &token("dave")).await;
+
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({"conversation_id": "team", "invitees": ["bob", "carol"], "media": "video"}),
+        )
+        .await;
+    let id = call["call"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(call["online"], json!(["bob"]));
+    assert_eq!(call["offline"], json!(["carol"]));
+    assert!(
+        !dave.gets("call:incoming", Duration::from_millis(300)).await,
+        "dave was not invited"
+    );
+    bob.ok("call:accept", json!({"call_id": id})).await;
+
+    let joined = dave.ok("call:join", json!({"call_id": id})).await;
+    assert_eq!(status_of(&joined["call"], "dave"), "joined");
+    for who in [&mut alice, &mut bob] {
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let event = who.event("call:participant-joined").await;
+            seen.push(event["user_id"].as_str().unwrap().to_owned());
+            if event["user_id"] == "dave" {
+                break;
+            }
+        }
+        assert!(seen.contains(&"dave".to_owned()));
+    }
+    dave.ok("call:leave", json!({"call_id": id})).await;
+    let left = alice.event("call:participant-left").await;
+    assert_eq!(
+        left,
+        json!({"call_id": id, "user_id": "dave", "name": "dave", "reason": "left"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_participant_keeps_the_seat_through_a_quick_reconnect_then_leaves() {
+    let db = TestDb::sqlite();
+    let server =
+        TestServer::start_with(&db, |s| s.disconnect_grace = Duration::from_millis(1500)).await;
+    let mut alice = WsClient::connect(&server, &token("alice")).await;
+    let bob = WsClient::connect(&server, &token("bob")).await;
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({"invitees": ["bob"], "media": "audio"}),
+        )
+        .await;
+    let id = call["call"]["id"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .post(
+            &format!("/api/v1/calls/{id}/accept"),
+            &token("bob"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Bob's socket drops and comes back within the grace: he keeps his seat.
+    bob.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bob = WsClient::connect(&server, &token("bob")).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (_, call) = server
+        .get(&format!("/api/v1/calls/{id}"), &token("bob"))
+        .await;
+    assert_eq!(call["status"], "ongoing");
+    assert_eq!(status_of(&call, "bob"), "joined");
+    assert!(
+        !alice
+            .gets("call:participant-left", Duration::from_millis(100))
+            .await
+    );
+
+    // Gone for longer than the grace: he leaves as disconnected, and the direct call ends.
+    bob.close().await;
+    let left = alice.event("call:participant-left").await;
+    assert_eq!(left["user_id"], "bob");
+    assert_eq!(left["reason"], "disconnected");
+    let ended = alice.event("call:ended").await;
+    assert_eq!(ended["status"], "completed");
+    let (_, call) = server
+        .get(&format!("/api/v1/calls/{id}"), &token("alice"))
+        .await;
+    assert_eq!(status_of(&call, "bob"), "left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_an_error_and_the_socket_stays_open() {
+    let (_db, server) = server().await;
+    let mut ws = WsClient::connect(&server, &token("alice")).await;
+
+    ws.send_text("{not json".into()).await;
+    let frame = ws.wait_for(|f| f["type"] == "error").await.unwrap();
+    assert_eq!(frame["data"]["code"], "INVALID_ARGUMENT");
+    assert!(frame.get("id").is_none());
+
+    for (kind, data) in [
+        ("call:dance", json!({})),
+        ("call:accept", json!({})),
+        ("call:accept", json!({"call_id": "not-a-uuid"})),
+        (
+            "call:initiate",
+            json!({"invitees": ["bob"], "media": "smell"}),
+        ),
+        (
+            "call:initiate",
+            json!({"invitees": "bob", "media": "audio"}),
+        ),
+        ("call:media", json!({"call_id": uuid::Uuid::new_v4()})),
+    ] {
+        let frame = ws.request(kind, data).await;
+        assert_eq!(frame["type"], "error", "{kind}");
+        assert_eq!(frame["data"]["code"], "INVALID_ARGUMENT", "{kind}: {frame}");
+    }
+
+    // Wrong states and other people's calls.
+    let frame = ws
+        .request("call:accept", json!({"call_id": uuid::Uuid::new_v4()}))
+        .await;
+    assert_eq!(frame["data"]["code"], "CALL_NOT_FOUND");
+    let mut bob = WsClient::connect(&server, &token("bob")).await;
+    let call = bob
+        .ok(
+            "call:initiate",
+            json!({"invitees": ["carol"], "media": "audio"}),
+        )
+        .await;
+    let id = call["call"]["id"].as_str().unwrap().to_owned();
+    let frame = ws.request("call:accept", json!({"call_id": id})).await;
+    assert_eq!(frame["data"]["code"], "FORBIDDEN");
+    let frame = bob.request("call:accept", json!({"call_id": id})).await;
+    assert_eq!(frame["data"]["code"], "INVALID_STATE");
+    let frame = ws
+        .request(
+            "rtc:offer",
+            json!({"call_id": id, "target": "publisher", "sdp": "v=0"}),
+        )
+        .await;
+    assert_eq!(frame["data"]["code"], "INVALID_STATE");
+
+    // Without an id: no ack, but errors still come.
+    ws.send(json!({"type": "call:initiate", "data": {"invitees": ["zed"], "media": "audio"}}))
+        .await;
+    let incoming_free = ws
+        .wait_for_within(|f| f["type"] == "ack", Duration::from_millis(300))
+        .await;
+    assert!(incoming_free.is_none(), "no ack without an id");
+
+    // Still open and working after all of that.
+    let frame = ws.request("call:end", json!({"call_id": id})).await;
+    assert_eq!(frame["data"]["code"], "FORBIDDEN");
+    let (_, calls) = server.get("/api/v1/calls?limit=100", &admin()).await;
+    assert_eq!(
+        calls["calls"].as_array().unwrap().len(),
+        2,
+        "only the two valid calls exist"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_refused_and_closes_the_socket() {
+    let (_db, server) = server().await;
+    let mut ws = WsClient::connect(&server, &token("alice")).await;
+    let big =
+        json!({"id": "big", "type": "call:initiate", "data": {"pad": "x".repeat(300 * 1024)}});
+    ws.send(big).await;
+    let frame = ws
+        .wait_for(|f| f["type"] == "error")
+        .await
+        .expect("error before close");
+    assert_eq!(frame["data"]["code"], "PAYLOAD_TOO_LARGE");
+    assert_eq!(ws.closed_with().await, Some(1009));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_messages_is_rate_limited() {
+    let (_db, server) = server().await;
+    let mut ws = WsClient::connect(&server, &token("alice")).await;
+    for i in 0..100 {
+        ws.send(json!({"id": format!("f{i}"), "type": "call:accept", "data": {"call_id": uuid::Uuid::nil()}})).await;
+    }
+    let limited = ws
+        .wait_for(|f| f["data"]["code"] == "RATE_LIMITED")
+        .await
+        .expect("some requests were rate limited");
+    assert!(limited["id"].as_str().unwrap().starts_with('f'));
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "confab_signaling_messages_total{result=\"RATE_LIMITED\",type=\"call:accept\"}"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upgrade_is_refused_without_a_valid_token() {
+    let (_db, server) = server().await;
+    for query in [
+        String::new(),
+        "?token=garbage".into(),
+        format!("?token={}", expired("alice")),
+    ] {
+        let resp = server
+            .http
+            .get(server.url(&format!("/ws{query}")))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{query}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(code(&body), "UNAUTHENTICATED");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_sockets_are_rung_at_once() {
+    let (_db, server) = server().await;
+    let members: Vec<String> = (0..200).map(|i| format!("member-{i}")).collect();
+    let mut all: Vec<&str> = members.iter().map(String::as_str).collect();
+    all.push("host");
+    server.conversation("town-hall", &all).await;
+    let mut sockets = join_all(
+        members
+            .iter()
+            .map(|m| WsClient::connect(&server, &token(m))),
+    )
+    .await;
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("confab_ws_connections 200"), "{metrics}");
+
+    let mut host = WsClient::connect(&server, &token("host")).await;
+    let call = host
+        .ok("call:initiate", json!({"conversation_id": "town-hall", "invitees": members, "media": "audio", "kind": "group"}))
+        .await;
+    assert_eq!(call["online"].as_array().unwrap().len(), 200);
+    let id = call["call"]["id"].as_str().unwrap().to_owned();
+    let reached = join_all(sockets.iter_mut().map(|s| async {
+        let incoming = s.event("call:incoming").await;
+        incoming["call_id"].as_str().map(str::to_owned)
+    }))
+    .await;
+    assert!(reached.iter().all(|r| r.as_deref() == Some(id.as_str())));
+}
