@@ -74,14 +74,14 @@ impl AppState {
             ring_timeout: time::Duration::try_from(settings.ring_timeout)
                 .unwrap_or(time::Duration::seconds(45)),
         });
-        let calls = Arc::new(CallService::new(
+        let calls = CallService::new(
             book,
             store.clone(),
             writer.clone(),
             metrics.clone(),
             hub.clone(),
             settings.disconnect_grace,
-        ));
+        );
         let recovered = calls.recover_interrupted_calls().await?;
         if recovered > 0 {
             tracing::warn!(

@@ -6,7 +6,7 @@
 //! book is one lock for all calls because its invariants span calls (one joined call per
 //! user, one live call per conversation); nothing slow ever runs while it is held.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use confab_signaling::book::Initiate;
@@ -61,6 +61,8 @@ pub struct CallService {
     ending: DashMap<CallId, Call>,
     /// Wakes the ring timer when a new deadline may be earlier than the one it sleeps on.
     deadlines_changed: Notify,
+    /// The service itself, for the timers it spawns.
+    me: Weak<CallService>,
 }
 
 impl CallService {
@@ -71,8 +73,8 @@ impl CallService {
         metrics: Arc<Metrics>,
         hub: Arc<Hub>,
         disconnect_grace: Duration,
-    ) -> CallService {
-        CallService {
+    ) -> Arc<CallService> {
+        Arc::new_cyclic(|me| CallService {
             book: Mutex::new(book),
             store,
             writer,
@@ -81,7 +83,8 @@ impl CallService {
             disconnect_grace,
             ending: DashMap::new(),
             deadlines_changed: Notify::new(),
-        }
+            me: me.clone(),
+        })
     }
 
     fn book(&self) -> MutexGuard<'_, CallBook> {
@@ -167,6 +170,7 @@ impl CallService {
         })?;
         self.deadlines_changed.notify_one();
         self.commit(&outcome).await;
+        self.expect_presence(&actor.user_id);
         let call = outcome.call;
         if call.status == CallStatus::Busy {
             return Err(
@@ -188,10 +192,25 @@ impl CallService {
         })
     }
 
-    pub async fn accept(&self, actor: &Actor, call_id: CallId) -> ApiResult<Call> {
+    /// Runs one operation on an existing call: decide at the current time, then commit or
+    /// explain the refusal.
+    async fn operate(
+        &self,
+        actor: &Actor,
+        call_id: CallId,
+        op: impl FnOnce(&mut CallBook, OffsetDateTime) -> Result<Outcome, SignalingError>,
+    ) -> ApiResult<Call> {
         let now = now_ms();
-        let result = self.decide_one(|book| book.accept(call_id, actor, now));
+        let result = self.decide_one(|book| op(book, now));
         self.finish(actor, call_id, result).await
+    }
+
+    pub async fn accept(&self, actor: &Actor, call_id: CallId) -> ApiResult<Call> {
+        let call = self
+            .operate(actor, call_id, |book, now| book.accept(call_id, actor, now))
+            .await?;
+        self.expect_presence(&actor.user_id);
+        Ok(call)
     }
 
     pub async fn reject(
@@ -200,9 +219,10 @@ impl CallService {
         call_id: CallId,
         reason: Option<String>,
     ) -> ApiResult<Call> {
-        let now = now_ms();
-        let result = self.decide_one(|book| book.reject(call_id, actor, reason, now));
-        self.finish(actor, call_id, result).await
+        self.operate(actor, call_id, |book, now| {
+            book.reject(call_id, actor, reason, now)
+        })
+        .await
     }
 
     pub async fn join(&self, actor: &Actor, call_id: CallId) -> ApiResult<Call> {
@@ -210,9 +230,13 @@ impl CallService {
             .read(|book| book.get(call_id).map(|c| c.conversation_id.clone()))
             .flatten();
         let conversation = self.load_conversation(conversation_id.as_ref()).await?;
-        let now = now_ms();
-        let result = self.decide_one(|book| book.join(call_id, actor, conversation.as_ref(), now));
-        self.finish(actor, call_id, result).await
+        let call = self
+            .operate(actor, call_id, |book, now| {
+                book.join(call_id, actor, conversation.as_ref(), now)
+            })
+            .await?;
+        self.expect_presence(&actor.user_id);
+        Ok(call)
     }
 
     pub async fn leave(
@@ -221,9 +245,10 @@ impl CallService {
         call_id: CallId,
         reason: LeaveReason,
     ) -> ApiResult<Call> {
-        let now = now_ms();
-        let result = self.decide_one(|book| book.leave(call_id, &actor.user_id, reason, now));
-        self.finish(actor, call_id, result).await
+        self.operate(actor, call_id, |book, now| {
+            book.leave(call_id, &actor.user_id, reason, now)
+        })
+        .await
     }
 
     pub async fn end(
@@ -232,9 +257,10 @@ impl CallService {
         call_id: CallId,
         reason: Option<String>,
     ) -> ApiResult<Call> {
-        let now = now_ms();
-        let result = self.decide_one(|book| book.end(call_id, actor, reason, now));
-        self.finish(actor, call_id, result).await
+        self.operate(actor, call_id, |book, now| {
+            book.end(call_id, actor, reason, now)
+        })
+        .await
     }
 
     pub async fn set_media(
@@ -243,9 +269,10 @@ impl CallService {
         call_id: CallId,
         patch: MediaPatch,
     ) -> ApiResult<Call> {
-        let now = now_ms();
-        let result = self.decide_one(|book| book.set_media(call_id, &actor.user_id, patch, now));
-        self.finish(actor, call_id, result).await
+        self.operate(actor, call_id, |book, now| {
+            book.set_media(call_id, &actor.user_id, patch, now)
+        })
+        .await
     }
 
     /// A call as the actor may see it: live from the book, else from the history store.
@@ -398,11 +425,13 @@ impl CallService {
     /// A user's last socket closed. If they are joined in a call, they keep their seat for
     /// the disconnect grace; if no socket of theirs came back by then, they leave with reason
     /// `disconnected`.
-    pub fn user_went_offline(self: &Arc<Self>, user: &UserId, offline_epoch: u64) {
+    pub fn user_went_offline(&self, user: &UserId, offline_epoch: u64) {
         let Some(call_id) = self.joined_call_of(user.as_str()) else {
             return;
         };
-        let service = self.clone();
+        let Some(service) = self.me.upgrade() else {
+            return;
+        };
         let user = user.clone();
         tokio::spawn(async move {
             tokio::time::sleep(service.disconnect_grace).await;
@@ -428,6 +457,14 @@ impl CallService {
                 }
             }
         });
+    }
+
+    /// A participant who joins without any open socket (over REST only) is held to the same
+    /// grace as one whose socket dropped: presence is what keeps a seat.
+    fn expect_presence(&self, user: &UserId) {
+        if !self.hub.is_online(user.as_str()) {
+            self.user_went_offline(user, self.hub.offline_epoch(user.as_str()));
+        }
     }
 
     /// Ends calls that were live when the server last stopped: their media and sockets are

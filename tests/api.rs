@@ -1,6 +1,6 @@
 //! The REST API over real HTTP, against a server on 127.0.0.1:0, on SQLite and PostgreSQL.
 //!
-//! Every test body runs once per backend (see `on_both_backends!`): SQLite always, PostgreSQL
+//! Every test body runs once per backend (see `backend_tests!`): SQLite always, PostgreSQL
 //! with `cargo test -- --ignored` and `CONFAB_TEST_POSTGRES_URL` set (as `.ci/run` does).
 
 mod support;
@@ -11,33 +11,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::db::TestDb;
 use support::server::{TestServer, admin, code, eventually, expired, token, wrongly_signed};
-
-macro_rules! on_both_backends {
-    ($(async fn $name:ident($db:ident: &TestDb) $body:block)+) => {
-        $(async fn $name($db: &TestDb) $body)+
-
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = super::TestDb::sqlite();
-                    super::$name(&db).await;
-                }
-            )+
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "needs PostgreSQL: set CONFAB_TEST_POSTGRES_URL (see .ci/run)"]
-                async fn $name() {
-                    let db = super::TestDb::postgres().await;
-                    super::$name(&db).await;
-                }
-            )+
-        }
-    };
-}
 
 /// Every call the admin can see, newest first: how tests check that nothing was written.
 async fn all_calls(server: &TestServer) -> Vec<Value> {
@@ -53,7 +26,7 @@ fn participant<'a>(call: &'a Value, user: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{user} is not in {call}"))
 }
 
-on_both_backends! {
+backend_tests! {
     async fn every_route_refuses_missing_expired_and_forged_tokens(db: &TestDb) {
         let server = TestServer::start(db).await;
         let call_id = uuid::Uuid::new_v4();

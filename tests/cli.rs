@@ -49,17 +49,23 @@ fn serve(cmd: &mut Command) -> Serving {
 }
 
 fn get(url: &str) -> (u16, String) {
+    get_with(url, None)
+}
+
+/// A blocking GET, optionally with a bearer token.
+fn get_with(url: &str, token: Option<&str>) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let resp = reqwest::Client::new()
+        let mut req = reqwest::Client::new()
             .get(url)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .expect("request");
+            .timeout(Duration::from_secs(10));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.expect("request");
         (
             resp.status().as_u16(),
             resp.text().await.unwrap_or_default(),
@@ -93,20 +99,8 @@ fn token_prints_a_jwt_that_the_server_accepts() {
     );
     let (status, body) = get(&format!("{}/api/v1/calls", server.base));
     assert_eq!(status, 401, "{body}");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let status = rt.block_on(async {
-        reqwest::Client::new()
-            .get(format!("{}/api/v1/calls", server.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert_eq!(status.as_u16(), 200);
+    let (status, body) = get_with(&format!("{}/api/v1/calls", server.base), Some(&token));
+    assert_eq!(status, 200, "{body}");
 }
 
 #[test]

@@ -111,13 +111,9 @@ async fn reject_cancel_and_missed_reach_the_right_people() {
     let mut bob = WsClient::connect(&server, &token("bob")).await;
 
     // Reject.
-    let call = alice
-        .ok(
-            "call:initiate",
-            json!({"invitees": ["bob"], "media": "audio"}),
-        )
+    let id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "audio"}))
         .await;
-    let id = call["call"]["id"].as_str().unwrap().to_owned();
     bob.event_for("call:incoming", &id).await;
     let rejected = bob
         .ok("call:reject", json!({"call_id": id, "reason": "busy day"}))
@@ -134,26 +130,18 @@ async fn reject_cancel_and_missed_reach_the_right_people() {
     );
 
     // Cancel: the caller ends while ringing; the callee stops ringing.
-    let call = alice
-        .ok(
-            "call:initiate",
-            json!({"invitees": ["bob"], "media": "audio"}),
-        )
+    let id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "audio"}))
         .await;
-    let id = call["call"]["id"].as_str().unwrap().to_owned();
     bob.event_for("call:incoming", &id).await;
     alice.ok("call:end", json!({"call_id": id})).await;
     let ended = bob.event_for("call:ended", &id).await;
     assert_eq!(ended["status"], "cancelled");
 
     // Missed: nobody answers within the ring timeout.
-    let call = alice
-        .ok(
-            "call:initiate",
-            json!({"invitees": ["bob"], "media": "audio"}),
-        )
+    let id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "audio"}))
         .await;
-    let id = call["call"]["id"].as_str().unwrap().to_owned();
     bob.event_for("call:incoming", &id).await;
     for who in [&mut alice, &mut bob] {
         let missed = who.event_for("call:missed", &id).await;
@@ -170,13 +158,9 @@ async fn busy_callee_is_reported_to_the_caller() {
     let mut alice = WsClient::connect(&server, &token("alice")).await;
     let mut bob = WsClient::connect(&server, &token("bob")).await;
     let mut carol = WsClient::connect(&server, &token("carol")).await;
-    let call = alice
-        .ok(
-            "call:initiate",
-            json!({"invitees": ["bob"], "media": "audio"}),
-        )
+    let id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "audio"}))
         .await;
-    let id = call["call"]["id"].as_str().unwrap().to_owned();
     bob.event_for("call:incoming", &id).await;
     bob.ok("call:accept", json!({"call_id": id})).await;
 
@@ -251,13 +235,9 @@ async fn a_dropped_participant_keeps_the_seat_through_a_quick_reconnect_then_lea
         TestServer::start_with(&db, |s| s.disconnect_grace = Duration::from_millis(1500)).await;
     let mut alice = WsClient::connect(&server, &token("alice")).await;
     let bob = WsClient::connect(&server, &token("bob")).await;
-    let call = alice
-        .ok(
-            "call:initiate",
-            json!({"invitees": ["bob"], "media": "audio"}),
-        )
+    let id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "audio"}))
         .await;
-    let id = call["call"]["id"].as_str().unwrap().to_owned();
     let (status, _) = server
         .post(
             &format!("/api/v1/calls/{id}/accept"),
@@ -331,13 +311,9 @@ async fn bad_input_gets_an_error_and_the_socket_stays_open() {
         .await;
     assert_eq!(frame["data"]["code"], "CALL_NOT_FOUND");
     let mut bob = WsClient::connect(&server, &token("bob")).await;
-    let call = bob
-        .ok(
-            "call:initiate",
-            json!({"invitees": ["carol"], "media": "audio"}),
-        )
+    let id = bob
+        .start_call(json!({"invitees": ["carol"], "media": "audio"}))
         .await;
-    let id = call["call"]["id"].as_str().unwrap().to_owned();
     let frame = ws.request("call:accept", json!({"call_id": id})).await;
     assert_eq!(frame["data"]["code"], "FORBIDDEN");
     let frame = bob.request("call:accept", json!({"call_id": id})).await;
@@ -473,4 +449,31 @@ async fn two_hundred_sockets_are_rung_at_once() {
     }))
     .await;
     assert!(reached.iter().all(|r| r.as_deref() == Some(id.as_str())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_who_joined_without_any_socket_leaves_after_the_grace() {
+    let db = TestDb::sqlite();
+    let server =
+        TestServer::start_with(&db, |s| s.disconnect_grace = Duration::from_millis(700)).await;
+    let mut alice = WsClient::connect(&server, &token("alice")).await;
+    let id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "audio"}))
+        .await;
+    // Bob accepts over REST and never opens a socket (nor, later, a peer connection).
+    let (status, _) = server
+        .post(
+            &format!("/api/v1/calls/{id}/accept"),
+            &token("bob"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let left = alice.event_for("call:participant-left", &id).await;
+    assert_eq!(left["user_id"], "bob");
+    assert_eq!(left["reason"], "disconnected");
+    assert_eq!(
+        alice.event_for("call:ended", &id).await["status"],
+        "completed"
+    );
 }

@@ -113,9 +113,15 @@ impl Hub {
         self.users.get(user).is_some_and(|s| !s.is_empty())
     }
 
+    /// The number of times the user went offline so far (0 if never): a disconnect timer
+    /// remembers it to tell later whether the user came back in between.
+    pub fn offline_epoch(&self, user: &str) -> u64 {
+        self.offline_epochs.get(user).map_or(0, |e| *e)
+    }
+
     /// True while the user has not come online since going offline at `epoch`.
     pub fn still_offline_since(&self, user: &str, epoch: u64) -> bool {
-        !self.is_online(user) && self.offline_epochs.get(user).is_some_and(|e| *e == epoch)
+        !self.is_online(user) && self.offline_epoch(user) == epoch
     }
 
     /// Queues `frame` on every socket of `user`; never waits.

@@ -24,7 +24,7 @@ macro_rules! backend_tests {
 
         mod sqlite {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let db = super::TestDb::sqlite();
                     super::$name(&db).await;
@@ -34,7 +34,7 @@ macro_rules! backend_tests {
 
         mod postgres {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 #[ignore = "needs PostgreSQL: set CONFAB_TEST_POSTGRES_URL (see .ci/run)"]
                 async fn $name() {
                     let db = super::TestDb::postgres().await;

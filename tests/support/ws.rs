@@ -14,7 +14,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use super::server::TestServer;
 
 /// How long a test waits for a frame it expects before failing.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct WsClient {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -66,6 +66,12 @@ impl WsClient {
         let frame = self.request(kind, data).await;
         assert_eq!(frame["type"], "ack", "{kind}: {frame}");
         frame["data"].clone()
+    }
+
+    /// Starts a call over the socket and returns its id.
+    pub async fn start_call(&mut self, body: Value) -> String {
+        let data = self.ok("call:initiate", body).await;
+        data["call"]["id"].as_str().expect("call id").to_owned()
     }
 
     /// The data of the next event of this type (earlier frames of other types are kept).
