@@ -1,4 +1,19 @@
 //! Where media is forwarded.
 //!
 //! The SFU knows rooms, peers and tracks; it knows nothing of calls, users' rights or the
-//! store. The media engine drives webrtc-rs's sans-I/O core from Confab's own UDP loop.
+//! store. The media engine drives webrtc-rs's sans-I/O core from Confab's own UDP loop: each
+//! worker thread owns one socket and every peer connection of the rooms placed on it, so the
+//! rest of the server talks to it only through [`MediaEngine`]'s commands and [`EngineEvent`]s
+//! and never sees a webrtc type.
+
+mod demux;
+mod engine;
+mod error;
+mod peer;
+mod worker;
+
+pub use engine::{
+    EngineConfig, EngineEvent, EngineEvents, EngineStats, MediaEngine, MediaKind, RoomId,
+    TrackStats,
+};
+pub use error::EngineError;
