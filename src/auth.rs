@@ -248,6 +248,65 @@ mod tests {
         assert!(bearer_token(None).is_err());
     }
 
+    /// Test-only key pairs; never used outside the test suite.
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+    fn sign_with(private_pem: &str, alg: Algorithm, sub: &str) -> String {
+        let pem = std::fs::read(format!("{FIXTURES}/{private_pem}")).unwrap();
+        let key = match alg {
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem).unwrap(),
+            _ => EncodingKey::from_rsa_pem(&pem).unwrap(),
+        };
+        let claims = Claims {
+            sub: sub.into(),
+            exp: OffsetDateTime::now_utc().unix_timestamp() + 60,
+            iat: None,
+            name: None,
+            admin: true,
+        };
+        jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn public_keys_verify_rs256_and_eddsa_given_inline_or_as_a_path() {
+        for (private, public, alg) in [
+            ("jwt-rsa.key", "jwt-rsa.pub", Algorithm::RS256),
+            ("jwt-ed25519.key", "jwt-ed25519.pub", Algorithm::EdDSA),
+        ] {
+            let path = format!("{FIXTURES}/{public}");
+            let inline = std::fs::read_to_string(&path).unwrap();
+            for source in [path.as_str(), inline.as_str()] {
+                let keys = JwtKeys::new(None, Some(source)).unwrap();
+                let actor = keys.verify(&sign_with(private, alg, "svc")).unwrap();
+                assert_eq!(actor.user_id.as_str(), "svc");
+                assert!(actor.admin);
+                // A public key cannot mint tokens, and an HS256 token is not accepted.
+                assert!(matches!(
+                    keys.issue(&user("x"), None, false, Duration::from_secs(60)),
+                    Err(KeyError::CannotSign)
+                ));
+                let hs = JwtKeys::new(Some("s"), None)
+                    .unwrap()
+                    .issue(&user("x"), None, false, Duration::from_secs(60))
+                    .unwrap();
+                assert!(keys.verify(&hs).is_err());
+            }
+        }
+        // A token signed by a different RSA key than the configured Ed25519 one is refused.
+        let keys = JwtKeys::new(None, Some(&format!("{FIXTURES}/jwt-ed25519.pub"))).unwrap();
+        assert!(
+            keys.verify(&sign_with("jwt-rsa.key", Algorithm::RS256, "svc"))
+                .is_err()
+        );
+        assert!(matches!(
+            JwtKeys::new(
+                None,
+                Some("-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----")
+            ),
+            Err(KeyError::BadPublicKey)
+        ));
+    }
+
     #[test]
     fn no_key_is_an_error() {
         assert!(matches!(JwtKeys::new(None, None), Err(KeyError::NoKey)));
