@@ -30,6 +30,54 @@ pub enum MediaKind {
     Video,
 }
 
+/// Which of a participant's two peer connections an event or candidate is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerRole {
+    /// The connection the client offers and sends its tracks on.
+    Publisher,
+    /// The connection the server offers and forwards other participants' tracks on.
+    Subscriber,
+}
+
+/// What a published track carries, as contract section 7 defines it: the publisher's first audio
+/// is its microphone, its first video its camera and its second video its screen, unless the
+/// track's msid id starts with `screen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackSource {
+    /// The participant's microphone.
+    Microphone,
+    /// The participant's camera.
+    Camera,
+    /// A screen share.
+    Screen,
+}
+
+/// One track a subscriber offer carries, as signaling reports it in `rtc:tracks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedTrack {
+    /// The track id of the offer's `a=msid:<stream_id> <track_id>` line.
+    pub track_id: String,
+    /// The stream id of that line: the publisher's participant id.
+    pub stream_id: String,
+    /// The participant who publishes the track.
+    pub publisher: String,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Microphone, camera or screen.
+    pub source: TrackSource,
+}
+
+/// Why a packet that should have been forwarded was not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardDrops {
+    /// The subscriber leg was not negotiated or connected yet.
+    pub not_ready: u64,
+    /// The leg has no payload type for the packet's codec.
+    pub no_codec: u64,
+    /// The core refused the write (for instance a slow or closing subscriber).
+    pub send_failed: u64,
+}
+
 /// How the engine binds and announces its sockets.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -55,6 +103,8 @@ pub enum EngineEvent {
         room: RoomId,
         /// Participant of the peer.
         participant: String,
+        /// Which of the participant's connections.
+        role: PeerRole,
     },
     /// ICE or DTLS failed; the peer stays until removed, so signaling decides what to do.
     PeerFailed {
@@ -62,6 +112,8 @@ pub enum EngineEvent {
         room: RoomId,
         /// Participant of the peer.
         participant: String,
+        /// Which of the participant's connections.
+        role: PeerRole,
     },
     /// The peer connection was closed and freed.
     PeerClosed {
@@ -69,6 +121,8 @@ pub enum EngineEvent {
         room: RoomId,
         /// Participant of the peer.
         participant: String,
+        /// Which of the participant's connections.
+        role: PeerRole,
     },
     /// A publisher's track started arriving.
     TrackPublished {
@@ -82,6 +136,21 @@ pub enum EngineEvent {
         mid: String,
         /// The publisher's SSRC of the track.
         ssrc: u32,
+        /// Microphone, camera or screen.
+        source: TrackSource,
+    },
+    /// The participant's subscriber connection needs (re)negotiating: signaling sends `rtc:tracks`
+    /// with `tracks`, then `rtc:offer` with `sdp`, and hands the answer to
+    /// [`MediaEngine::subscriber_answer`]. At most one is outstanding per participant.
+    SubscriberOffer {
+        /// Room of the subscriber.
+        room: RoomId,
+        /// The subscribing participant.
+        participant: String,
+        /// The offer SDP, with the worker's host candidate.
+        sdp: String,
+        /// Every track the offer carries, in no particular order.
+        tracks: Vec<ForwardedTrack>,
     },
 }
 
@@ -111,8 +180,12 @@ pub struct TrackStats {
 /// The engine's own counters, summed over workers; leak tests assert on these.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineStats {
-    /// Live peer connections.
+    /// Live peer connections, both roles.
     pub peers: usize,
+    /// Live subscriber peer connections.
+    pub subscriber_peers: usize,
+    /// Joined participants, over all rooms.
+    pub participants: usize,
     /// Rooms with at least one peer.
     pub rooms: usize,
     /// Ufrag routes in the demultiplexers.
@@ -129,6 +202,16 @@ pub struct EngineStats {
     pub send_dropped: u64,
     /// RTP packets delivered by the core, all tracks.
     pub rtp_packets_received: u64,
+    /// RTP packets handed to subscriber legs.
+    pub forwarded_packets: u64,
+    /// RTP payload bytes of those packets.
+    pub forwarded_bytes: u64,
+    /// Packets not forwarded, by reason.
+    pub dropped: ForwardDrops,
+    /// Keyframe requests (subscriber PLI/FIR, or a leg starting) sent to publishers as PLI.
+    pub plis_relayed: u64,
+    /// Keyframe requests absorbed by the once-per-500-ms limit per source track.
+    pub plis_suppressed: u64,
     /// Per-track reception counters.
     pub tracks: Vec<TrackStats>,
 }
@@ -226,8 +309,41 @@ impl MediaEngine {
             .unwrap_or_default()
     }
 
+    /// Puts the participant in the room: from now on it receives everything published there, even
+    /// if it never publishes (a viewer). Its subscriber connection is created when there is
+    /// something to forward, announced by [`EngineEvent::SubscriberOffer`]. Joining twice is a
+    /// no-op.
+    pub async fn join(&self, room: RoomId, participant: String) -> Result<(), EngineError> {
+        self.ask(room, |reply| Command::Join {
+            room,
+            participant,
+            reply,
+        })
+        .await?
+    }
+
+    /// Applies the client's answer to the outstanding subscriber offer. A bad answer is
+    /// [`EngineError::InvalidSdp`] and leaves the offer outstanding; an answer with no offer
+    /// outstanding is [`EngineError::NoOfferPending`].
+    pub async fn subscriber_answer(
+        &self,
+        room: RoomId,
+        participant: String,
+        answer_sdp: String,
+    ) -> Result<(), EngineError> {
+        self.ask(room, |reply| Command::SubscriberAnswer {
+            room,
+            participant,
+            answer_sdp,
+            reply,
+        })
+        .await?
+    }
+
     /// Answers a participant's publisher offer; creates its publisher peer connection, or
     /// renegotiates it if it exists. Returns the answer SDP with the worker's host candidate.
+    /// Publishing joins the room if the participant had not. An offer sending more than one
+    /// audio or two video tracks is refused with [`EngineError::TooManyTracks`].
     pub async fn publish(
         &self,
         room: RoomId,
@@ -243,24 +359,28 @@ impl MediaEngine {
         .await?
     }
 
-    /// Hands a trickled client candidate to the publisher. The server is ICE-lite and learns the
-    /// client's address from its checks, so an unusable candidate is ignored, not an error.
+    /// Hands a trickled client candidate to one of the participant's connections. The server is
+    /// ICE-lite and learns the client's address from its checks, so an unusable candidate (or one
+    /// for a connection not created yet) is ignored, not an error.
     pub async fn add_remote_candidate(
         &self,
         room: RoomId,
         participant: String,
+        role: PeerRole,
         candidate: String,
     ) -> Result<(), EngineError> {
         self.ask(room, |reply| Command::AddRemoteCandidate {
             room,
             participant,
+            role,
             candidate,
             reply,
         })
         .await?
     }
 
-    /// Closes the participant's peer connection and frees its routes and timers.
+    /// Takes the participant out of the room: closes both its connections, frees their routes and
+    /// timers, and removes its tracks from every other subscriber (which renegotiates them).
     pub async fn remove_participant(
         &self,
         room: RoomId,
@@ -285,6 +405,15 @@ impl MediaEngine {
                 .map_err(|_| EngineError::WorkerGone)?;
             let s: WorkerStats = rx.await.map_err(|_| EngineError::WorkerGone)?;
             total.peers += s.peers;
+            total.subscriber_peers += s.subscriber_peers;
+            total.participants += s.participants;
+            total.forwarded_packets += s.forwarded_packets;
+            total.forwarded_bytes += s.forwarded_bytes;
+            total.dropped.not_ready += s.dropped.not_ready;
+            total.dropped.no_codec += s.dropped.no_codec;
+            total.dropped.send_failed += s.dropped.send_failed;
+            total.plis_relayed += s.plis_relayed;
+            total.plis_suppressed += s.plis_suppressed;
             total.rooms += s.rooms;
             total.demux_ufrags += s.demux_ufrags;
             total.demux_addrs += s.demux_addrs;

@@ -20,6 +20,20 @@ pub enum EngineError {
         /// The participant that was named.
         participant: String,
     },
+    /// A publisher offer sends more tracks than a participant may publish. Nothing was created.
+    #[error(
+        "too many tracks: at most {max_audio} audio and {max_video} video tracks may be published"
+    )]
+    TooManyTracks {
+        /// Most sending audio m-lines allowed.
+        max_audio: usize,
+        /// Most sending video m-lines allowed (camera and screen).
+        max_video: usize,
+    },
+    /// A subscriber answer arrived but the engine has no offer outstanding for that participant
+    /// (a duplicate or late answer); the connection is left as it was.
+    #[error("no subscriber offer is pending")]
+    NoOfferPending,
     /// The worker thread that owns the room has stopped (shutdown, or a panic).
     #[error("media worker is gone")]
     WorkerGone,

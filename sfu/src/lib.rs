@@ -9,11 +9,12 @@
 mod demux;
 mod engine;
 mod error;
+mod forwarder;
 mod peer;
 mod worker;
 
 pub use engine::{
-    EngineConfig, EngineEvent, EngineEvents, EngineStats, MediaEngine, MediaKind, RoomId,
-    TrackStats,
+    EngineConfig, EngineEvent, EngineEvents, EngineStats, ForwardDrops, ForwardedTrack,
+    MediaEngine, MediaKind, PeerRole, RoomId, TrackSource, TrackStats,
 };
 pub use error::EngineError;

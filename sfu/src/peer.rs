@@ -1,12 +1,13 @@
-//! One publisher peer connection: how it is configured and what the engine tracks about it.
+//! One peer connection (publisher or subscriber): how it is configured and what the engine tracks
+//! about it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -17,17 +18,25 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use rtc::sansio::Protocol;
 use uuid::Uuid;
 
 use crate::demux::PeerKey;
 use crate::error::EngineError;
-use crate::{MediaKind, RoomId};
+use crate::forwarder::Forwarder;
+use crate::{ForwardedTrack, MediaKind, PeerRole, RoomId, TrackSource};
 
 /// A peer connection and the engine's bookkeeping for it.
 pub(crate) struct Peer {
     pub(crate) key: PeerKey,
     pub(crate) room: RoomId,
     pub(crate) participant: String,
+    pub(crate) role: PeerRole,
     pub(crate) pc: RTCPeerConnection,
     /// The deadline this peer currently has in the worker's timer heap, already rounded; heap
     /// entries that do not match it are stale and skipped.
@@ -38,6 +47,75 @@ pub(crate) struct Peer {
     /// Per-SSRC reception counters; keyed by SSRC because RTP can arrive before the track event
     /// that names its kind and mid.
     pub(crate) tracks: HashMap<u32, TrackCounters>,
+    /// Publisher only: the tracks it publishes, once their first packet opened them.
+    pub(crate) published: Vec<PublishedTrack>,
+    /// Subscriber only: forwarded tracks, in slots that never move so the publishers' fan-out
+    /// lists can point at them by index; a freed slot is reused by the next track.
+    pub(crate) legs: Vec<Option<Leg>>,
+    /// Subscriber only: an offer is out and its answer not applied yet.
+    pub(crate) offer_pending: bool,
+    /// Subscriber only: the forwarded set changed while an offer was out; offer again once the
+    /// answer is in.
+    pub(crate) renegotiate: bool,
+    /// Subscriber only: the host candidate is added once, after the first local description.
+    pub(crate) candidate_added: bool,
+}
+
+impl Peer {
+    pub(crate) fn new(
+        key: PeerKey,
+        room: RoomId,
+        participant: String,
+        role: PeerRole,
+        pc: RTCPeerConnection,
+    ) -> Self {
+        Self {
+            key,
+            room,
+            participant,
+            role,
+            pc,
+            armed: None,
+            dirty: false,
+            connected: false,
+            tracks: HashMap::new(),
+            published: Vec::new(),
+            legs: Vec::new(),
+            offer_pending: false,
+            renegotiate: false,
+            candidate_added: false,
+        }
+    }
+}
+
+/// A publisher's track as the forwarding path sees it.
+pub(crate) struct PublishedTrack {
+    pub(crate) ssrc: u32,
+    pub(crate) receiver_id: RTCRtpReceiverId,
+    pub(crate) kind: MediaKind,
+    pub(crate) source: TrackSource,
+    /// The codec of the first packet; the track is offered to subscribers only once it is known,
+    /// because a subscriber leg is created for exactly that codec.
+    pub(crate) codec: Option<RTCRtpCodec>,
+    /// Subscriber legs fed by this track: (subscriber peer, leg slot).
+    pub(crate) fanout: Vec<(PeerKey, usize)>,
+    /// When a PLI was last sent upstream for this track.
+    pub(crate) last_pli: Option<Instant>,
+    /// A request arrived inside the 500 ms window; one PLI goes out when it ends.
+    pub(crate) pli_pending: bool,
+}
+
+/// One forwarded track on a subscriber connection.
+pub(crate) struct Leg {
+    pub(crate) publisher: PeerKey,
+    pub(crate) source_ssrc: u32,
+    pub(crate) sender_id: RTCRtpSenderId,
+    pub(crate) info: ForwardedTrack,
+    pub(crate) forwarder: Forwarder,
+    /// The client has answered an offer that carries this leg.
+    pub(crate) negotiated: bool,
+    /// A keyframe was requested for this leg's start.
+    pub(crate) keyframe_requested: bool,
 }
 
 /// What the engine has seen of one inbound RTP stream.
@@ -114,11 +192,138 @@ pub(crate) fn reanswer_publisher(
         .ok_or_else(|| EngineError::Rtc("no local description after answering".into()))
 }
 
+/// Builds an empty subscriber peer connection; transceivers are added before each offer.
+pub(crate) fn new_subscriber(
+    now: Instant,
+    creds: &IceCredentials,
+) -> Result<RTCPeerConnection, EngineError> {
+    build_pc(now, creds)
+}
+
+/// Creates and applies a subscriber offer (`actpass`, ICE-lite) and returns its SDP. The host
+/// candidate can only be added once a local description exists, so the first offer adds it.
+pub(crate) fn offer_subscriber(
+    now: Instant,
+    announced: SocketAddr,
+    peer: &mut Peer,
+) -> Result<String, EngineError> {
+    let rtc_err = |e: rtc::shared::error::Error| EngineError::Rtc(e.to_string());
+    let offer = peer.pc.create_offer(None).map_err(rtc_err)?;
+    peer.pc.set_local_description(now, offer).map_err(rtc_err)?;
+    if !peer.candidate_added {
+        add_host_candidate(&mut peer.pc, announced)?;
+        peer.candidate_added = true;
+    }
+    peer.pc
+        .local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| EngineError::Rtc("no local description after offering".into()))
+}
+
+/// Applies a client's answer to the outstanding subscriber offer.
+pub(crate) fn apply_subscriber_answer(
+    now: Instant,
+    pc: &mut RTCPeerConnection,
+    answer_sdp: String,
+) -> Result<(), EngineError> {
+    let answer = RTCSessionDescription::answer(answer_sdp)
+        .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
+    pc.set_remote_description(now, answer)
+        .map_err(|e| EngineError::InvalidSdp(e.to_string()))
+}
+
+/// Counts the m-lines of an offer that send audio and video, to refuse an offer that publishes
+/// more than a participant may before anything is created for it. Rejected m-lines (port 0) and
+/// ones that do not send (recvonly, inactive) do not count; no direction means sendrecv.
+pub(crate) fn count_sending_tracks(sdp: &str) -> (usize, usize) {
+    let (mut audio, mut video) = (0, 0);
+    for section in sdp.split("\nm=").skip(1) {
+        let mut words = section.split_whitespace();
+        let kind = words.next();
+        let rejected = words.next() == Some("0");
+        let direction = section.lines().find_map(|l| {
+            let l = l.trim();
+            ["a=sendonly", "a=sendrecv", "a=recvonly", "a=inactive"]
+                .into_iter()
+                .find(|d| l == *d)
+        });
+        let sends = matches!(direction, None | Some("a=sendonly") | Some("a=sendrecv"));
+        if rejected || !sends {
+            continue;
+        }
+        match kind {
+            Some("audio") => audio += 1,
+            Some("video") => video += 1,
+            _ => {}
+        }
+    }
+    (audio, video)
+}
+
+/// Marks inbound keyframe requests for the application.
+///
+/// Inbound RTCP stops at the end of rtc's interceptor chain unless something marks it
+/// `DeliverToApplication`; without this a subscriber's PLI/FIR would never reach the worker and
+/// could not be relayed to the publisher. Only compounds holding a PLI or FIR are marked (no copy,
+/// no allocation), so reports stay with the interceptors that already acted on them.
+#[derive(Default)]
+struct KeyframeRequestMarker {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+pub(crate) fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestMarker {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
 fn build_pc(now: Instant, creds: &IceCredentials) -> Result<RTCPeerConnection, EngineError> {
     let rtc_err = |e: rtc::shared::error::Error| EngineError::Rtc(e.to_string());
     let mut media = RtcMediaEngine::default();
     media.register_default_codecs().map_err(rtc_err)?;
-    let registry = register_default_interceptors(Registry::new(), &mut media).map_err(rtc_err)?;
+    // The default chain keeps rtc's NACK responder on every sender (retransmitting from its
+    // buffer, over RTX where negotiated); the marker lets keyframe requests reach the worker.
+    let registry = register_default_interceptors(Registry::new(), &mut media)
+        .map_err(rtc_err)?
+        .with(Slot::from(14_000), KeyframeRequestMarker::default());
     let settings = SettingEngineBuilder::new()
         // Lite: the server has a reachable address and learns the client's from its checks, so it
         // never needs to send checks or gather; that is what makes one shared socket workable.
@@ -168,4 +373,19 @@ fn add_host_candidate(
     pc.add_local_candidate(init).map_err(rtc_err)?;
     pc.add_local_candidate(RTCIceCandidateInit::default())
         .map_err(rtc_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_sending_tracks;
+
+    #[test]
+    fn counts_only_sending_m_lines() {
+        let sdp = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+                   m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n\
+                   m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+        assert_eq!(count_sending_tracks(sdp), (1, 1));
+    }
 }

@@ -2,37 +2,53 @@
 //! their timers.
 //!
 //! The loop, top to bottom:
-//! 1. fire the timers that are due (`handle_timeout`), marking those peers dirty;
-//! 2. service every dirty peer: drain its events, inbound media and outbound datagrams, then
-//!    re-arm its timer — rtc has no "output pending" signal, so touched peers are swept;
-//! 3. wait for the first of: a command from the async side, a readable socket, the next timer.
+//! 1. fire the timers that are due (`handle_timeout`) and the deferred keyframe requests, marking
+//!    those peers dirty;
+//! 2. service every dirty peer until none is left: drain its events, inbound media and outbound
+//!    datagrams, then re-arm its timer — rtc has no "output pending" signal, so touched peers are
+//!    swept. Servicing a publisher forwards its packets to its subscribers' legs, which marks
+//!    those subscribers dirty in turn;
+//! 3. reconcile the subscribers whose forwarded set changed, which may produce offers;
+//! 4. wait for the first of: a command from the async side, a readable socket, the next timer.
 //!
 //! A current-thread tokio runtime provides the waiting; everything else is plain synchronous
 //! calls into the sans-I/O core, so a room's peers are reached without locks or channel hops.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
-use rtc::rtp_transceiver::RTCRtpTransceiverId;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
+use uuid::Uuid;
 
 use crate::demux::{Demux, PeerKey};
-use crate::engine::{EngineEvent, MediaKind, RoomId, TrackStats};
+use crate::engine::{
+    EngineEvent, ForwardDrops, ForwardedTrack, MediaKind, PeerRole, RoomId, TrackSource, TrackStats,
+};
 use crate::error::EngineError;
-use crate::peer::{self, IceCredentials, Peer, TrackCounters};
+use crate::forwarder::Forwarder;
+use crate::peer::{self, IceCredentials, Leg, Peer, PublishedTrack};
 
 /// Timers are rounded up to this; rounding down would wake before the core's deadline, find
 /// nothing due and spin.
@@ -43,18 +59,36 @@ const MAX_RECV_BURST: usize = 64;
 const RECV_BUF_LEN: usize = 2048;
 /// How long to sleep when no peer has a deadline; any command or datagram wakes the loop anyway.
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
+/// At most one PLI per source track per this long: every subscriber that joins or loses a packet
+/// asks, and a publisher flooded with requests sends nothing but keyframes.
+const PLI_INTERVAL: Duration = Duration::from_millis(500);
+/// Most sending tracks one publisher may offer (contract: microphone; camera and screen).
+const MAX_AUDIO_TRACKS: usize = 1;
+const MAX_VIDEO_TRACKS: usize = 2;
 
 /// Requests from the [`MediaEngine`](crate::MediaEngine) handle, each answered on its oneshot.
 pub(crate) enum Command {
+    Join {
+        room: RoomId,
+        participant: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
     Publish {
         room: RoomId,
         participant: String,
         offer_sdp: String,
         reply: oneshot::Sender<Result<String, EngineError>>,
     },
+    SubscriberAnswer {
+        room: RoomId,
+        participant: String,
+        answer_sdp: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
     AddRemoteCandidate {
         room: RoomId,
         participant: String,
+        role: PeerRole,
         candidate: String,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
@@ -74,6 +108,8 @@ pub(crate) enum Command {
 /// One worker's counters; the handle sums them into [`EngineStats`](crate::EngineStats).
 pub(crate) struct WorkerStats {
     pub(crate) peers: usize,
+    pub(crate) subscriber_peers: usize,
+    pub(crate) participants: usize,
     pub(crate) rooms: usize,
     pub(crate) demux_ufrags: usize,
     pub(crate) demux_addrs: usize,
@@ -81,7 +117,27 @@ pub(crate) struct WorkerStats {
     pub(crate) datagrams_received: u64,
     pub(crate) dropped_unknown: u64,
     pub(crate) send_dropped: u64,
+    pub(crate) forwarded_packets: u64,
+    pub(crate) forwarded_bytes: u64,
+    pub(crate) dropped: ForwardDrops,
+    pub(crate) plis_relayed: u64,
+    pub(crate) plis_suppressed: u64,
     pub(crate) tracks: Vec<TrackStats>,
+}
+
+/// A participant of a room: its two connections, each created when first needed.
+#[derive(Default)]
+struct Member {
+    publisher: Option<PeerKey>,
+    subscriber: Option<PeerKey>,
+}
+
+/// Counters of the forwarding path, kept apart so the hot loop borrows them next to the peers.
+#[derive(Default)]
+struct ForwardCounters {
+    packets: u64,
+    bytes: u64,
+    drops: ForwardDrops,
 }
 
 pub(crate) struct Worker {
@@ -94,13 +150,26 @@ pub(crate) struct Worker {
     events: mpsc::UnboundedSender<EngineEvent>,
     demux: Demux,
     peers: HashMap<PeerKey, Peer>,
-    publishers: HashMap<(RoomId, String), PeerKey>,
+    rooms: HashMap<RoomId, HashMap<String, Member>>,
     timers: BinaryHeap<Reverse<(Instant, PeerKey)>>,
+    /// Keyframe requests held back by the PLI limit: (when, publisher, source SSRC).
+    pli_queue: Vec<(Instant, PeerKey, u32)>,
     dirty: Vec<PeerKey>,
+    /// The other half of `dirty`'s double buffer, kept so servicing allocates nothing.
+    dirty_batch: Vec<PeerKey>,
+    /// Subscribers whose forwarded set may have changed, reconciled after servicing.
+    sync_queue: Vec<(RoomId, String)>,
+    /// Keyframe requests found while servicing a subscriber: (publisher, source SSRC).
+    keyframe_requests: Vec<(PeerKey, u32)>,
     next_key: u64,
+    /// Numbers forwarded track ids, so an id is never reused on any subscriber connection.
+    next_track: u64,
     epoch: Instant,
     datagrams_received: u64,
     send_dropped: u64,
+    forwarding: ForwardCounters,
+    plis_relayed: u64,
+    plis_suppressed: u64,
 }
 
 impl Worker {
@@ -143,13 +212,21 @@ impl Worker {
                 events,
                 demux: Demux::default(),
                 peers: HashMap::new(),
-                publishers: HashMap::new(),
+                rooms: HashMap::new(),
                 timers: BinaryHeap::new(),
+                pli_queue: Vec::new(),
                 dirty: Vec::new(),
+                dirty_batch: Vec::new(),
+                sync_queue: Vec::new(),
+                keyframe_requests: Vec::new(),
                 next_key: 0,
+                next_track: 0,
                 epoch: Instant::now(),
                 datagrams_received: 0,
                 send_dropped: 0,
+                forwarding: ForwardCounters::default(),
+                plis_relayed: 0,
+                plis_suppressed: 0,
             };
             worker.event_loop(recv_socket, commands).await;
         });
@@ -162,13 +239,20 @@ impl Worker {
     ) {
         let mut buf = vec![0u8; RECV_BUF_LEN];
         loop {
-            self.fire_due_timers(Instant::now());
+            let now = Instant::now();
+            self.fire_due_timers(now);
+            self.fire_due_plis(now);
+            self.service_dirty();
+            self.run_sync_queue();
             self.service_dirty();
 
             let wake_at = self
                 .timers
                 .peek()
                 .map(|Reverse((at, _))| *at)
+                .into_iter()
+                .chain(self.pli_queue.iter().map(|(at, _, _)| *at))
+                .min()
                 .unwrap_or_else(|| Instant::now() + IDLE_WAIT);
             tokio::select! {
                 biased;
@@ -192,7 +276,7 @@ impl Worker {
                         return;
                     }
                 },
-                () = tokio::time::sleep_until(wake_at.into()) => {}
+                () = tokio::time::sleep_until(round_up(self.epoch, wake_at).into()) => {}
             }
         }
     }
@@ -254,39 +338,74 @@ impl Worker {
         }
     }
 
-    fn service_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for key in &dirty {
-            self.service(*key);
+    /// Sends the keyframe requests that were held back until their track's PLI window ended.
+    fn fire_due_plis(&mut self, now: Instant) {
+        if self.pli_queue.iter().all(|(at, _, _)| *at > now) {
+            return;
         }
-        // Reuse the allocation; `service` never marks peers dirty itself.
-        self.dirty = dirty;
-        self.dirty.clear();
+        let mut queue = std::mem::take(&mut self.pli_queue);
+        queue.retain(|&(at, publisher, ssrc)| {
+            if at > now {
+                return true;
+            }
+            if let Some(peer) = self.peers.get_mut(&publisher)
+                && let Some(track) = peer.published.iter_mut().find(|t| t.ssrc == ssrc)
+            {
+                track.pli_pending = false;
+                send_pli(peer, ssrc, now, &mut self.dirty, &mut self.plis_relayed);
+            }
+            false
+        });
+        // Nothing pushes to the queue while it is taken, so this loses no entry.
+        self.pli_queue = queue;
+    }
+
+    /// Services dirty peers until none is left. Servicing a publisher marks its subscribers
+    /// dirty, so this runs in rounds over a double buffer rather than allocating per round.
+    fn service_dirty(&mut self) {
+        let mut batch = std::mem::take(&mut self.dirty_batch);
+        loop {
+            std::mem::swap(&mut batch, &mut self.dirty);
+            if batch.is_empty() {
+                break;
+            }
+            for key in batch.drain(..) {
+                self.service(key);
+            }
+        }
+        self.dirty_batch = batch;
     }
 
     /// Drains one peer's events, inbound media and outbound datagrams, then re-arms its timer.
     fn service(&mut self, key: PeerKey) {
+        let now = Instant::now();
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
         peer.dirty = false;
-        while let Some(event) = peer.pc.poll_event() {
-            on_peer_event(peer, event, &self.events);
-        }
-        while let Some(msg) = peer.pc.poll_read() {
-            if let RTCMessage::RtpPacket(_, packet) = msg.message {
-                let counters = peer.tracks.entry(packet.header.ssrc).or_default();
-                counters.packets += 1;
-                counters.bytes += packet.payload.len() as u64;
+        let mut started = self.drain_events(key);
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return;
+            };
+            let Some(msg) = peer.pc.poll_read() else {
+                break;
+            };
+            match msg.message {
+                RTCMessage::RtpPacket(_, packet) => self.on_rtp(key, &packet, now),
+                RTCMessage::RtcpPacket(_, packets) => {
+                    collect_keyframe_requests(peer, &packets, &mut self.keyframe_requests);
+                }
+                _ => {}
             }
         }
         // Draining reads can raise events (a track opens on its first packet); take them now
         // rather than at this peer's next datagram or timer.
-        while let Some(event) = peer.pc.poll_event() {
-            on_peer_event(peer, event, &self.events);
-        }
+        started |= self.drain_events(key);
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         flush_writes(&self.send_socket, peer, &mut self.send_dropped);
-        let now = Instant::now();
         if let Some(deadline) = peer.pc.poll_timeout() {
             let at = round_up(self.epoch, deadline.max(now));
             if peer.armed != Some(at) {
@@ -294,10 +413,338 @@ impl Worker {
                 self.timers.push(Reverse((at, key)));
             }
         }
+        if started {
+            self.start_legs(key, now);
+        }
+        let mut requests = std::mem::take(&mut self.keyframe_requests);
+        for (publisher, ssrc) in requests.drain(..) {
+            self.request_keyframe(publisher, ssrc, now);
+        }
+        self.keyframe_requests = requests;
+    }
+
+    /// Handles a peer's pending events; returns whether a subscriber just connected.
+    fn drain_events(&mut self, key: PeerKey) -> bool {
+        let mut started = false;
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return started;
+            };
+            let Some(event) = peer.pc.poll_event() else {
+                return started;
+            };
+            match on_peer_event(peer, event, &self.events) {
+                Some(PeerChange::Connected) => started |= peer.role == PeerRole::Subscriber,
+                Some(PeerChange::TrackOpened) => {}
+                None => {}
+            }
+        }
+    }
+
+    /// Counts a publisher's packet and forwards it to every leg of its track.
+    fn on_rtp(&mut self, key: PeerKey, packet: &rtp::Packet, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let counters = peer.tracks.entry(packet.header.ssrc).or_default();
+        counters.packets += 1;
+        counters.bytes += packet.payload.len() as u64;
+        let Some(idx) = peer
+            .published
+            .iter()
+            .position(|t| t.ssrc == packet.header.ssrc)
+        else {
+            return;
+        };
+        if peer.published[idx].codec.is_none() {
+            let receiver = peer.published[idx].receiver_id;
+            let codec = receiver_codec(peer, receiver, packet.header.payload_type);
+            let Some(codec) = codec else {
+                return;
+            };
+            peer.published[idx].codec = Some(codec);
+            // The track can be offered now: every other member of the room gets a leg for it.
+            let (room, me) = (peer.room, peer.participant.clone());
+            if let Some(members) = self.rooms.get(&room) {
+                for name in members.keys().filter(|n| **n != me) {
+                    self.sync_queue.push((room, name.clone()));
+                }
+            }
+            return;
+        }
+        // A padding-only packet (a bandwidth probe) carries nothing a subscriber can use.
+        if packet.payload.is_empty() {
+            return;
+        }
+        let fanout = std::mem::take(&mut peer.published[idx].fanout);
+        for &(sub_key, slot) in &fanout {
+            if let Some(sub) = self.peers.get_mut(&sub_key) {
+                forward(sub, slot, packet, now, &mut self.forwarding);
+                mark_dirty(&mut self.dirty, sub);
+            }
+        }
+        if let Some(track) = self
+            .peers
+            .get_mut(&key)
+            .and_then(|p| p.published.get_mut(idx))
+        {
+            track.fanout = fanout;
+        }
+    }
+
+    /// Asks the publisher of a track for a keyframe, at most once per [`PLI_INTERVAL`]; a request
+    /// inside the window is deferred to its end (once), so the asker still gets a keyframe soon.
+    fn request_keyframe(&mut self, publisher: PeerKey, ssrc: u32, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let Some(track) = peer.published.iter_mut().find(|t| t.ssrc == ssrc) else {
+            return;
+        };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        match track.last_pli {
+            Some(last) if now < last + PLI_INTERVAL => {
+                if track.pli_pending {
+                    self.plis_suppressed += 1;
+                } else {
+                    track.pli_pending = true;
+                    self.pli_queue.push((last + PLI_INTERVAL, publisher, ssrc));
+                }
+            }
+            _ => send_pli(peer, ssrc, now, &mut self.dirty, &mut self.plis_relayed),
+        }
+    }
+
+    /// Requests a keyframe for every video leg of a subscriber that can now receive one (its
+    /// answer is applied and it is connected) and has not asked yet.
+    fn start_legs(&mut self, sub_key: PeerKey, now: Instant) {
+        let Some(sub) = self.peers.get_mut(&sub_key) else {
+            return;
+        };
+        if !sub.connected {
+            return;
+        }
+        let mut requests = std::mem::take(&mut self.keyframe_requests);
+        for leg in sub.legs.iter_mut().flatten() {
+            if leg.negotiated && !leg.keyframe_requested && leg.info.kind == MediaKind::Video {
+                leg.keyframe_requested = true;
+                requests.push((leg.publisher, leg.source_ssrc));
+            }
+        }
+        for (publisher, ssrc) in requests.drain(..) {
+            self.request_keyframe(publisher, ssrc, now);
+        }
+        self.keyframe_requests = requests;
+    }
+
+    fn run_sync_queue(&mut self) {
+        while let Some((room, participant)) = self.sync_queue.pop() {
+            // Several changes for one subscriber collapse into one reconciliation.
+            self.sync_queue
+                .retain(|(r, p)| !(*r == room && *p == participant));
+            self.sync_subscriber(room, participant);
+        }
+    }
+
+    /// Brings a subscriber's legs in line with what its room publishes, and offers the result.
+    ///
+    /// Only one negotiation runs at a time: while an offer is out, the change is noted and this
+    /// runs again once the answer is applied, so any number of changes coalesce into one offer.
+    fn sync_subscriber(&mut self, room: RoomId, participant: String) {
+        struct Wanted {
+            publisher: PeerKey,
+            ssrc: u32,
+            name: String,
+            kind: MediaKind,
+            source: TrackSource,
+            codec: RTCRtpCodec,
+        }
+        let Some(members) = self.rooms.get(&room) else {
+            return;
+        };
+        let Some(member) = members.get(&participant) else {
+            return;
+        };
+        let mut wanted = Vec::new();
+        for (name, other) in members {
+            if *name == participant {
+                continue;
+            }
+            let Some(p) = other.publisher.and_then(|k| self.peers.get(&k)) else {
+                continue;
+            };
+            for t in &p.published {
+                if let Some(codec) = &t.codec {
+                    wanted.push(Wanted {
+                        publisher: p.key,
+                        ssrc: t.ssrc,
+                        name: name.clone(),
+                        kind: t.kind,
+                        source: t.source,
+                        codec: codec.clone(),
+                    });
+                }
+            }
+        }
+        let now = Instant::now();
+        let sub_key = match member.subscriber {
+            Some(key) => key,
+            None if wanted.is_empty() => return,
+            None => match self.create_subscriber(room, &participant, now) {
+                Ok(key) => key,
+                Err(e) => {
+                    warn!(error = %e, %participant, "subscriber connection not created");
+                    return;
+                }
+            },
+        };
+        let Some(sub) = self.peers.get_mut(&sub_key) else {
+            return;
+        };
+        if sub.offer_pending {
+            sub.renegotiate = true;
+            return;
+        }
+        let mut removed = Vec::new();
+        for (slot, entry) in sub.legs.iter_mut().enumerate() {
+            let Some(leg) = entry else { continue };
+            if wanted
+                .iter()
+                .any(|w| w.publisher == leg.publisher && w.ssrc == leg.source_ssrc)
+            {
+                continue;
+            }
+            if let Err(e) = sub.pc.remove_track(leg.sender_id) {
+                debug!(error = %e, "removing a forwarded track failed");
+            }
+            removed.push((leg.publisher, leg.source_ssrc, slot));
+            *entry = None;
+        }
+        let mut added = Vec::new();
+        for w in wanted {
+            if sub
+                .legs
+                .iter()
+                .flatten()
+                .any(|l| l.publisher == w.publisher && l.source_ssrc == w.ssrc)
+            {
+                continue;
+            }
+            self.next_track += 1;
+            let prefix = match w.source {
+                TrackSource::Microphone => "microphone",
+                TrackSource::Camera => "camera",
+                TrackSource::Screen => "screen",
+            };
+            let info = ForwardedTrack {
+                track_id: format!("{prefix}-{}", self.next_track),
+                stream_id: w.name.clone(),
+                publisher: w.name,
+                kind: w.kind,
+                source: w.source,
+            };
+            match add_leg(sub, info, w.publisher, w.ssrc, w.codec) {
+                Ok(slot) => added.push((w.publisher, w.ssrc, slot)),
+                Err(e) => warn!(error = %e, "forwarded track not added"),
+            }
+        }
+        if removed.is_empty() && added.is_empty() {
+            return;
+        }
+        let offered = peer::offer_subscriber(now, self.announced, sub);
+        mark_dirty(&mut self.dirty, sub);
+        match offered {
+            Ok(sdp) => {
+                sub.offer_pending = true;
+                sub.renegotiate = false;
+                let tracks = sub.legs.iter().flatten().map(|l| l.info.clone()).collect();
+                let _ = self.events.send(EngineEvent::SubscriberOffer {
+                    room,
+                    participant,
+                    sdp,
+                    tracks,
+                });
+            }
+            Err(e) => warn!(error = %e, %participant, "subscriber offer failed"),
+        }
+        for (publisher, ssrc, slot) in removed {
+            if let Some(track) = self
+                .peers
+                .get_mut(&publisher)
+                .and_then(|p| p.published.iter_mut().find(|t| t.ssrc == ssrc))
+            {
+                track.fanout.retain(|&(k, s)| !(k == sub_key && s == slot));
+            }
+        }
+        for (publisher, ssrc, slot) in added {
+            if let Some(track) = self
+                .peers
+                .get_mut(&publisher)
+                .and_then(|p| p.published.iter_mut().find(|t| t.ssrc == ssrc))
+            {
+                track.fanout.push((sub_key, slot));
+            }
+        }
+    }
+
+    fn create_subscriber(
+        &mut self,
+        room: RoomId,
+        participant: &str,
+        now: Instant,
+    ) -> Result<PeerKey, EngineError> {
+        let creds = self.fresh_credentials();
+        let pc = peer::new_subscriber(now, &creds)?;
+        let key = self.new_key();
+        self.demux.add_ufrag(&creds.ufrag, key);
+        self.peers.insert(
+            key,
+            Peer::new(key, room, participant.to_owned(), PeerRole::Subscriber, pc),
+        );
+        if let Some(member) = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|m| m.get_mut(participant))
+        {
+            member.subscriber = Some(key);
+        }
+        Ok(key)
+    }
+
+    fn fresh_credentials(&self) -> IceCredentials {
+        // Draw until the ufrag is free; a collision of 64 random bits is not expected but would
+        // otherwise hand one peer's traffic to another.
+        loop {
+            let creds = IceCredentials::random();
+            if !self.demux.has_ufrag(&creds.ufrag) {
+                return creds;
+            }
+        }
+    }
+
+    fn new_key(&mut self) -> PeerKey {
+        let key = PeerKey(self.next_key);
+        self.next_key += 1;
+        key
     }
 
     fn handle_command(&mut self, command: Command) {
         match command {
+            Command::Join {
+                room,
+                participant,
+                reply,
+            } => {
+                self.rooms
+                    .entry(room)
+                    .or_default()
+                    .entry(participant.clone())
+                    .or_default();
+                self.sync_queue.push((room, participant));
+                let _ = reply.send(Ok(()));
+            }
             Command::Publish {
                 room,
                 participant,
@@ -307,30 +754,23 @@ impl Worker {
                 let result = self.publish(room, participant, offer_sdp);
                 let _ = reply.send(result);
             }
+            Command::SubscriberAnswer {
+                room,
+                participant,
+                answer_sdp,
+                reply,
+            } => {
+                let result = self.subscriber_answer(room, participant, answer_sdp);
+                let _ = reply.send(result);
+            }
             Command::AddRemoteCandidate {
                 room,
                 participant,
+                role,
                 candidate,
                 reply,
             } => {
-                let result = match self.publishers.get(&(room, participant.clone())) {
-                    Some(key) => {
-                        if let Some(peer) = self.peers.get_mut(key) {
-                            let init = RTCIceCandidateInit {
-                                candidate,
-                                ..Default::default()
-                            };
-                            // Lite: the client's address comes from its checks, so a candidate
-                            // the core cannot use costs nothing.
-                            if let Err(e) = peer.pc.add_remote_candidate(init) {
-                                debug!(error = %e, %participant, "remote candidate ignored");
-                            }
-                            mark_dirty(&mut self.dirty, peer);
-                        }
-                        Ok(())
-                    }
-                    None => Err(EngineError::UnknownParticipant { room, participant }),
-                };
+                let result = self.add_remote_candidate(room, participant, role, candidate);
                 let _ = reply.send(result);
             }
             Command::RemoveParticipant {
@@ -338,13 +778,7 @@ impl Worker {
                 participant,
                 reply,
             } => {
-                let result = match self.publishers.remove(&(room, participant.clone())) {
-                    Some(key) => {
-                        self.close_peer(key);
-                        Ok(())
-                    }
-                    None => Err(EngineError::UnknownParticipant { room, participant }),
-                };
+                let result = self.remove_participant(room, participant);
                 let _ = reply.send(result);
             }
             Command::Stats { reply } => {
@@ -358,52 +792,135 @@ impl Worker {
         }
     }
 
+    fn member(&self, room: RoomId, participant: &str) -> Option<&Member> {
+        self.rooms.get(&room).and_then(|m| m.get(participant))
+    }
+
     fn publish(
         &mut self,
         room: RoomId,
         participant: String,
         offer_sdp: String,
     ) -> Result<String, EngineError> {
+        let (audio, video) = peer::count_sending_tracks(&offer_sdp);
+        if audio > MAX_AUDIO_TRACKS || video > MAX_VIDEO_TRACKS {
+            return Err(EngineError::TooManyTracks {
+                max_audio: MAX_AUDIO_TRACKS,
+                max_video: MAX_VIDEO_TRACKS,
+            });
+        }
         let now = Instant::now();
-        if let Some(key) = self.publishers.get(&(room, participant.clone())) {
+        if let Some(key) = self.member(room, &participant).and_then(|m| m.publisher) {
             let peer = self
                 .peers
-                .get_mut(key)
+                .get_mut(&key)
                 .ok_or_else(|| EngineError::Rtc("publisher entry without a peer".into()))?;
             let answer = peer::reanswer_publisher(now, &mut peer.pc, offer_sdp)?;
             mark_dirty(&mut self.dirty, peer);
             return Ok(answer);
         }
 
-        // Draw credentials until the ufrag is free; a collision of 64 random bits is not expected
-        // but would otherwise hand one peer's traffic to another.
-        let creds = loop {
-            let creds = IceCredentials::random();
-            if !self.demux.has_ufrag(&creds.ufrag) {
-                break creds;
-            }
-        };
+        let creds = self.fresh_credentials();
         let (pc, answer) = peer::answer_publisher(now, self.announced, &creds, offer_sdp)?;
-        let key = PeerKey(self.next_key);
-        self.next_key += 1;
+        let key = self.new_key();
         self.demux.add_ufrag(&creds.ufrag, key);
-        self.publishers.insert((room, participant.clone()), key);
-        let mut peer = Peer {
-            key,
-            room,
-            participant,
-            pc,
-            armed: None,
-            dirty: false,
-            connected: false,
-            tracks: HashMap::new(),
-        };
+        let mut peer = Peer::new(key, room, participant.clone(), PeerRole::Publisher, pc);
         mark_dirty(&mut self.dirty, &mut peer);
         self.peers.insert(key, peer);
+        // Publishing joins the room, so the publisher also receives what others publish.
+        self.rooms
+            .entry(room)
+            .or_default()
+            .entry(participant.clone())
+            .or_default()
+            .publisher = Some(key);
+        self.sync_queue.push((room, participant));
         Ok(answer)
     }
 
-    /// Closes a peer, tells its remote (DTLS close alert), and frees its routes and timers.
+    fn subscriber_answer(
+        &mut self,
+        room: RoomId,
+        participant: String,
+        answer_sdp: String,
+    ) -> Result<(), EngineError> {
+        let Some(member) = self.member(room, &participant) else {
+            return Err(EngineError::UnknownParticipant { room, participant });
+        };
+        let Some(sub) = member.subscriber.and_then(|k| self.peers.get_mut(&k)) else {
+            return Err(EngineError::NoOfferPending);
+        };
+        if !sub.offer_pending {
+            return Err(EngineError::NoOfferPending);
+        }
+        peer::apply_subscriber_answer(Instant::now(), &mut sub.pc, answer_sdp)?;
+        sub.offer_pending = false;
+        for leg in sub.legs.iter_mut().flatten() {
+            leg.negotiated = true;
+        }
+        mark_dirty(&mut self.dirty, sub);
+        let (key, renegotiate) = (sub.key, sub.renegotiate);
+        self.start_legs(key, Instant::now());
+        if renegotiate {
+            self.sync_queue.push((room, participant));
+        }
+        Ok(())
+    }
+
+    fn add_remote_candidate(
+        &mut self,
+        room: RoomId,
+        participant: String,
+        role: PeerRole,
+        candidate: String,
+    ) -> Result<(), EngineError> {
+        let Some(member) = self.member(room, &participant) else {
+            return Err(EngineError::UnknownParticipant { room, participant });
+        };
+        let key = match role {
+            PeerRole::Publisher => member.publisher,
+            PeerRole::Subscriber => member.subscriber,
+        };
+        let Some(peer) = key.and_then(|k| self.peers.get_mut(&k)) else {
+            // Lite: the client's address comes from its checks, so a candidate for a connection
+            // that does not exist yet loses nothing.
+            return Ok(());
+        };
+        let init = RTCIceCandidateInit {
+            candidate,
+            ..Default::default()
+        };
+        if let Err(e) = peer.pc.add_remote_candidate(init) {
+            debug!(error = %e, %participant, "remote candidate ignored");
+        }
+        mark_dirty(&mut self.dirty, peer);
+        Ok(())
+    }
+
+    fn remove_participant(&mut self, room: RoomId, participant: String) -> Result<(), EngineError> {
+        let Some(members) = self.rooms.get_mut(&room) else {
+            return Err(EngineError::UnknownParticipant { room, participant });
+        };
+        let Some(member) = members.remove(&participant) else {
+            return Err(EngineError::UnknownParticipant { room, participant });
+        };
+        let others: Vec<String> = members.keys().cloned().collect();
+        if members.is_empty() {
+            self.rooms.remove(&room);
+        }
+        for key in [member.subscriber, member.publisher].into_iter().flatten() {
+            self.close_peer(key);
+        }
+        self.sync_queue
+            .retain(|(r, p)| !(*r == room && *p == participant));
+        for other in others {
+            self.sync_queue.push((room, other));
+        }
+        Ok(())
+    }
+
+    /// Closes a peer, tells its remote (DTLS close alert), and frees its routes, timers and the
+    /// fan-out entries that point at it.
     fn close_peer(&mut self, key: PeerKey) {
         let Some(mut peer) = self.peers.remove(&key) else {
             return;
@@ -412,12 +929,23 @@ impl Worker {
             debug!(error = %e, participant = %peer.participant, "close failed");
         }
         flush_writes(&self.send_socket, &mut peer, &mut self.send_dropped);
+        for leg in peer.legs.iter().flatten() {
+            if let Some(track) = self
+                .peers
+                .get_mut(&leg.publisher)
+                .and_then(|p| p.published.iter_mut().find(|t| t.ssrc == leg.source_ssrc))
+            {
+                track.fanout.retain(|&(k, _)| k != key);
+            }
+        }
         self.demux.remove_peer(key);
         self.timers.retain(|Reverse((_, k))| *k != key);
+        self.pli_queue.retain(|(_, k, _)| *k != key);
         self.dirty.retain(|k| *k != key);
         let _ = self.events.send(EngineEvent::PeerClosed {
             room: peer.room,
             participant: peer.participant,
+            role: peer.role,
         });
     }
 
@@ -426,11 +954,11 @@ impl Worker {
         for key in keys {
             self.close_peer(key);
         }
-        self.publishers.clear();
+        self.rooms.clear();
+        self.sync_queue.clear();
     }
 
     fn stats(&self) -> WorkerStats {
-        let rooms: HashSet<RoomId> = self.peers.values().map(|p| p.room).collect();
         let tracks = self
             .peers
             .values()
@@ -448,13 +976,24 @@ impl Worker {
             .collect();
         WorkerStats {
             peers: self.peers.len(),
-            rooms: rooms.len(),
+            subscriber_peers: self
+                .peers
+                .values()
+                .filter(|p| p.role == PeerRole::Subscriber)
+                .count(),
+            participants: self.rooms.values().map(|m| m.len()).sum(),
+            rooms: self.rooms.len(),
             demux_ufrags: self.demux.ufrag_count(),
             demux_addrs: self.demux.addr_count(),
-            timers: self.timers.len(),
+            timers: self.timers.len() + self.pli_queue.len(),
             datagrams_received: self.datagrams_received,
             dropped_unknown: self.demux.dropped_unknown(),
             send_dropped: self.send_dropped,
+            forwarded_packets: self.forwarding.packets,
+            forwarded_bytes: self.forwarding.bytes,
+            dropped: self.forwarding.drops.clone(),
+            plis_relayed: self.plis_relayed,
+            plis_suppressed: self.plis_suppressed,
             tracks,
         }
     }
@@ -480,60 +1019,367 @@ fn flush_writes(socket: &StdUdpSocket, peer: &mut Peer, send_dropped: &mut u64) 
     }
 }
 
+fn send_pli(peer: &mut Peer, ssrc: u32, now: Instant, dirty: &mut Vec<PeerKey>, relayed: &mut u64) {
+    let Some(track) = peer.published.iter_mut().find(|t| t.ssrc == ssrc) else {
+        return;
+    };
+    track.last_pli = Some(now);
+    let receiver = track.receiver_id;
+    let pli = PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc: ssrc,
+    };
+    match peer.pc.rtp_receiver(receiver) {
+        Some(mut r) => match r.write_rtcp(now, vec![Box::new(pli)]) {
+            Ok(()) => *relayed += 1,
+            Err(e) => debug!(error = %e, "PLI not sent"),
+        },
+        None => return,
+    }
+    mark_dirty(dirty, peer);
+}
+
+/// Notes the (publisher, source) of every PLI/FIR a subscriber sent about one of its legs.
+fn collect_keyframe_requests(
+    sub: &Peer,
+    packets: &[Box<dyn rtc::rtcp::Packet>],
+    out: &mut Vec<(PeerKey, u32)>,
+) {
+    let mut push = |leg_ssrc: u32| {
+        if let Some(leg) = sub
+            .legs
+            .iter()
+            .flatten()
+            .find(|l| l.forwarder.ssrc() == leg_ssrc)
+        {
+            out.push((leg.publisher, leg.source_ssrc));
+        }
+    };
+    for packet in packets {
+        let any = packet.as_any();
+        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            push(pli.media_ssrc);
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            for entry in &fir.fir {
+                push(entry.ssrc);
+            }
+        }
+    }
+}
+
+/// The codec a publisher's receiver negotiated for a payload type.
+fn receiver_codec(peer: &mut Peer, receiver: RTCRtpReceiverId, pt: u8) -> Option<RTCRtpCodec> {
+    let mut r = peer.pc.rtp_receiver(receiver)?;
+    r.get_parameters()
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.payload_type == pt)
+        .map(|c| c.rtp_codec.clone())
+}
+
+/// Adds a sendonly transceiver for one forwarded track and returns its leg slot.
+fn add_leg(
+    sub: &mut Peer,
+    info: ForwardedTrack,
+    publisher: PeerKey,
+    source_ssrc: u32,
+    codec: RTCRtpCodec,
+) -> Result<usize, EngineError> {
+    let rtc_err = |e: rtc::shared::error::Error| EngineError::Rtc(e.to_string());
+    // A fresh SSRC per leg: the subscriber must not see two legs (or a leg and its RTX) collide.
+    let ssrc = loop {
+        let candidate = Uuid::new_v4().as_u128() as u32;
+        if candidate != 0
+            && !sub
+                .legs
+                .iter()
+                .flatten()
+                .any(|l| l.forwarder.ssrc() == candidate)
+        {
+            break candidate;
+        }
+    };
+    let kind = match info.kind {
+        MediaKind::Audio => RtpCodecKind::Audio,
+        MediaKind::Video => RtpCodecKind::Video,
+    };
+    let clock_rate = codec.clock_rate;
+    let track = MediaStreamTrack::new(
+        info.stream_id.clone(),
+        info.track_id.clone(),
+        info.track_id.clone(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            active: true,
+            codec,
+            ..Default::default()
+        }],
+    );
+    let transceiver = sub
+        .pc
+        .add_transceiver_from_track(
+            track,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .map_err(rtc_err)?;
+    let sender_id = sub
+        .pc
+        .rtp_transceiver(transceiver)
+        .and_then(|t| t.sender())
+        .ok_or_else(|| EngineError::Rtc("new transceiver has no sender".into()))?;
+    let leg = Leg {
+        publisher,
+        source_ssrc,
+        sender_id,
+        info,
+        forwarder: Forwarder::new(ssrc, clock_rate),
+        negotiated: false,
+        keyframe_requested: false,
+    };
+    let slot = match sub.legs.iter().position(Option::is_none) {
+        Some(slot) => {
+            sub.legs[slot] = Some(leg);
+            slot
+        }
+        None => {
+            sub.legs.push(Some(leg));
+            sub.legs.len() - 1
+        }
+    };
+    Ok(slot)
+}
+
+/// Rewrites one packet for one subscriber leg and hands it to the leg's sender.
+///
+/// This runs once per packet per subscriber, so it allocates nothing itself: the payload is
+/// shared (`Bytes`), and header extensions are dropped rather than copied. They describe the
+/// publisher's transport (mid, rid, transport-wide sequence numbers) and would be wrong or
+/// refused on the leg, which gets its own from its sender; audio levels are read by the server,
+/// not needed by subscribers. A failed write is counted and dropped, never retried, so one slow
+/// subscriber cannot hold up the others.
+fn forward(
+    sub: &mut Peer,
+    slot: usize,
+    packet: &rtp::Packet,
+    now: Instant,
+    counters: &mut ForwardCounters,
+) {
+    let Peer {
+        legs,
+        pc,
+        connected,
+        ..
+    } = sub;
+    let Some(Some(leg)) = legs.get_mut(slot) else {
+        return;
+    };
+    if !leg.negotiated || !*connected {
+        counters.drops.not_ready += 1;
+        return;
+    }
+    let source_pt = packet.header.payload_type;
+    let pt = match leg.forwarder.payload_type(source_pt) {
+        Some(pt) => pt,
+        None => {
+            // Rare path (first packet, or a codec change): find the leg's payload type for the
+            // codec this leg was created with.
+            let resolved = pc.rtp_sender(leg.sender_id).and_then(|mut s| {
+                let mime = s
+                    .track()
+                    .codings()
+                    .first()
+                    .map(|c| c.codec.mime_type.clone());
+                let mime = mime?;
+                s.get_parameters()
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
+                    .map(|c| c.payload_type)
+            });
+            match resolved {
+                Some(pt) => {
+                    leg.forwarder.set_payload_type(source_pt, pt);
+                    pt
+                }
+                None => {
+                    counters.drops.no_codec += 1;
+                    return;
+                }
+            }
+        }
+    };
+    let (seq, ts) = leg.forwarder.rewrite(
+        packet.header.ssrc,
+        packet.header.sequence_number,
+        packet.header.timestamp,
+        now,
+    );
+    let out = rtp::Packet {
+        header: rtp::Header {
+            version: 2,
+            padding: false,
+            extension: false,
+            marker: packet.header.marker,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc: leg.forwarder.ssrc(),
+            csrc: packet.header.csrc.clone(),
+            extension_profile: 0,
+            extensions: Vec::new(),
+            extensions_padding: 0,
+        },
+        payload: packet.payload.clone(),
+    };
+    let len = out.payload.len() as u64;
+    let written = match pc.rtp_sender(leg.sender_id) {
+        Some(mut sender) => sender.write_rtp(now, out).is_ok(),
+        None => false,
+    };
+    if written {
+        counters.packets += 1;
+        counters.bytes += len;
+    } else {
+        counters.drops.send_failed += 1;
+    }
+}
+
+/// What an event changed that the worker must act on.
+enum PeerChange {
+    Connected,
+    TrackOpened,
+}
+
 /// Turns the core's events into engine events; the rest is the core's own business.
 fn on_peer_event(
     peer: &mut Peer,
     event: RTCPeerConnectionEvent,
     events: &mpsc::UnboundedSender<EngineEvent>,
-) {
+) -> Option<PeerChange> {
     match event {
         RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
-            let out = match state {
+            let (out, change) = match state {
                 RTCPeerConnectionState::Connected if !peer.connected => {
                     peer.connected = true;
-                    Some(EngineEvent::PeerConnected {
+                    (
+                        Some(EngineEvent::PeerConnected {
+                            room: peer.room,
+                            participant: peer.participant.clone(),
+                            role: peer.role,
+                        }),
+                        Some(PeerChange::Connected),
+                    )
+                }
+                RTCPeerConnectionState::Failed => (
+                    Some(EngineEvent::PeerFailed {
                         room: peer.room,
                         participant: peer.participant.clone(),
-                    })
-                }
-                RTCPeerConnectionState::Failed => Some(EngineEvent::PeerFailed {
-                    room: peer.room,
-                    participant: peer.participant.clone(),
-                }),
-                _ => None,
+                        role: peer.role,
+                    }),
+                    None,
+                ),
+                _ => (None, None),
             };
             if let Some(out) = out {
                 let _ = events.send(out);
             }
+            change
         }
-        RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+        RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
+            if peer.role == PeerRole::Publisher =>
+        {
+            if peer.published.iter().any(|t| t.ssrc == init.ssrc) {
+                return None;
+            }
             let transceiver: RTCRtpTransceiverId = init.receiver_id.into();
             let mid = peer
                 .pc
                 .rtp_transceiver(transceiver)
                 .and_then(|t| t.mid().clone());
-            let kind =
-                peer.pc
-                    .rtp_receiver(init.receiver_id)
-                    .and_then(|r| match r.track().kind() {
-                        RtpCodecKind::Audio => Some(MediaKind::Audio),
-                        RtpCodecKind::Video => Some(MediaKind::Video),
-                        _ => None,
-                    });
-            let counters: &mut TrackCounters = peer.tracks.entry(init.ssrc).or_default();
-            counters.kind = kind;
+            let kind = receiver_kind(peer, init.receiver_id)?;
+            let source = track_source(peer, init.receiver_id, kind, &init.track_id);
+            let counters = peer.tracks.entry(init.ssrc).or_default();
+            counters.kind = Some(kind);
             counters.mid = mid.clone();
-            if let (Some(kind), Some(mid)) = (kind, mid) {
+            peer.published.push(PublishedTrack {
+                ssrc: init.ssrc,
+                receiver_id: init.receiver_id,
+                kind,
+                source,
+                codec: None,
+                fanout: Vec::new(),
+                last_pli: None,
+                pli_pending: false,
+            });
+            if let Some(mid) = mid {
                 let _ = events.send(EngineEvent::TrackPublished {
                     room: peer.room,
                     participant: peer.participant.clone(),
                     kind,
                     mid,
                     ssrc: init.ssrc,
+                    source,
                 });
             }
+            Some(PeerChange::TrackOpened)
         }
-        _ => {}
+        _ => None,
+    }
+}
+
+fn receiver_kind(peer: &mut Peer, receiver: RTCRtpReceiverId) -> Option<MediaKind> {
+    peer.pc
+        .rtp_receiver(receiver)
+        .and_then(|r| match r.track().kind() {
+            RtpCodecKind::Audio => Some(MediaKind::Audio),
+            RtpCodecKind::Video => Some(MediaKind::Video),
+            _ => None,
+        })
+}
+
+/// Contract section 7: a track whose msid id starts with `screen` is a screen share; otherwise
+/// the publisher's transceiver order tells (first audio microphone, first video camera, second
+/// video screen).
+fn track_source(
+    peer: &mut Peer,
+    receiver: RTCRtpReceiverId,
+    kind: MediaKind,
+    track_id: &str,
+) -> TrackSource {
+    if track_id.starts_with("screen") {
+        return TrackSource::Screen;
+    }
+    if kind == MediaKind::Audio {
+        return TrackSource::Microphone;
+    }
+    let ours: RTCRtpTransceiverId = receiver.into();
+    let transceivers: Vec<RTCRtpTransceiverId> = peer.pc.get_transceivers().collect();
+    let mut videos_before = 0;
+    for t in transceivers {
+        if t == ours {
+            break;
+        }
+        let receiver = peer.pc.rtp_transceiver(t).and_then(|t| t.receiver());
+        if let Some(r) = receiver
+            && receiver_kind(peer, r) == Some(MediaKind::Video)
+        {
+            videos_before += 1;
+        }
+    }
+    if videos_before == 0 {
+        TrackSource::Camera
+    } else {
+        TrackSource::Screen
     }
 }
 

@@ -1,14 +1,12 @@
 //! A real webrtc client publishes to the engine over loopback.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use confab_bot::media::{AUDIO_SSRC, Publisher as PublisherBot, VIDEO_SSRC};
 use confab_sfu::{
-    EngineConfig, EngineError, EngineEvent, EngineEvents, MediaEngine, MediaKind, RoomId,
+    EngineConfig, EngineError, EngineEvent, EngineEvents, MediaEngine, MediaKind, PeerRole, RoomId,
 };
-use support::{AUDIO_SSRC, PublisherBot, VIDEO_SSRC};
 use uuid::Uuid;
 
 fn start_engine(workers: usize) -> MediaEngine {
@@ -67,7 +65,7 @@ async fn publisher_connects_and_engine_receives_rtp_on_both_tracks() {
         .await
         .expect("bot reaches Connected");
     expect_event(&mut events, Duration::from_secs(5), |e| {
-        matches!(e, EngineEvent::PeerConnected { room: r, participant } if *r == room && *participant == who)
+        matches!(e, EngineEvent::PeerConnected { room: r, participant, .. } if *r == room && *participant == who)
     })
     .await;
     eprintln!("answer applied to both sides Connected: {:?}", t0.elapsed());
@@ -203,6 +201,7 @@ async fn publish_remove_cycles_leave_nothing_behind() {
             .add_remote_candidate(
                 room,
                 who.clone(),
+                PeerRole::Publisher,
                 "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host".to_owned(),
             )
             .await

@@ -1,0 +1,757 @@
+//! WebRTC peers of a bot: a publisher that sends generated Opus and VP8 RTP, and a subscriber
+//! that answers server offers and counts what arrives.
+//!
+//! Nothing here knows how SDP and candidates travel: every method takes or returns strings, so the
+//! same peers serve engine-level tests (which call the media engine directly) and the signaling
+//! client (which carries them over a WebSocket).
+//!
+//! Peers bind 127.0.0.1 by default (a wildcard bind skips loopback), disable mDNS and use no ICE
+//! servers, so tests stay on the machine and can run in parallel on ephemeral ports.
+//!
+//! The hot paths are kept cheap because the same code backs a load generator: a received packet
+//! costs a few atomic increments, and a sent packet one `Bytes` built from a preallocated frame.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use tokio::sync::watch;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+/// Audio or video, re-exported so users of the bot need no direct `rtc` dependency.
+pub use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+
+/// Any failure of a bot operation; bots are test and load tools, so one boxed type is enough.
+pub type BotResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Payload types of Opus and VP8 in the default codec set, which every webrtc-rs peer registers.
+const OPUS_PT: u8 = 111;
+const VP8_PT: u8 = 96;
+/// SSRC of the publisher's audio track, so tests can find it in the engine's counters.
+pub const AUDIO_SSRC: u32 = 0x1111_0001;
+/// SSRC of the publisher's video track.
+pub const VIDEO_SSRC: u32 = 0x2222_0002;
+/// Bytes of each generated VP8 packet after the payload descriptor: large enough to look like
+/// video on the wire, small enough to stay under the MTU.
+const VP8_CHUNK: usize = 800;
+/// Packets per generated video frame.
+const VP8_PACKETS_PER_FRAME: usize = 3;
+
+/// Where a bot's sockets bind. Loopback by default; a load generator may pick another address.
+#[derive(Debug, Clone)]
+pub struct BotConfig {
+    /// UDP address the peer connection binds, e.g. `127.0.0.1:0`.
+    pub bind: String,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:0".to_owned(),
+        }
+    }
+}
+
+/// Marks inbound keyframe requests for the application.
+///
+/// Inbound RTCP stops at the end of rtc's interceptor chain unless something marks it
+/// `DeliverToApplication`; without this the publisher would never see a PLI and could not answer
+/// it with a keyframe. Only compounds holding a PLI or FIR are marked, so reports stay with the
+/// interceptors that already acted on them.
+#[derive(Default)]
+struct KeyframeRequestMarker {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestMarker {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// State every bot peer reports, shared with its event handler.
+struct PeerState {
+    state: watch::Sender<RTCPeerConnectionState>,
+    connected_at: OnceLock<Instant>,
+    local_candidates: Mutex<Vec<String>>,
+    /// Only a subscriber collects remote tracks; a publisher receives none.
+    tracks: Option<Arc<Mutex<Vec<Arc<RemoteTrack>>>>>,
+}
+
+/// The handler holds only shared state, never the peer connection, so dropping a bot frees it.
+struct Handler {
+    shared: Arc<PeerState>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if state == RTCPeerConnectionState::Connected {
+            let _ = self.shared.connected_at.set(Instant::now());
+        }
+        let _ = self.shared.state.send(state);
+    }
+
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json()
+            && let Ok(mut list) = self.shared.local_candidates.lock()
+        {
+            list.push(init.candidate);
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let Some(tracks) = &self.shared.tracks else {
+            return;
+        };
+        let remote = Arc::new(RemoteTrack {
+            track_id: track.track_id().await.to_string(),
+            stream_id: track.stream_id().await.to_string(),
+            kind: track.kind().await,
+            ssrc: AtomicU32::new(0),
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            keyframes: AtomicU64::new(0),
+            first_packet: OnceLock::new(),
+            first_keyframe: OnceLock::new(),
+            ended: AtomicBool::new(false),
+            remote: track.clone(),
+        });
+        if let Ok(mut list) = tracks.lock() {
+            list.push(remote.clone());
+        }
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                match event {
+                    TrackRemoteEvent::OnRtpPacket(packet) => remote.record(&packet),
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+            remote.ended.store(true, Ordering::Relaxed);
+        });
+    }
+}
+
+/// The peer connection and the state its handler fills in, common to both bot roles.
+struct BotPeer {
+    pc: Arc<dyn PeerConnection>,
+    shared: Arc<PeerState>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+}
+
+impl BotPeer {
+    async fn new(config: &BotConfig, collect_tracks: bool) -> BotResult<Self> {
+        let mut media = MediaEngine::default();
+        media.register_default_codecs()?;
+        let registry = register_default_interceptors(Registry::new(), &mut media)?
+            // Application-most, so every interceptor that acts on RTCP has seen it first.
+            .with(Slot::from(14_000), KeyframeRequestMarker::default());
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .build();
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let shared = Arc::new(PeerState {
+            state: state_tx,
+            connected_at: OnceLock::new(),
+            local_candidates: Mutex::new(Vec::new()),
+            tracks: collect_tracks.then(|| Arc::new(Mutex::new(Vec::new()))),
+        });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media)
+            .with_setting_engine(settings)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler {
+                shared: shared.clone(),
+            }))
+            .with_udp_addrs(vec![config.bind.clone()])
+            .build()
+            .await?;
+        Ok(Self {
+            pc: Arc::new(pc),
+            shared,
+            state,
+        })
+    }
+
+    async fn wait_connected(&self, timeout: Duration) -> BotResult<()> {
+        let mut state = self.state.clone();
+        tokio::time::timeout(
+            timeout,
+            state.wait_for(|s| *s == RTCPeerConnectionState::Connected),
+        )
+        .await??;
+        Ok(())
+    }
+
+    async fn add_remote_candidate(&self, candidate: String) -> BotResult<()> {
+        self.pc
+            .add_ice_candidate(RTCIceCandidateInit {
+                candidate,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    fn take_local_candidates(&self) -> Vec<String> {
+        self.shared
+            .local_candidates
+            .lock()
+            .map(|mut list| std::mem::take(&mut *list))
+            .unwrap_or_default()
+    }
+}
+
+fn local_track(
+    stream_id: &str,
+    track_id: &str,
+    kind: RtpCodecKind,
+    ssrc: u32,
+    codec: RTCRtpCodec,
+) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        stream_id.to_owned(),
+        track_id.to_owned(),
+        track_id.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            active: true,
+            codec,
+            ..Default::default()
+        }],
+    )))
+}
+
+/// Counters of the keyframes a publisher was asked for and sent.
+#[derive(Default)]
+struct KeyframeState {
+    wanted: AtomicBool,
+    requests: AtomicU64,
+    sent: AtomicU64,
+    watching: AtomicBool,
+}
+
+/// A client with one sendonly Opus and one sendonly VP8 transceiver, in that order (so the server
+/// sees microphone then camera).
+pub struct Publisher {
+    peer: BotPeer,
+    audio: Arc<TrackLocalStaticRTP>,
+    video: Arc<TrackLocalStaticRTP>,
+    keyframes: Arc<KeyframeState>,
+    /// Generator state, kept across `send_media` calls so sequence numbers and timestamps continue.
+    cursor: Mutex<Cursor>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Cursor {
+    tick: u32,
+    audio_seq: u16,
+    video_seq: u16,
+}
+
+impl Publisher {
+    /// A publisher on loopback.
+    pub async fn new() -> BotResult<Self> {
+        Self::with_config(&BotConfig::default()).await
+    }
+
+    /// A publisher bound as `config` says.
+    pub async fn with_config(config: &BotConfig) -> BotResult<Self> {
+        let peer = BotPeer::new(config, false).await?;
+        let audio = local_track(
+            "bot",
+            "microphone",
+            RtpCodecKind::Audio,
+            AUDIO_SSRC,
+            RTCRtpCodec {
+                mime_type: "audio/opus".to_owned(),
+                clock_rate: 48000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+        );
+        let video = local_track(
+            "bot",
+            "camera",
+            RtpCodecKind::Video,
+            VIDEO_SSRC,
+            RTCRtpCodec {
+                mime_type: "video/VP8".to_owned(),
+                clock_rate: 90000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+        );
+        for track in [&audio, &video] {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            };
+            peer.pc
+                .add_transceiver_from_track(track.clone(), Some(init))
+                .await?;
+        }
+        Ok(Self {
+            peer,
+            audio,
+            video,
+            keyframes: Arc::new(KeyframeState::default()),
+            cursor: Mutex::new(Cursor::default()),
+        })
+    }
+
+    /// Creates and applies the offer. The server is ICE-lite and learns our address from our
+    /// checks, so the offer need not wait for gathering.
+    pub async fn offer(&self) -> BotResult<String> {
+        let offer = self.peer.pc.create_offer(None).await?;
+        self.peer.pc.set_local_description(offer.clone()).await?;
+        Ok(offer.sdp)
+    }
+
+    /// Applies the server's answer.
+    pub async fn accept_answer(&self, sdp: String) -> BotResult<()> {
+        self.peer
+            .pc
+            .set_remote_description(RTCSessionDescription::answer(sdp)?)
+            .await?;
+        Ok(())
+    }
+
+    /// Hands a trickled server candidate to the peer.
+    pub async fn add_remote_candidate(&self, candidate: String) -> BotResult<()> {
+        self.peer.add_remote_candidate(candidate).await
+    }
+
+    /// Local candidates gathered since the last call, as `candidate:` strings.
+    pub fn take_local_candidates(&self) -> Vec<String> {
+        self.peer.take_local_candidates()
+    }
+
+    /// Waits until ICE and DTLS are up.
+    pub async fn wait_connected(&self, timeout: Duration) -> BotResult<()> {
+        self.peer.wait_connected(timeout).await
+    }
+
+    /// Keyframes sent so far (the first frame, and one per keyframe request received).
+    pub fn keyframes_sent(&self) -> u64 {
+        self.keyframes.sent.load(Ordering::Relaxed)
+    }
+
+    /// PLI/FIR packets received from the server.
+    pub fn keyframe_requests(&self) -> u64 {
+        self.keyframes.requests.load(Ordering::Relaxed)
+    }
+
+    /// Starts the task that turns keyframe requests into a flag the generator reads. The video
+    /// sender is bound only once negotiated, so this is started lazily from `send_media`.
+    fn watch_keyframe_requests(&self) {
+        if self.keyframes.watching.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let video = self.video.clone();
+        let keyframes = self.keyframes.clone();
+        tokio::spawn(async move {
+            while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = video.poll().await {
+                let asked = packets
+                    .iter()
+                    .filter(|p| is_keyframe_request(p.as_ref()))
+                    .count() as u64;
+                if asked > 0 {
+                    keyframes.requests.fetch_add(asked, Ordering::Relaxed);
+                    keyframes.wanted.store(true, Ordering::Relaxed);
+                }
+            }
+            keyframes.watching.store(false, Ordering::Relaxed);
+        });
+    }
+
+    /// Sends generated RTP for `duration`: one Opus packet per 20 ms and a 3-packet VP8 frame per
+    /// 40 ms. The first frame ever sent, and the next frame after any PLI/FIR, is a keyframe.
+    /// Returns (audio, video) packets written.
+    pub async fn send_media(&self, duration: Duration) -> BotResult<(u64, u64)> {
+        self.watch_keyframe_requests();
+        let mut cursor = self.cursor.lock().map(|c| *c).unwrap_or_default();
+        let audio_payload = Bytes::from(vec![0xF8u8; 60]);
+        let frames = Vp8Frames::new();
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let (mut a_sent, mut v_sent) = (0u64, 0u64);
+        while start.elapsed() < duration {
+            tick.tick().await;
+            let n = cursor.tick;
+            let audio = rtp::Packet {
+                header: rtp::Header {
+                    version: 2,
+                    payload_type: OPUS_PT,
+                    sequence_number: cursor.audio_seq,
+                    timestamp: n.wrapping_mul(960),
+                    ssrc: AUDIO_SSRC,
+                    ..Default::default()
+                },
+                payload: audio_payload.clone(),
+            };
+            self.audio.write_rtp(audio).await?;
+            cursor.audio_seq = cursor.audio_seq.wrapping_add(1);
+            a_sent += 1;
+            if n.is_multiple_of(2) {
+                let key = n == 0 || self.keyframes.wanted.swap(false, Ordering::Relaxed);
+                if key {
+                    self.keyframes.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                for part in 0..VP8_PACKETS_PER_FRAME {
+                    let video = rtp::Packet {
+                        header: rtp::Header {
+                            version: 2,
+                            payload_type: VP8_PT,
+                            sequence_number: cursor.video_seq,
+                            timestamp: (n / 2).wrapping_mul(3600),
+                            ssrc: VIDEO_SSRC,
+                            marker: part + 1 == VP8_PACKETS_PER_FRAME,
+                            ..Default::default()
+                        },
+                        payload: frames.packet(part == 0, key),
+                    };
+                    self.video.write_rtp(video).await?;
+                    cursor.video_seq = cursor.video_seq.wrapping_add(1);
+                    v_sent += 1;
+                }
+            }
+            cursor.tick = n.wrapping_add(1);
+        }
+        if let Ok(mut c) = self.cursor.lock() {
+            *c = cursor;
+        }
+        Ok((a_sent, v_sent))
+    }
+
+    /// Closes the peer connection.
+    pub async fn close(&self) -> BotResult<()> {
+        self.peer.pc.close().await?;
+        Ok(())
+    }
+}
+
+/// Preallocated VP8 packets, so generating video costs a refcount per packet, not a buffer.
+struct Vp8Frames {
+    key_start: Bytes,
+    delta_start: Bytes,
+    continuation: Bytes,
+}
+
+impl Vp8Frames {
+    fn new() -> Self {
+        let build = |head: &[u8]| {
+            let mut p = Vec::with_capacity(head.len() + VP8_CHUNK);
+            p.extend_from_slice(head);
+            p.resize(head.len() + VP8_CHUNK, 0x42);
+            Bytes::from(p)
+        };
+        Self {
+            // Descriptor S=1 PID=0, then a VP8 frame tag with P=0 (keyframe), the keyframe start
+            // code and a 320x240 size, which is what a depacketizer checks.
+            key_start: build(&[
+                0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00,
+            ]),
+            // Same, with P=1: an interframe.
+            delta_start: build(&[0x10, 0x01, 0x00, 0x00]),
+            // Descriptor S=0: continues the frame.
+            continuation: build(&[0x00]),
+        }
+    }
+
+    fn packet(&self, first: bool, key: bool) -> Bytes {
+        match (first, key) {
+            (true, true) => self.key_start.clone(),
+            (true, false) => self.delta_start.clone(),
+            (false, _) => self.continuation.clone(),
+        }
+    }
+}
+
+/// Whether a VP8 RTP payload starts a keyframe (RFC 7741: the first packet of a frame, partition
+/// 0, whose frame tag has the inverse-keyframe bit P clear).
+pub fn vp8_is_keyframe(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    let (extended, start, partition) = (first & 0x80 != 0, first & 0x10 != 0, first & 0x0f);
+    if !start || partition != 0 {
+        return false;
+    }
+    let mut at = 1;
+    if extended {
+        let Some(&ext) = payload.get(at) else {
+            return false;
+        };
+        at += 1;
+        if ext & 0x80 != 0 {
+            // PictureID: one byte, or two when its M bit is set.
+            let Some(&pid) = payload.get(at) else {
+                return false;
+            };
+            at += if pid & 0x80 != 0 { 2 } else { 1 };
+        }
+        if ext & 0x40 != 0 {
+            at += 1; // TL0PICIDX
+        }
+        if ext & 0x30 != 0 {
+            at += 1; // TID/Y/KEYIDX
+        }
+    }
+    payload.get(at).is_some_and(|tag| tag & 0x01 == 0)
+}
+
+/// What a subscriber received on one remote track, updated from the track's reader task.
+pub struct RemoteTrack {
+    track_id: String,
+    stream_id: String,
+    kind: RtpCodecKind,
+    ssrc: AtomicU32,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    keyframes: AtomicU64,
+    first_packet: OnceLock<Instant>,
+    first_keyframe: OnceLock<Instant>,
+    ended: AtomicBool,
+    /// Kept to send keyframe requests back on the track.
+    remote: Arc<dyn TrackRemote>,
+}
+
+impl RemoteTrack {
+    fn record(&self, packet: &rtp::Packet) {
+        if self.first_packet.get().is_none() {
+            let _ = self.first_packet.set(Instant::now());
+            self.ssrc.store(packet.header.ssrc, Ordering::Relaxed);
+        }
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+        if self.kind == RtpCodecKind::Video && vp8_is_keyframe(&packet.payload) {
+            self.keyframes.fetch_add(1, Ordering::Relaxed);
+            if self.first_keyframe.get().is_none() {
+                let _ = self.first_keyframe.set(Instant::now());
+            }
+        }
+    }
+
+    fn snapshot(&self) -> RemoteTrackStats {
+        RemoteTrackStats {
+            track_id: self.track_id.clone(),
+            stream_id: self.stream_id.clone(),
+            kind: self.kind,
+            ssrc: self.ssrc.load(Ordering::Relaxed),
+            packets: self.packets.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            keyframes: self.keyframes.load(Ordering::Relaxed),
+            first_packet_at: self.first_packet.get().copied(),
+            first_keyframe_at: self.first_keyframe.get().copied(),
+            ended: self.ended.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A snapshot of one remote track's counters.
+#[derive(Debug, Clone)]
+pub struct RemoteTrackStats {
+    /// Track id from the offer's `a=msid` line.
+    pub track_id: String,
+    /// Stream id from the offer's `a=msid` line (the publisher, for Confab).
+    pub stream_id: String,
+    /// Audio or video.
+    pub kind: RtpCodecKind,
+    /// SSRC of the first packet received (0 before any).
+    pub ssrc: u32,
+    /// RTP packets received.
+    pub packets: u64,
+    /// RTP payload bytes received.
+    pub bytes: u64,
+    /// VP8 keyframes received (first packets of keyframes).
+    pub keyframes: u64,
+    /// When the first packet arrived.
+    pub first_packet_at: Option<Instant>,
+    /// When the first keyframe arrived.
+    pub first_keyframe_at: Option<Instant>,
+    /// Whether the track has ended (removed by renegotiation or closed).
+    pub ended: bool,
+}
+
+/// A client that answers the server's subscriber offers and counts what it receives.
+pub struct Subscriber {
+    peer: BotPeer,
+    tracks: Arc<Mutex<Vec<Arc<RemoteTrack>>>>,
+}
+
+impl Subscriber {
+    /// A subscriber on loopback.
+    pub async fn new() -> BotResult<Self> {
+        Self::with_config(&BotConfig::default()).await
+    }
+
+    /// A subscriber bound as `config` says.
+    pub async fn with_config(config: &BotConfig) -> BotResult<Self> {
+        let peer = BotPeer::new(config, true).await?;
+        let tracks = peer.shared.tracks.clone().unwrap_or_default();
+        Ok(Self { peer, tracks })
+    }
+
+    /// Applies a server offer and returns the answer SDP.
+    pub async fn answer(&self, offer_sdp: String) -> BotResult<String> {
+        self.peer
+            .pc
+            .set_remote_description(RTCSessionDescription::offer(offer_sdp)?)
+            .await?;
+        let answer = self.peer.pc.create_answer(None).await?;
+        self.peer.pc.set_local_description(answer.clone()).await?;
+        Ok(answer.sdp)
+    }
+
+    /// Hands a trickled server candidate to the peer.
+    pub async fn add_remote_candidate(&self, candidate: String) -> BotResult<()> {
+        self.peer.add_remote_candidate(candidate).await
+    }
+
+    /// Local candidates gathered since the last call, as `candidate:` strings.
+    pub fn take_local_candidates(&self) -> Vec<String> {
+        self.peer.take_local_candidates()
+    }
+
+    /// Waits until ICE and DTLS are up.
+    pub async fn wait_connected(&self, timeout: Duration) -> BotResult<()> {
+        self.peer.wait_connected(timeout).await
+    }
+
+    /// When the connection first reached Connected.
+    pub fn connected_at(&self) -> Option<Instant> {
+        self.peer.shared.connected_at.get().copied()
+    }
+
+    /// Counters of every remote track seen so far, ended ones included.
+    pub fn tracks(&self) -> Vec<RemoteTrackStats> {
+        self.tracks
+            .lock()
+            .map(|list| list.iter().map(|t| t.snapshot()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Sends a PLI on every live video track that has received media, as a decoder that lost
+    /// its reference would. Returns how many were sent.
+    pub async fn request_keyframes(&self) -> BotResult<usize> {
+        let targets: Vec<(Arc<dyn TrackRemote>, u32)> = self
+            .tracks
+            .lock()
+            .map(|list| {
+                list.iter()
+                    .filter(|t| t.kind == RtpCodecKind::Video && !t.ended.load(Ordering::Relaxed))
+                    .map(|t| (t.remote.clone(), t.ssrc.load(Ordering::Relaxed)))
+                    .filter(|(_, ssrc)| *ssrc != 0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (track, media_ssrc) in &targets {
+            track
+                .write_rtcp(vec![Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: *media_ssrc,
+                })])
+                .await?;
+        }
+        Ok(targets.len())
+    }
+
+    /// Closes the peer connection.
+    pub async fn close(&self) -> BotResult<()> {
+        self.peer.pc.close().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_vp8_frames_are_recognised() {
+        let frames = Vp8Frames::new();
+        assert!(vp8_is_keyframe(&frames.packet(true, true)));
+        assert!(!vp8_is_keyframe(&frames.packet(true, false)));
+        assert!(!vp8_is_keyframe(&frames.packet(false, true)));
+    }
+
+    #[test]
+    fn extended_descriptor_is_skipped() {
+        // X=1 S=1; I=1 with a two-byte picture id; then a keyframe tag.
+        assert!(vp8_is_keyframe(&[0x90, 0x80, 0x80, 0x01, 0x00]));
+        assert!(!vp8_is_keyframe(&[0x90, 0x80, 0x80, 0x01, 0x01]));
+        // Truncated: no tag byte at all.
+        assert!(!vp8_is_keyframe(&[0x90, 0x80, 0x80]));
+        assert!(!vp8_is_keyframe(&[]));
+    }
+}
