@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 mod health;
 mod metrics;
+mod web;
 
 use std::time::Instant;
 
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/ws", get(crate::ws::upgrade))
+        .merge(web::router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REST_BODY_LIMIT))

@@ -1,0 +1,630 @@
+// The demo meeting page: sign in, start or join a call, a tile grid, controls, an incoming-call
+// dialog and the call history. Everything goes through confab.js; this file only renders.
+
+import { Confab, ClientEvents } from './confab.js';
+
+const $ = (id) => document.getElementById(id);
+const SESSION_KEY = 'confab.session';
+const ACTIVE = new Set(['joined', 'ringing', 'invited']);
+
+const ICONS = {
+  mic: '<path d="M12 3a3 3 0 0 0-3 3v6a3 3 0 0 0 6 0V6a3 3 0 0 0-3-3z"/><path d="M19 11a7 7 0 0 1-14 0M12 18v3"/>',
+  micOff: '<path d="M3 3l18 18M9 9v3a3 3 0 0 0 5.1 2.1M15 9.3V6a3 3 0 0 0-5.7-1.3"/><path d="M17 16.9A7 7 0 0 1 5 11m14 0a7 7 0 0 1-.1 1.2M12 18v3"/>',
+  cam: '<path d="M15 10l5-3v10l-5-3z"/><rect x="3" y="6" width="12" height="12" rx="2"/>',
+  camOff: '<path d="M3 3l18 18M15 10l5-3v10l-3.5-2.1M10 6h3a2 2 0 0 1 2 2v3M15 15.5V16a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2V8a2 2 0 0 1 2-2h1"/>',
+  screen: '<rect x="3" y="4" width="18" height="12" rx="2"/><path d="M8 20h8M12 16v4"/>',
+  leave: '<path d="M15 12H4M8 8l-4 4 4 4"/><path d="M12 4h6a2 2 0 0 1 2 2v12a2 2 0 0 1-2 2h-6"/>',
+  hangup: '<path d="M3 14.5c5-4.7 13-4.7 18 0l-2.2 2.6-3.4-1.5v-2.4a10.6 10.6 0 0 0-6.8 0v2.4l-3.4 1.5z"/>',
+  in: '<path d="M17 7L7 17M7 9v8h8"/>',
+  out: '<path d="M7 17L17 7M9 7h8v8"/>',
+  phone: '<path d="M5 4h4l2 5-2.5 1.5a11 11 0 0 0 5 5L15 13l5 2v4a2 2 0 0 1-2 2A16 16 0 0 1 3 6a2 2 0 0 1 2-2"/>',
+};
+const icon = (name) =>
+  `<svg class="icon" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">${ICONS[name]}</svg>`;
+
+/** Everything the page shows, rendered by {@link render}. */
+const state = {
+  /** @type {{user_id: string, name: string, token: string}|null} */
+  me: null,
+  /** @type {Confab|null} */
+  client: null,
+  connection: 'idle',
+  /** @type {import('./confab.js').Call|null} */
+  call: null,
+  /** call id → `call:incoming` data, newest last */
+  incoming: new Map(),
+  /** call id → why media is unavailable */
+  mediaNotes: new Map(),
+  /** @type {{stream: MediaStream|null, screen: MediaStream|null}} */
+  local: { stream: null, screen: null },
+  /** @type {import('./confab.js').RemoteTrack[]} */
+  remote: [],
+  /** user ids, loudest first (`call:active-speakers`) */
+  speakers: [],
+  /** user id → latest `call:quality` */
+  quality: new Map(),
+  history: { calls: [], next: null, stats: null },
+  /** call id → `call:ended` data: the history store may lag behind the events for a moment */
+  ended: new Map(),
+};
+
+// ------------------------------------------------------------------ session
+
+function slugify(name) {
+  return name
+    .toLowerCase()
+    .normalize('NFKD')
+    .replace(/[\u0300-\u036f]/g, '')
+    .replace(/[^a-z0-9._@-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 64);
+}
+
+async function signIn(name) {
+  const userId = slugify(name);
+  if (!userId) throw new Error('Pick a name with at least one letter or digit.');
+  const res = await fetch('/api/v1/dev/token', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ user_id: userId, name: name.trim() }),
+  });
+  const body = await res.json().catch(() => null);
+  if (res.status === 404) throw new Error('This server does not run with --dev: no demo sign-in.');
+  if (!res.ok) throw new Error(body?.error?.message || `sign-in failed (${res.status})`);
+  return { user_id: userId, name: name.trim(), token: body.token };
+}
+
+async function startSession(me) {
+  state.me = me;
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify(me));
+  const client = new Confab({ baseUrl: location.origin, token: me.token });
+  state.client = client;
+  wire(client);
+  render();
+  try {
+    await client.connect();
+  } catch {
+    // A token from an earlier server run (dev secrets die with the process) is refused.
+    const stale = await client.iceServers().then(() => false, (e) => e.code === 'UNAUTHENTICATED');
+    if (stale) {
+      signOut();
+      toast('Your session expired; sign in again.');
+      return;
+    }
+  }
+  refreshHistory();
+}
+
+function signOut() {
+  state.client?.close();
+  Object.assign(state, { me: null, client: null, call: null, connection: 'idle' });
+  state.incoming.clear();
+  sessionStorage.removeItem(SESSION_KEY);
+  render();
+}
+
+// ------------------------------------------------------------------ client events
+
+/** @param {Confab} client */
+function wire(client) {
+  client.on(ClientEvents.CONNECTION, ({ state: s }) => {
+    state.connection = s;
+    renderTopbar();
+  });
+  client.on(ClientEvents.CALL, ({ call }) => {
+    const wasIn = state.call;
+    state.call = call;
+    if (!call) {
+      state.speakers = [];
+      state.quality.clear();
+      if (wasIn) refreshHistory();
+    } else {
+      closeIncoming(call.id);
+    }
+    render();
+  });
+  client.on(ClientEvents.MEDIA_UNAVAILABLE, ({ call_id, error }) => {
+    state.mediaNotes.set(call_id, `${error.code}: ${error.message}`);
+    renderCall();
+  });
+  client.on(ClientEvents.MEDIA_LOCAL, ({ stream, screen }) => {
+    state.local = { stream, screen };
+    renderCall();
+  });
+  client.on(ClientEvents.MEDIA_REMOTE, ({ tracks }) => {
+    state.remote = tracks;
+    renderCall();
+  });
+  client.on(ClientEvents.CALL_LOST, ({ error }) => toast(`Lost the call: ${error.message}`));
+  client.on(ClientEvents.CALL_REJOINED, () => toast('Reconnected to the call.'));
+
+  client.on('call:incoming', (data) => {
+    state.incoming.set(data.call_id, data);
+    renderIncoming();
+  });
+  for (const type of ['call:accepted', 'call:rejected', 'call:missed', 'call:ended']) {
+    client.on(type, (data) => {
+      // Another device of mine answered, or the caller gave up: stop ringing here.
+      if (type !== 'call:rejected' || data.user_id === state.me?.user_id) closeIncoming(data.call_id);
+      if (type === 'call:ended') state.ended.set(data.call_id, data);
+      if (type === 'call:ended' && !state.call) refreshHistory();
+    });
+  }
+  client.on('call:rejected', (d) => d.user_id !== state.me?.user_id && toast(`${nameOf(d.user_id)} declined.`));
+  client.on('call:busy', (d) => toast(`${nameOf(d.user_id)} is busy in another call.`));
+  client.on('call:missed', (d) => {
+    toast(d.user_id === state.me?.user_id ? 'You missed a call.' : `${nameOf(d.user_id)} did not answer.`);
+    refreshHistory();
+  });
+  client.on('call:ended', (d) => {
+    if (d.ended_by && d.ended_by !== state.me?.user_id) toast(`Call ended by ${nameOf(d.ended_by)} (${d.status}).`);
+  });
+  client.on('call:participant-left', (d) => {
+    if (d.reason === 'disconnected') toast(`${d.name || d.user_id} lost the connection.`);
+  });
+  client.on('call:active-speakers', ({ call_id, user_ids }) => {
+    if (call_id !== state.call?.id) return;
+    state.speakers = user_ids;
+    renderTiles();
+  });
+  client.on('call:quality', (q) => {
+    if (q.call_id !== state.call?.id) return;
+    state.quality.set(q.user_id, q);
+    renderTiles();
+  });
+  client.on(ClientEvents.ERROR, (err) => console.warn('confab error', err.code, err.message));
+}
+
+function nameOf(userId) {
+  const p = state.call?.participants.find((x) => x.user_id === userId);
+  return p?.name || userId;
+}
+
+// ------------------------------------------------------------------ actions
+
+/** Runs an action; shows its error as a toast instead of throwing. */
+async function attempt(action) {
+  try {
+    return await action();
+  } catch (err) {
+    toast(err.code ? `${err.code}: ${err.message}` : String(err.message || err), 'error');
+    return undefined;
+  }
+}
+
+function onStartCall(ev) {
+  ev.preventDefault();
+  const invitees = $('call-invitees').value.split(/[\s,]+/).filter(Boolean);
+  const conversationId = $('call-conversation').value.trim() || undefined;
+  const media = document.querySelector('input[name=media]:checked').value;
+  attempt(async () => {
+    await state.client.initiate({ invitees, media, conversationId });
+    $('call-invitees').value = '';
+  });
+}
+
+function onJoin(ev) {
+  ev.preventDefault();
+  const id = $('join-id').value.trim();
+  attempt(async () => {
+    await state.client.join(id);
+    $('join-id').value = '';
+  });
+}
+
+function me() {
+  return state.call?.participants.find((p) => p.user_id === state.me.user_id);
+}
+
+function toggleMic() {
+  const p = me();
+  if (p) attempt(() => state.client.setMedia({ audioMuted: !p.audio_muted }));
+}
+
+function toggleCam() {
+  const p = me();
+  if (p) attempt(() => state.client.setMedia({ videoEnabled: !p.video_enabled }));
+}
+
+function toggleScreen() {
+  const p = me();
+  if (p) attempt(() => state.client.shareScreen(!p.screen_sharing));
+}
+
+// ------------------------------------------------------------------ rendering
+
+function render() {
+  const signedIn = !!state.me;
+  $('signin-view').hidden = signedIn;
+  $('lobby-view').hidden = !signedIn || !!state.call;
+  $('call-view').hidden = !signedIn || !state.call;
+  renderTopbar();
+  renderCall();
+  renderIncoming();
+  renderHistory();
+}
+
+function renderTopbar() {
+  const labels = { idle: 'Offline', connecting: 'Connecting…', open: 'Online', reconnecting: 'Reconnecting…', closed: 'Offline' };
+  const conn = $('conn');
+  conn.dataset.state = state.connection;
+  conn.querySelector('span').textContent = labels[state.connection] || state.connection;
+  conn.hidden = !state.me;
+  $('me').hidden = $('signout').hidden = !state.me;
+  if (state.me) $('me').innerHTML = `${esc(state.me.name)} <code>${esc(state.me.user_id)}</code>`;
+}
+
+function renderCall() {
+  const call = state.call;
+  if (!call) {
+    $('grid').replaceChildren();
+    tileCache.clear();
+    return;
+  }
+  const others = call.participants.filter((p) => p.user_id !== state.me.user_id);
+  const title =
+    call.kind === 'direct'
+      ? `Call with ${others.map((p) => p.name).join(', ')}`
+      : `${call.conversation_id} · group call`;
+  $('call-title').textContent = title;
+  const status = $('call-status');
+  status.textContent = call.status === 'ringing' ? 'Ringing…' : call.status;
+  status.dataset.status = call.status;
+
+  const note = state.mediaNotes.get(call.id);
+  $('media-note').hidden = !note;
+  $('media-note').innerHTML = note
+    ? `<strong>Media unavailable.</strong> The server refused audio and video for this call (${esc(note)}). Calling, muting and the participant list still work.`
+    : '';
+
+  const self = me();
+  setControl($('btn-mic'), self?.audio_muted ? 'micOff' : 'mic', self?.audio_muted ? 'Unmute' : 'Mute', !!self?.audio_muted);
+  setControl($('btn-cam'), self?.video_enabled ? 'cam' : 'camOff', self?.video_enabled ? 'Stop video' : 'Start video', !self?.video_enabled);
+  $('btn-cam').disabled = call.media !== 'video';
+  setControl($('btn-screen'), 'screen', self?.screen_sharing ? 'Stop sharing' : 'Share screen', !!self?.screen_sharing);
+  $('btn-screen').classList.toggle('ctl-on', !!self?.screen_sharing);
+  setControl($('btn-leave'), 'leave', 'Leave', false);
+  const mayEnd = call.kind === 'direct' || call.initiated_by === state.me.user_id;
+  setControl($('btn-end'), 'hangup', 'End for all', false);
+  $('btn-end').hidden = !mayEnd;
+  renderTiles();
+  tick();
+}
+
+function setControl(button, iconName, label, pressed) {
+  button.innerHTML = `${icon(iconName)}<span>${label}</span>`;
+  button.setAttribute('aria-pressed', String(pressed));
+  button.classList.toggle('ctl-off', pressed && button.id !== 'btn-screen');
+  button.title = label;
+}
+
+/** Tiles are kept across renders so their video elements do not restart. */
+const tileCache = new Map();
+
+function renderTiles() {
+  const call = state.call;
+  if (!call) return;
+  const myId = state.me.user_id;
+  const people = call.participants
+    .filter((p) => ACTIVE.has(p.status) || p.status === 'busy')
+    .sort((a, b) => (a.user_id === myId ? -1 : b.user_id === myId ? 1 : 0));
+  const byUser = new Map();
+  for (const t of state.remote) {
+    if (!byUser.has(t.user_id)) byUser.set(t.user_id, {});
+    byUser.get(t.user_id)[t.source] = t;
+  }
+
+  const tiles = [];
+  for (const p of people) {
+    const mine = p.user_id === myId;
+    const r = byUser.get(p.user_id) || {};
+    const stream = mine ? state.local.stream : streamOf(r.camera?.track, r.microphone?.track);
+    tiles.push({ key: `${p.user_id}/camera`, p, source: 'camera', mine, stream });
+    const screen = mine ? state.local.screen : streamOf(r.screen?.track);
+    if (screen || (p.screen_sharing && p.status === 'joined')) {
+      tiles.push({ key: `${p.user_id}/screen`, p, source: 'screen', mine, stream: screen });
+    }
+  }
+
+  const grid = $('grid');
+  const keep = new Set(tiles.map((t) => t.key));
+  for (const [key, el] of tileCache) {
+    if (!keep.has(key)) {
+      el.remove();
+      tileCache.delete(key);
+    }
+  }
+  tiles.forEach((t, i) => {
+    let el = tileCache.get(t.key);
+    if (!el) {
+      el = createTile();
+      tileCache.set(t.key, el);
+    }
+    updateTile(el, t);
+    if (grid.children[i] !== el) grid.insertBefore(el, grid.children[i] || null);
+  });
+  layoutGrid();
+}
+
+const streamCache = new Map();
+/** One MediaStream per set of tracks, so a video element keeps playing across renders. */
+function streamOf(...tracks) {
+  const list = tracks.filter(Boolean);
+  if (!list.length) return null;
+  const key = list.map((t) => t.id).join('|');
+  if (!streamCache.has(key)) streamCache.set(key, new MediaStream(list));
+  return streamCache.get(key);
+}
+
+function createTile() {
+  const el = document.createElement('div');
+  el.className = 'tile';
+  el.innerHTML = `
+    <video autoplay playsinline></video>
+    <div class="avatar"><span></span></div>
+    <div class="tile-state"></div>
+    <div class="quality" title="Connection quality"><i></i><i></i><i></i><i></i><i></i></div>
+    <div class="label"><span class="label-icons"></span><span class="name"></span></div>`;
+  return el;
+}
+
+function updateTile(el, { p, source, mine, stream }) {
+  const screen = source === 'screen';
+  el.dataset.user = p.user_id;
+  el.dataset.source = source;
+  el.dataset.status = p.status;
+  el.dataset.muted = String(!!p.audio_muted);
+  el.dataset.video = String(screen ? !!stream : p.video_enabled && !!stream?.getVideoTracks().length);
+  el.dataset.screen = String(!!p.screen_sharing);
+  el.classList.toggle('speaking', !screen && state.speakers[0] === p.user_id);
+  el.classList.toggle('speaker', !screen && state.speakers.includes(p.user_id));
+  el.classList.toggle('mine', mine);
+
+  const video = el.querySelector('video');
+  video.muted = mine; // never play one's own microphone back
+  if (video.srcObject !== stream) video.srcObject = stream;
+  if (stream) video.play().catch(() => {});
+
+  el.querySelector('.avatar span').textContent = screen ? '' : initials(p.name || p.user_id);
+  el.querySelector('.avatar').classList.toggle('avatar-screen', screen);
+  if (screen && !stream) el.querySelector('.avatar').innerHTML = `${icon('screen')}<span></span>`;
+  const waiting = { ringing: 'Ringing…', invited: 'Invited (offline)', busy: 'Busy' }[p.status] || '';
+  el.querySelector('.tile-state').textContent = screen && !stream ? 'Screen share' : waiting;
+
+  const name = screen ? `${p.name}'s screen` : p.name + (mine ? ' (you)' : '');
+  el.querySelector('.name').textContent = name;
+  el.querySelector('.label-icons').innerHTML = screen
+    ? icon('screen')
+    : (p.audio_muted ? `<span class="ic-muted" title="Muted">${icon('micOff')}</span>` : '') +
+      (!p.video_enabled && state.call.media === 'video' ? `<span class="ic-camoff" title="Camera off">${icon('camOff')}</span>` : '') +
+      (p.screen_sharing ? `<span class="ic-sharing" title="Sharing the screen">${icon('screen')}</span>` : '');
+
+  const q = screen ? null : state.quality.get(p.user_id);
+  const quality = el.querySelector('.quality');
+  quality.hidden = !q;
+  if (q) {
+    el.dataset.quality = String(q.score);
+    quality.title = `Quality ${q.score}/5 · loss ${(q.packet_loss * 100).toFixed(1)}% · jitter ${Math.round(q.jitter_ms)} ms · rtt ${Math.round(q.rtt_ms)} ms`;
+    quality.querySelectorAll('i').forEach((bar, i) => bar.classList.toggle('on', i < q.score));
+  } else {
+    delete el.dataset.quality;
+  }
+}
+
+/** Picks the column count that gives the largest 16:9 tiles in the grid's box. */
+function layoutGrid() {
+  const grid = $('grid');
+  const n = grid.children.length || 1;
+  const { width, height } = grid.getBoundingClientRect();
+  if (!width || !height) return;
+  const gap = 10;
+  let best = { cols: 1, w: 0 };
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const w = Math.min((width - gap * (cols - 1)) / cols, ((height - gap * (rows - 1)) / rows) * (16 / 9));
+    if (w > best.w) best = { cols, w };
+  }
+  grid.style.setProperty('--cols', String(best.cols));
+  grid.style.setProperty('--tile-w', `${Math.floor(best.w)}px`);
+  grid.dataset.count = String(n);
+}
+
+function tick() {
+  const call = state.call;
+  const timer = $('call-timer');
+  if (!call?.started_at) {
+    timer.textContent = '';
+    return;
+  }
+  timer.textContent = formatDuration((Date.now() - Date.parse(call.started_at)) / 1000);
+}
+
+function renderIncoming() {
+  const dialog = $('incoming');
+  const latest = [...state.incoming.values()].pop();
+  if (!latest || !state.me) {
+    if (dialog.open) dialog.close();
+    return;
+  }
+  const caller = latest.caller.name || latest.caller.user_id;
+  dialog.dataset.callId = latest.call_id;
+  $('incoming-avatar').textContent = initials(caller);
+  $('incoming-title').textContent = `${caller} is calling`;
+  $('incoming-sub').textContent =
+    `${latest.media === 'video' ? 'Video' : 'Audio'} call` +
+    (latest.kind === 'group' ? ` in ${latest.conversation_id}` : '') +
+    ` · ${latest.caller.user_id}`;
+  $('incoming-accept').textContent = latest.kind === 'group' ? 'Join' : 'Accept';
+  if (!dialog.open) dialog.showModal();
+}
+
+function closeIncoming(callId) {
+  if (state.incoming.delete(callId)) renderIncoming();
+}
+
+function answerIncoming(accept) {
+  const callId = $('incoming').dataset.callId;
+  closeIncoming(callId);
+  attempt(() => (accept ? state.client.accept(callId) : state.client.reject(callId)));
+}
+
+// ------------------------------------------------------------------ history
+
+async function refreshHistory(more = false, retry = 0) {
+  const client = state.client;
+  if (!client) return;
+  try {
+    const [page, stats] = await Promise.all([
+      client.history({ limit: 20, before: more ? state.history.next : undefined }),
+      more ? Promise.resolve(state.history.stats) : client.stats({ timeframe: '30d' }),
+    ]);
+    // A call that just ended may still read as live: show what the events said, look again.
+    let stale = false;
+    const calls = page.calls.map((c) => {
+      const ended = state.ended.get(c.id);
+      if (!ended || (c.status !== 'ringing' && c.status !== 'ongoing')) return c;
+      stale = true;
+      return { ...c, status: ended.status, duration_s: ended.duration_s, end_reason: ended.reason };
+    });
+    if (stale && retry < 5) setTimeout(() => refreshHistory(false, retry + 1), 500);
+    state.history = {
+      calls: more ? [...state.history.calls, ...calls] : calls,
+      next: page.next_cursor,
+      stats,
+    };
+  } catch (err) {
+    console.warn('history', err);
+  }
+  renderHistory();
+}
+
+function renderHistory() {
+  const { calls, next, stats } = state.history;
+  const list = $('history-list');
+  const myId = state.me?.user_id;
+  list.replaceChildren(
+    ...calls.map((c) => {
+      const li = document.createElement('li');
+      li.className = 'history-item';
+      li.dataset.callId = c.id;
+      li.dataset.status = c.status;
+      const others = c.participants.filter((p) => p.user_id !== myId);
+      const who = c.kind === 'group' ? c.conversation_id : others.map((p) => p.name).join(', ');
+      const when = new Date(c.created_at);
+      const missed = c.status === 'missed' && c.direction === 'incoming';
+      li.innerHTML = `
+        <span class="dir ${c.direction}${missed ? ' missed' : ''}" title="${c.direction}">${icon(c.direction === 'incoming' ? 'in' : 'out')}</span>
+        <span class="who"><strong>${esc(who)}</strong><small>${c.media} · ${formatWhen(when)}</small></span>
+        <span class="badge" data-status="${c.status}">${c.status}</span>
+        <span class="dur">${c.started_at && c.ended_at ? formatDuration(c.duration_s) : ''}</span>`;
+      if (c.kind === 'direct' && others.length === 1) {
+        const again = document.createElement('button');
+        again.type = 'button';
+        again.className = 'btn btn-ghost btn-icon';
+        again.title = `Call ${others[0].name}`;
+        again.innerHTML = icon('phone');
+        again.addEventListener('click', () =>
+          attempt(() => state.client.initiate({ invitees: [others[0].user_id], media: c.media })),
+        );
+        li.append(again);
+      }
+      return li;
+    }),
+  );
+  $('history-empty').hidden = calls.length > 0;
+  $('history-more').hidden = !next;
+  $('history-stats').textContent = stats?.total
+    ? `${stats.total} call${stats.total === 1 ? '' : 's'} in 30 days · ${stats.by_status.completed || 0} completed · ` +
+      `${formatDuration(stats.total_duration_s)} talked`
+    : '';
+}
+
+// ------------------------------------------------------------------ small helpers
+
+function initials(name) {
+  const parts = String(name).trim().split(/[\s._-]+/).filter(Boolean);
+  return ((parts[0]?.[0] || '?') + (parts[1]?.[0] || '')).toUpperCase();
+}
+
+function formatDuration(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+}
+
+function formatWhen(date) {
+  const time = date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const today = new Date().toDateString() === date.toDateString();
+  return today ? `today ${time}` : `${date.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${time}`;
+}
+
+function esc(s) {
+  return String(s ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function toast(text, kind = 'info') {
+  const el = document.createElement('div');
+  el.className = `toast toast-${kind}`;
+  el.textContent = text;
+  $('toasts').append(el);
+  setTimeout(() => el.classList.add('toast-out'), 4000);
+  setTimeout(() => el.remove(), 4400);
+}
+
+// ------------------------------------------------------------------ start
+
+function init() {
+  $('signin-name').addEventListener('input', (ev) => {
+    $('signin-id').textContent = slugify(ev.target.value) || '—';
+  });
+  $('signin-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const error = $('signin-error');
+    error.hidden = true;
+    try {
+      await startSession(await signIn($('signin-name').value));
+    } catch (err) {
+      error.textContent = err.message;
+      error.hidden = false;
+    }
+  });
+  $('signout').addEventListener('click', signOut);
+  $('call-form').addEventListener('submit', onStartCall);
+  $('join-form').addEventListener('submit', onJoin);
+  $('history-refresh').addEventListener('click', () => refreshHistory());
+  $('history-more').addEventListener('click', () => refreshHistory(true));
+  $('btn-mic').addEventListener('click', toggleMic);
+  $('btn-cam').addEventListener('click', toggleCam);
+  $('btn-screen').addEventListener('click', toggleScreen);
+  $('btn-leave').addEventListener('click', () => attempt(() => state.client.leave()));
+  $('btn-end').addEventListener('click', () => attempt(() => state.client.end()));
+  $('call-copy').addEventListener('click', () => {
+    navigator.clipboard?.writeText(state.call?.id || '').then(
+      () => toast('Call id copied.'),
+      () => toast(`Call id: ${state.call?.id}`),
+    );
+  });
+  $('incoming-accept').addEventListener('click', () => answerIncoming(true));
+  $('incoming-decline').addEventListener('click', () => answerIncoming(false));
+  $('incoming').addEventListener('cancel', (ev) => ev.preventDefault()); // Esc does not hide a ringing call
+  new ResizeObserver(layoutGrid).observe($('grid'));
+  setInterval(tick, 1000);
+
+  const saved = sessionStorage.getItem(SESSION_KEY);
+  if (saved) {
+    try {
+      startSession(JSON.parse(saved));
+      return;
+    } catch {
+      sessionStorage.removeItem(SESSION_KEY);
+    }
+  }
+  render();
+}
+
+// For debugging from the console (and the end-to-end tests): the page's state and renderer.
+window.confabApp = { state, render, get client() { return state.client; } };
+
+init();
