@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use confab_sfu::{EngineConfig, EngineError, MediaEngine};
 use confab_signaling::{CallBook, Limits};
 use tokio::net::TcpListener;
 
@@ -11,6 +12,7 @@ use crate::auth::{JwtKeys, KeyError, generate_secret};
 use crate::calls::CallService;
 use crate::config::Settings;
 use crate::ice::IceConfig;
+use crate::media::MediaBridge;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::writer::HistoryWriter;
@@ -29,6 +31,7 @@ pub struct AppInner {
     pub metrics: Arc<Metrics>,
     pub ice: IceConfig,
     pub writer: HistoryWriter,
+    pub media: Arc<MediaBridge>,
 }
 
 impl Deref for AppState {
@@ -44,6 +47,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("history store: {0}")]
     Store(#[from] StoreError),
+    #[error("media engine: {0}")]
+    Media(#[from] EngineError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -74,7 +79,7 @@ impl AppState {
             ring_timeout: time::Duration::try_from(settings.ring_timeout)
                 .unwrap_or(time::Duration::seconds(45)),
         });
-        let calls = CallService::new(
+        let (calls, roster) = CallService::new(
             book,
             store.clone(),
             writer.clone(),
@@ -91,6 +96,19 @@ impl AppState {
         }
         tokio::spawn(calls.clone().run_ring_timer());
 
+        let engine = MediaEngine::start(EngineConfig {
+            workers: settings.effective_media_workers(),
+            bind_ip: settings.rtc_bind_ip,
+            udp_port: settings.rtc_udp_port,
+            public_ip: settings.rtc_public_ip,
+        })?;
+        tracing::info!(addrs = ?engine.announced_addrs(), "media workers listening");
+        let events = engine.take_events().ok_or_else(|| {
+            StartError::Media(EngineError::Config("engine events already taken".into()))
+        })?;
+        let media = MediaBridge::new(engine, calls.clone(), hub.clone(), metrics.clone());
+        media.spawn(roster, events);
+
         let ice = IceConfig {
             stun_urls: settings.stun_urls.clone(),
             turn_urls: settings.turn_urls.clone(),
@@ -106,6 +124,7 @@ impl AppState {
             metrics,
             ice,
             writer,
+            media,
         })))
     }
 }

@@ -17,7 +17,7 @@ use confab_signaling::{
 };
 use dashmap::DashMap;
 use time::OffsetDateTime;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 use crate::http::error::{ApiError, ApiResult};
@@ -33,6 +33,18 @@ pub fn now_ms() -> OffsetDateTime {
     let ms = now.unix_timestamp_nanos() / 1_000_000;
     OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).unwrap_or(now)
 }
+
+/// What the media side must follow, in decision order: who is joined in which call, and
+/// when someone's media switches changed (which changes the `muted` flags of `rtc:tracks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RosterChange {
+    Joined { call_id: CallId, user: UserId },
+    Left { call_id: CallId, user: UserId },
+    MediaChanged { call_id: CallId, user: UserId },
+}
+
+/// Receives [`RosterChange`]s; unbounded because they come one per decision, never per packet.
+pub type RosterChanges = mpsc::UnboundedReceiver<RosterChange>;
 
 /// What `POST /calls` answers: the call and which invitees could be rung right away.
 pub struct Initiated {
@@ -63,6 +75,7 @@ pub struct CallService {
     deadlines_changed: Notify,
     /// The service itself, for the timers it spawns.
     me: Weak<CallService>,
+    roster: mpsc::UnboundedSender<RosterChange>,
 }
 
 impl CallService {
@@ -73,8 +86,9 @@ impl CallService {
         metrics: Arc<Metrics>,
         hub: Arc<Hub>,
         disconnect_grace: Duration,
-    ) -> Arc<CallService> {
-        Arc::new_cyclic(|me| CallService {
+    ) -> (Arc<CallService>, RosterChanges) {
+        let (roster, changes) = mpsc::unbounded_channel();
+        let service = Arc::new_cyclic(|me| CallService {
             book: Mutex::new(book),
             store,
             writer,
@@ -84,7 +98,9 @@ impl CallService {
             ending: DashMap::new(),
             deadlines_changed: Notify::new(),
             me: me.clone(),
-        })
+            roster,
+        });
+        (service, changes)
     }
 
     fn book(&self) -> MutexGuard<'_, CallBook> {
@@ -131,8 +147,10 @@ impl CallService {
         self.decide(f, |r| r.as_ref().map(|o| vec![o]).unwrap_or_default())
     }
 
-    /// Serialises each event once and queues it for every socket of every recipient.
+    /// Serialises each event once and queues it for every socket of every recipient, and
+    /// tells the media side whose seat changed.
     fn publish(&self, outcome: &Outcome) {
+        self.follow_roster(outcome);
         for event in &outcome.events {
             let frame: Frame = Arc::from(protocol::event(
                 event.type_name(),
@@ -144,8 +162,48 @@ impl CallService {
         }
     }
 
+    fn follow_roster(&self, outcome: &Outcome) {
+        let call = &outcome.call;
+        let was_joined = |user: &UserId| {
+            outcome
+                .before
+                .as_ref()
+                .and_then(|b| b.participant(user.as_str()))
+                .is_some_and(|p| p.status == ParticipantStatus::Joined)
+        };
+        let send = |change| {
+            // The receiver lives as long as the server; a closed channel means shutdown.
+            let _ = self.roster.send(change);
+        };
+        for p in &call.participants {
+            let joined = p.status == ParticipantStatus::Joined;
+            match (was_joined(&p.user_id), joined) {
+                (false, true) => send(RosterChange::Joined {
+                    call_id: call.id,
+                    user: p.user_id.clone(),
+                }),
+                (true, false) => send(RosterChange::Left {
+                    call_id: call.id,
+                    user: p.user_id.clone(),
+                }),
+                _ => {}
+            }
+        }
+        if let Some((user, _)) = &outcome.media_change {
+            send(RosterChange::MediaChanged {
+                call_id: call.id,
+                user: user.clone(),
+            });
+        }
+    }
+
     pub fn joined_call_of(&self, user: &str) -> Option<CallId> {
         self.read(|book| book.joined_call_of(user))
+    }
+
+    /// The live call as it is now, if it is live.
+    pub fn live_call(&self, call_id: CallId) -> Option<Call> {
+        self.read(|book| book.get(call_id).cloned())
     }
 
     pub async fn initiate(&self, actor: &Actor, req: InitiateRequest) -> ApiResult<Initiated> {
@@ -292,6 +350,18 @@ impl CallService {
         self.read(|book| book.active_call_of_conversation(conversation).cloned())
     }
 
+    /// The newest known version of a stored call: a history row can trail the decision that
+    /// changed it by one store write, and a client told `call:ended` must not read `ringing`.
+    pub fn freshest(&self, stored: Call) -> Call {
+        let known = self
+            .read(|book| book.get(stored.id).cloned())
+            .or_else(|| self.ending.get(&stored.id).map(|c| c.clone()));
+        match known {
+            Some(call) if call.version > stored.version => call,
+            _ => stored,
+        }
+    }
+
     /// A call wherever it is: live in the book, just ended, or in the history store.
     async fn find(&self, call_id: CallId) -> ApiResult<Option<Call>> {
         if let Some(call) = self.read(|book| book.get(call_id).cloned()) {
@@ -422,10 +492,10 @@ impl CallService {
         }
     }
 
-    /// A user's last socket closed. If they are joined in a call, they keep their seat for
-    /// the disconnect grace; if no socket of theirs came back by then, they leave with reason
-    /// `disconnected`.
-    pub fn user_went_offline(&self, user: &UserId, offline_epoch: u64) {
+    /// A user has neither sockets nor connected peer connections any more. If they are joined
+    /// in a call, they keep their seat for the disconnect grace; if they are still absent
+    /// then, they leave with reason `disconnected`.
+    pub fn user_became_absent(&self, user: &UserId, absence_epoch: u64) {
         let Some(call_id) = self.joined_call_of(user.as_str()) else {
             return;
         };
@@ -435,9 +505,7 @@ impl CallService {
         let user = user.clone();
         tokio::spawn(async move {
             tokio::time::sleep(service.disconnect_grace).await;
-            if !service
-                .hub
-                .still_offline_since(user.as_str(), offline_epoch)
+            if !service.hub.still_absent_since(user.as_str(), absence_epoch)
                 || service.joined_call_of(user.as_str()) != Some(call_id)
             {
                 return;
@@ -462,8 +530,8 @@ impl CallService {
     /// A participant who joins without any open socket (over REST only) is held to the same
     /// grace as one whose socket dropped: presence is what keeps a seat.
     fn expect_presence(&self, user: &UserId) {
-        if !self.hub.is_online(user.as_str()) {
-            self.user_went_offline(user, self.hub.offline_epoch(user.as_str()));
+        if !self.hub.is_present(user.as_str()) {
+            self.user_became_absent(user, self.hub.absence_epoch(user.as_str()));
         }
     }
 

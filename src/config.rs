@@ -442,7 +442,7 @@ mod tests {
             ..Default::default()
         };
         let s = Settings::resolve(flags.or(file), false).unwrap();
-        assert_eq!(s.http_addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(s.http_addr, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
         assert_eq!(s.ring_timeout, Duration::from_secs(120));
         assert_eq!(s.max_participants, 10);
         assert_eq!(s.turn_urls.len(), 2);

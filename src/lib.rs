@@ -10,6 +10,7 @@ pub mod calls;
 pub mod config;
 pub mod http;
 pub mod ice;
+pub mod media;
 pub mod metrics;
 pub mod store;
 pub mod writer;

@@ -4,8 +4,8 @@
 //! several servers in one process see only their own numbers.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -22,6 +22,7 @@ pub struct Metrics {
     pub online_users: IntGauge,
     pub ws_overflow_closes_total: IntCounter,
     pub signaling_messages_total: IntCounterVec,
+    pub peer_connections: IntGaugeVec,
 }
 
 impl Metrics {
@@ -101,6 +102,18 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let peer_connections = IntGaugeVec::new(
+            Opts::new(
+                "confab_peer_connections",
+                "Connected peer connections by role",
+            ),
+            &["role"],
+        )
+        .expect("valid metric");
+        for role in ["publisher", "subscriber"] {
+            peer_connections.with_label_values(&[role]).set(0);
+        }
+
         for collector in [
             Box::new(calls_active.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(calls_total.clone()),
@@ -114,6 +127,7 @@ impl Metrics {
             Box::new(online_users.clone()),
             Box::new(ws_overflow_closes_total.clone()),
             Box::new(signaling_messages_total.clone()),
+            Box::new(peer_connections.clone()),
         ] {
             registry
                 .register(collector)
@@ -134,6 +148,7 @@ impl Metrics {
             online_users,
             ws_overflow_closes_total,
             signaling_messages_total,
+            peer_connections,
         }
     }
 

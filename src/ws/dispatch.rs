@@ -3,13 +3,14 @@
 
 use confab_signaling::protocol::ClientRequest;
 use confab_signaling::wire::{CallObject, ParticipantObject};
-use confab_signaling::{Actor, ErrorCode, LeaveReason, SignalingError};
+use confab_signaling::{Actor, ErrorCode, LeaveReason};
 use serde_json::Value;
 
 use crate::app::AppState;
 use crate::calls::InitiateRequest;
 use crate::http::api::calls::{InitiatedResponse, JoinedResponse, check_reason};
 use crate::http::error::{ApiError, ApiResult};
+use crate::ws::hub::SocketId;
 
 const KNOWN_TYPES: &[&str] = &[
     "call:initiate",
@@ -34,8 +35,15 @@ fn to_value<T: serde::Serialize>(body: &T) -> ApiResult<Value> {
     serde_json::to_value(body).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 
-pub async fn handle(state: &AppState, actor: &Actor, request: ClientRequest) -> ApiResult<Value> {
+pub async fn handle(
+    state: &AppState,
+    actor: &Actor,
+    socket: SocketId,
+    request: ClientRequest,
+) -> ApiResult<Value> {
     let calls = &state.calls;
+    let media = &state.media;
+    let me = &actor.user_id;
     match request {
         ClientRequest::Initiate(data) => {
             let initiated = calls
@@ -49,14 +57,17 @@ pub async fn handle(state: &AppState, actor: &Actor, request: ClientRequest) -> 
                     },
                 )
                 .await?;
+            media.bind_socket(initiated.call.id, me, socket);
             to_value(&InitiatedResponse::from(initiated))
         }
         ClientRequest::Accept(data) => {
             let call = calls.accept(actor, data.call_id).await?;
+            media.bind_socket(call.id, me, socket);
             to_value(&JoinedResponse::new(state, &call, &actor.user_id))
         }
         ClientRequest::Join(data) => {
             let call = calls.join(actor, data.call_id).await?;
+            media.bind_socket(call.id, me, socket);
             to_value(&JoinedResponse::new(state, &call, &actor.user_id))
         }
         ClientRequest::Reject(data) => {
@@ -83,18 +94,13 @@ pub async fn handle(state: &AppState, actor: &Actor, request: ClientRequest) -> 
             })?;
             to_value(&ParticipantObject::from(me))
         }
-        ClientRequest::Offer(data) => media_unavailable(state, actor, data.call_id),
-        ClientRequest::Answer(data) => media_unavailable(state, actor, data.call_id),
-        ClientRequest::Candidate(data) => media_unavailable(state, actor, data.call_id),
-        ClientRequest::Subscribe(data) => media_unavailable(state, actor, data.call_id),
+        ClientRequest::Offer(d) => {
+            media
+                .offer(me, Some(socket), d.call_id, d.target, d.sdp)
+                .await
+        }
+        ClientRequest::Answer(d) => media.answer(me, d.call_id, d.target, d.sdp).await,
+        ClientRequest::Candidate(d) => media.candidate(me, d.call_id, d.target, d.candidate).await,
+        ClientRequest::Subscribe(d) => media.subscribe(me, d.call_id, &d.user_id, d.quality),
     }
-}
-
-/// Media negotiation needs a joined participant; until the media engine runs in this server,
-/// even a joined one is told plainly that nothing can be negotiated.
-fn media_unavailable(state: &AppState, actor: &Actor, call_id: uuid::Uuid) -> ApiResult<Value> {
-    if state.calls.joined_call_of(actor.user_id.as_str()) != Some(call_id) {
-        return Err(SignalingError::invalid_state("join the call before negotiating media").into());
-    }
-    Err(SignalingError::invalid_state("this server has no media engine running").into())
 }

@@ -2,8 +2,11 @@
 //!
 //! Each socket owns a bounded queue drained by its own task. Delivery is `try_send` only: a
 //! socket whose queue is full is too slow or dead, so it is closed and counted instead of
-//! delaying everyone else's events. The hub is also the presence registry: a user is online
-//! while it holds at least one socket here.
+//! delaying everyone else's events.
+//!
+//! The hub is also the presence registry. A user is *online* while it holds at least one
+//! socket (that decides who is rung), and *present* while it holds a socket or a connected
+//! peer connection (that keeps a joined participant's seat).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,8 +50,10 @@ pub struct Registration {
 
 pub struct Hub {
     users: DashMap<String, Vec<SocketHandle>>,
-    /// Bumped whenever a user's last socket closes, so a disconnect timer can tell whether
-    /// the user came back (and maybe left again) while it slept.
+    /// Connected peer connections per user, reported by the media side.
+    peers: DashMap<String, usize>,
+    /// Bumped whenever a user stops being present, so a disconnect timer can tell whether
+    /// the user came back (and maybe went away again) while it slept.
     offline_epochs: DashMap<String, u64>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
@@ -58,6 +63,7 @@ impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Hub {
         Hub {
             users: DashMap::new(),
+            peers: DashMap::new(),
             offline_epochs: DashMap::new(),
             next_id: AtomicU64::new(1),
             metrics,
@@ -81,7 +87,7 @@ impl Hub {
         Registration { id, frames, kicked }
     }
 
-    /// Removes a socket; returns the user's new offline epoch if that was its last socket.
+    /// Removes a socket; returns the user's new absence epoch if the user is now absent.
     pub fn unregister(&self, user: &str, id: SocketId) -> Option<u64> {
         // One shard lock over check-and-remove, so a concurrent register cannot slip between.
         let went_offline = match self.users.entry(user.to_owned()) {
@@ -104,24 +110,64 @@ impl Hub {
             return None;
         }
         self.metrics.online_users.dec();
+        self.absent_now(user)
+    }
+
+    /// A peer connection of `user` connected.
+    pub fn peer_up(&self, user: &str) {
+        *self.peers.entry(user.to_owned()).or_insert(0) += 1;
+    }
+
+    /// A peer connection of `user` closed or failed; returns the new absence epoch if the user
+    /// is now absent.
+    pub fn peer_down(&self, user: &str) -> Option<u64> {
+        let none_left = match self.peers.entry(user.to_owned()) {
+            Entry::Occupied(mut entry) => {
+                *entry.get_mut() = entry.get().saturating_sub(1);
+                if *entry.get() == 0 {
+                    entry.remove();
+                    true
+                } else {
+                    false
+                }
+            }
+            Entry::Vacant(_) => false,
+        };
+        if none_left {
+            self.absent_now(user)
+        } else {
+            None
+        }
+    }
+
+    /// Starts a new absence if the user has neither sockets nor connected peers.
+    fn absent_now(&self, user: &str) -> Option<u64> {
+        if self.is_present(user) {
+            return None;
+        }
         let mut epoch = self.offline_epochs.entry(user.to_owned()).or_insert(0);
         *epoch += 1;
         Some(*epoch)
+    }
+
+    /// A socket or a connected peer connection: what keeps a joined participant's seat.
+    pub fn is_present(&self, user: &str) -> bool {
+        self.is_online(user) || self.peers.get(user).is_some_and(|n| *n > 0)
     }
 
     pub fn is_online(&self, user: &str) -> bool {
         self.users.get(user).is_some_and(|s| !s.is_empty())
     }
 
-    /// The number of times the user went offline so far (0 if never): a disconnect timer
-    /// remembers it to tell later whether the user came back in between.
-    pub fn offline_epoch(&self, user: &str) -> u64 {
+    /// The number of absences so far (0 if never): a disconnect timer remembers it to tell
+    /// later whether the user came back in between.
+    pub fn absence_epoch(&self, user: &str) -> u64 {
         self.offline_epochs.get(user).map_or(0, |e| *e)
     }
 
-    /// True while the user has not come online since going offline at `epoch`.
-    pub fn still_offline_since(&self, user: &str, epoch: u64) -> bool {
-        !self.is_online(user) && self.offline_epoch(user) == epoch
+    /// True while the user has not been present since the absence numbered `epoch` began.
+    pub fn still_absent_since(&self, user: &str, epoch: u64) -> bool {
+        !self.is_present(user) && self.absence_epoch(user) == epoch
     }
 
     /// Queues `frame` on every socket of `user`; never waits.
@@ -181,14 +227,27 @@ mod tests {
         assert_eq!(hub.unregister("alice", a.id), None);
         let epoch = hub.unregister("alice", b.id).expect("went offline");
         assert!(!hub.is_online("alice"));
-        assert!(hub.still_offline_since("alice", epoch));
+        assert!(hub.still_absent_since("alice", epoch));
         let c = hub.register("alice");
-        assert!(!hub.still_offline_since("alice", epoch), "came back");
+        assert!(!hub.still_absent_since("alice", epoch), "came back");
         let later = hub.unregister("alice", c.id).expect("offline again");
-        assert!(!hub.still_offline_since("alice", epoch), "a newer absence");
-        assert!(hub.still_offline_since("alice", later));
+        assert!(!hub.still_absent_since("alice", epoch), "a newer absence");
+        assert!(hub.still_absent_since("alice", later));
         assert_eq!(hub.metrics.ws_connections.get(), 0);
         assert_eq!(hub.metrics.online_users.get(), 0);
+    }
+
+    #[test]
+    fn a_connected_peer_keeps_a_user_present_without_sockets() {
+        let hub = hub();
+        let socket = hub.register("bob");
+        hub.peer_up("bob");
+        assert_eq!(hub.unregister("bob", socket.id), None, "media still up");
+        assert!(!hub.is_online("bob"));
+        assert!(hub.is_present("bob"));
+        let epoch = hub.peer_down("bob").expect("now absent");
+        assert!(hub.still_absent_since("bob", epoch));
+        assert_eq!(hub.peer_down("bob"), None, "no double absence");
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub async fn run(socket: WebSocket, state: AppState, actor: Actor) {
     read_loop(stream, &state, &actor, id, close_tx).await;
     // The writer ends once it sent the close frame or its queue was dropped.
     if let Some(epoch) = state.hub.unregister(user.as_str(), id) {
-        state.calls.user_went_offline(&user, epoch);
+        state.calls.user_became_absent(&user, epoch);
     }
     let _ = writer.await;
     tracing::debug!(user = %user, socket = id, "socket closed");
@@ -116,7 +116,7 @@ async fn read_loop(
             continue;
         }
         let result = match incoming.request {
-            Ok(request) => dispatch::handle(state, actor, request).await,
+            Ok(request) => dispatch::handle(state, actor, socket_id, request).await,
             Err(e) => Err(e.into()),
         };
         match result {

@@ -5,4 +5,5 @@
 //! agnostic (SDP and candidates in and out as strings); [`signaling`] talks to a Confab server.
 
 pub mod media;
+pub mod participant;
 pub mod signaling;

@@ -80,8 +80,10 @@ pub async fn list(
     Ok(axum::Json(ListResponse {
         calls: page
             .calls
-            .iter()
-            .map(|c| CallObject::from(c).with_direction(actor.user_id.as_str()))
+            .into_iter()
+            .map(|c| {
+                CallObject::from(&state.calls.freshest(c)).with_direction(actor.user_id.as_str())
+            })
             .collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),
     }))

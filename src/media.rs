@@ -1,0 +1,421 @@
+//! The bridge between signaling and the media engine.
+//!
+//! Signaling decides who is joined; the engine forwards media. This module carries decisions
+//! one way (a join gives the participant a place in the engine's room, a leave frees it) and
+//! engine events the other (a subscriber offer becomes `rtc:tracks` + `rtc:offer` on the
+//! participant's socket, a connected peer keeps its user present). It also answers the
+//! `rtc:*` requests of contract section 6.
+
+use std::sync::Arc;
+
+use confab_sfu::{
+    EngineError, EngineEvent, EngineEvents, ForwardedTrack, MediaEngine, MediaKind, PeerRole,
+    RoomId, TrackSource,
+};
+use confab_signaling::protocol::{self, IceCandidate, PeerRole as WirePeerRole, VideoQuality};
+use confab_signaling::{Call, CallId, ErrorCode, SignalingError, UserId};
+use dashmap::DashMap;
+use serde_json::{Value, json};
+
+use crate::calls::{CallService, RosterChange, RosterChanges};
+use crate::http::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+use crate::ws::hub::{Frame, Hub, SocketId};
+
+/// One joined participant's media, as far as signaling needs to know it.
+#[derive(Default)]
+struct Session {
+    /// The socket that joined or last negotiated: `rtc:*` messages go there only, so a
+    /// user's other devices never see a negotiation that is not theirs. `None` (joined over
+    /// REST) sends them to every socket of the user.
+    socket: Option<SocketId>,
+    /// What the latest subscriber offer carries, resent when only `muted` changes.
+    tracks: Vec<ForwardedTrack>,
+    /// Which of the two peer connections are connected, so each is counted once.
+    connected: [bool; 2],
+}
+
+pub struct MediaBridge {
+    engine: MediaEngine,
+    calls: Arc<CallService>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    sessions: DashMap<(CallId, UserId), Session>,
+}
+
+fn room(call_id: CallId) -> RoomId {
+    RoomId(call_id)
+}
+
+fn role_index(role: PeerRole) -> usize {
+    match role {
+        PeerRole::Publisher => 0,
+        PeerRole::Subscriber => 1,
+    }
+}
+
+fn role_name(role: PeerRole) -> &'static str {
+    match role {
+        PeerRole::Publisher => "publisher",
+        PeerRole::Subscriber => "subscriber",
+    }
+}
+
+fn engine_role(role: WirePeerRole) -> PeerRole {
+    match role {
+        WirePeerRole::Publisher => PeerRole::Publisher,
+        WirePeerRole::Subscriber => PeerRole::Subscriber,
+    }
+}
+
+/// Maps engine refusals to the contract's codes; the engine's own faults are `INTERNAL`.
+fn engine_error(e: EngineError) -> ApiError {
+    let code = match &e {
+        EngineError::InvalidSdp(_) | EngineError::TooManyTracks { .. } => {
+            ErrorCode::InvalidArgument
+        }
+        EngineError::NoOfferPending | EngineError::UnknownParticipant { .. } => {
+            ErrorCode::InvalidState
+        }
+        _ => {
+            tracing::error!(error = %e, "media engine failed");
+            ErrorCode::Internal
+        }
+    };
+    ApiError::new(code, e.to_string())
+}
+
+impl MediaBridge {
+    pub fn new(
+        engine: MediaEngine,
+        calls: Arc<CallService>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<MediaBridge> {
+        Arc::new(MediaBridge {
+            engine,
+            calls,
+            hub,
+            metrics,
+            sessions: DashMap::new(),
+        })
+    }
+
+    pub fn engine(&self) -> &MediaEngine {
+        &self.engine
+    }
+
+    /// Starts the two tasks that follow the roster and the engine's events.
+    pub fn spawn(self: &Arc<Self>, roster: RosterChanges, events: EngineEvents) {
+        tokio::spawn(self.clone().follow_roster(roster));
+        tokio::spawn(self.clone().follow_engine(events));
+    }
+
+    /// Routes this participant's `rtc:*` messages to `socket` from now on.
+    pub fn bind_socket(&self, call_id: CallId, user: &UserId, socket: SocketId) {
+        // The roster task may not have seen the join yet: whichever comes first creates it.
+        self.sessions
+            .entry((call_id, user.clone()))
+            .or_default()
+            .socket = Some(socket);
+    }
+
+    /// Refuses media requests from anyone not joined in that call.
+    fn require_joined(&self, call_id: CallId, user: &UserId) -> ApiResult<()> {
+        if self.calls.joined_call_of(user.as_str()) == Some(call_id) {
+            Ok(())
+        } else {
+            Err(SignalingError::invalid_state("join the call before negotiating media").into())
+        }
+    }
+
+    /// `rtc:offer` for the publisher connection: the engine's answer goes back in the ack.
+    pub async fn offer(
+        &self,
+        user: &UserId,
+        socket: Option<SocketId>,
+        call_id: CallId,
+        target: WirePeerRole,
+        sdp: String,
+    ) -> ApiResult<Value> {
+        self.require_joined(call_id, user)?;
+        if target != WirePeerRole::Publisher {
+            return Err(ApiError::invalid_argument(
+                "the server offers the subscriber connection; send rtc:offer for the publisher",
+            ));
+        }
+        if let Some(socket) = socket {
+            self.bind_socket(call_id, user, socket);
+        }
+        let answer = self
+            .engine
+            .publish(room(call_id), user.as_str().to_owned(), sdp)
+            .await
+            .map_err(engine_error)?;
+        Ok(json!({ "sdp": answer }))
+    }
+
+    /// `rtc:answer` to the server's subscriber offer.
+    pub async fn answer(
+        &self,
+        user: &UserId,
+        call_id: CallId,
+        target: WirePeerRole,
+        sdp: String,
+    ) -> ApiResult<Value> {
+        self.require_joined(call_id, user)?;
+        if target != WirePeerRole::Subscriber {
+            return Err(ApiError::invalid_argument(
+                "rtc:answer answers the server's subscriber offer; target must be subscriber",
+            ));
+        }
+        self.engine
+            .subscriber_answer(room(call_id), user.as_str().to_owned(), sdp)
+            .await
+            .map_err(engine_error)?;
+        Ok(json!({}))
+    }
+
+    /// `rtc:candidate`: trickled ICE. The server is ICE-lite and learns addresses from the
+    /// client's checks, so end-of-candidates needs no action.
+    pub async fn candidate(
+        &self,
+        user: &UserId,
+        call_id: CallId,
+        target: WirePeerRole,
+        candidate: Option<IceCandidate>,
+    ) -> ApiResult<Value> {
+        self.require_joined(call_id, user)?;
+        if let Some(candidate) = candidate {
+            self.engine
+                .add_remote_candidate(
+                    room(call_id),
+                    user.as_str().to_owned(),
+                    engine_role(target),
+                    candidate.candidate,
+                )
+                .await
+                .map_err(engine_error)?;
+        }
+        Ok(json!({}))
+    }
+
+    /// `rtc:subscribe`: checked and acknowledged; layer choice arrives with simulcast.
+    pub fn subscribe(
+        &self,
+        user: &UserId,
+        call_id: CallId,
+        publisher: &UserId,
+        _quality: VideoQuality,
+    ) -> ApiResult<Value> {
+        self.require_joined(call_id, user)?;
+        let in_call = self
+            .calls
+            .live_call(call_id)
+            .is_some_and(|c| c.is_participant(publisher.as_str()));
+        if !in_call {
+            return Err(ApiError::invalid_argument(format!(
+                "{publisher} is not in this call"
+            )));
+        }
+        Ok(json!({}))
+    }
+
+    async fn follow_roster(self: Arc<Self>, mut changes: RosterChanges) {
+        while let Some(change) = changes.recv().await {
+            match change {
+                RosterChange::Joined { call_id, user } => {
+                    self.sessions.entry((call_id, user.clone())).or_default();
+                    if let Err(e) = self
+                        .engine
+                        .join(room(call_id), user.as_str().to_owned())
+                        .await
+                    {
+                        tracing::error!(%call_id, user = %user, error = %e, "media join failed");
+                    }
+                }
+                RosterChange::Left { call_id, user } => {
+                    // After a leave the participant hears no further rtc:* messages.
+                    if let Some((_, session)) = self.sessions.remove(&(call_id, user.clone())) {
+                        for role in [PeerRole::Publisher, PeerRole::Subscriber] {
+                            if session.connected[role_index(role)] {
+                                self.peer_gone(&user, role);
+                            }
+                        }
+                    }
+                    if let Err(e) = self
+                        .engine
+                        .remove_participant(room(call_id), user.as_str().to_owned())
+                        .await
+                    {
+                        tracing::debug!(%call_id, user = %user, error = %e, "media leave");
+                    }
+                }
+                RosterChange::MediaChanged { call_id, .. } => self.resend_tracks(call_id),
+            }
+        }
+    }
+
+    async fn follow_engine(self: Arc<Self>, mut events: EngineEvents) {
+        while let Some(event) = events.recv().await {
+            match event {
+                EngineEvent::SubscriberOffer {
+                    room,
+                    participant,
+                    sdp,
+                    tracks,
+                } => self.subscriber_offer(room.0, participant, sdp, tracks),
+                EngineEvent::PeerConnected {
+                    room,
+                    participant,
+                    role,
+                } => self.peer_connected(room.0, participant, role),
+                EngineEvent::PeerFailed {
+                    room,
+                    participant,
+                    role,
+                }
+                | EngineEvent::PeerClosed {
+                    room,
+                    participant,
+                    role,
+                } => self.peer_disconnected(room.0, participant, role),
+                EngineEvent::TrackPublished { .. } => {}
+            }
+        }
+    }
+
+    fn subscriber_offer(
+        &self,
+        call_id: CallId,
+        participant: String,
+        sdp: String,
+        tracks: Vec<ForwardedTrack>,
+    ) {
+        let Ok(user) = UserId::parse(&participant) else {
+            return;
+        };
+        let Some(mut session) = self.sessions.get_mut(&(call_id, user.clone())) else {
+            // Left in the meantime: no more rtc:* for them.
+            return;
+        };
+        session.tracks = tracks;
+        let socket = session.socket;
+        let tracks_frame = self.tracks_frame(call_id, &session.tracks);
+        drop(session);
+        let offer_frame: Frame = Arc::from(protocol::event(
+            "rtc:offer",
+            json!({ "call_id": call_id, "target": "subscriber", "sdp": sdp }),
+        ));
+        self.send(&user, socket, &tracks_frame);
+        self.send(&user, socket, &offer_frame);
+    }
+
+    /// `rtc:tracks` with the publishers' current mute state.
+    fn tracks_frame(&self, call_id: CallId, tracks: &[ForwardedTrack]) -> Frame {
+        let call = self.calls.live_call(call_id);
+        let list: Vec<Value> = tracks
+            .iter()
+            .map(|t| {
+                json!({
+                    "track_id": t.track_id,
+                    "stream_id": t.stream_id,
+                    "user_id": t.publisher,
+                    "kind": match t.kind { MediaKind::Audio => "audio", MediaKind::Video => "video" },
+                    "source": source_name(t.source),
+                    "muted": muted(call.as_ref(), t),
+                })
+            })
+            .collect();
+        Arc::from(protocol::event(
+            "rtc:tracks",
+            json!({ "call_id": call_id, "tracks": list }),
+        ))
+    }
+
+    /// A media switch changed: every subscriber of that call gets the list again.
+    fn resend_tracks(&self, call_id: CallId) {
+        let targets: Vec<(UserId, Option<SocketId>, Vec<ForwardedTrack>)> = self
+            .sessions
+            .iter()
+            .filter(|entry| entry.key().0 == call_id && !entry.tracks.is_empty())
+            .map(|entry| (entry.key().1.clone(), entry.socket, entry.tracks.clone()))
+            .collect();
+        for (user, socket, tracks) in targets {
+            let frame = self.tracks_frame(call_id, &tracks);
+            self.send(&user, socket, &frame);
+        }
+    }
+
+    fn send(&self, user: &UserId, socket: Option<SocketId>, frame: &Frame) {
+        match socket {
+            Some(id) => self.hub.send_to_socket(user.as_str(), id, frame),
+            None => self.hub.send_to_user(user.as_str(), frame),
+        }
+    }
+
+    fn peer_connected(&self, call_id: CallId, participant: String, role: PeerRole) {
+        let Ok(user) = UserId::parse(&participant) else {
+            return;
+        };
+        let Some(mut session) = self.sessions.get_mut(&(call_id, user.clone())) else {
+            return;
+        };
+        let slot = &mut session.connected[role_index(role)];
+        if !*slot {
+            *slot = true;
+            self.hub.peer_up(user.as_str());
+            self.metrics
+                .peer_connections
+                .with_label_values(&[role_name(role)])
+                .inc();
+        }
+    }
+
+    fn peer_disconnected(&self, call_id: CallId, participant: String, role: PeerRole) {
+        let Ok(user) = UserId::parse(&participant) else {
+            return;
+        };
+        let was_connected = self
+            .sessions
+            .get_mut(&(call_id, user.clone()))
+            .map(|mut s| std::mem::replace(&mut s.connected[role_index(role)], false))
+            .unwrap_or(false);
+        if was_connected {
+            self.peer_gone(&user, role);
+        }
+    }
+
+    fn peer_gone(&self, user: &UserId, role: PeerRole) {
+        self.metrics
+            .peer_connections
+            .with_label_values(&[role_name(role)])
+            .dec();
+        if let Some(epoch) = self.hub.peer_down(user.as_str()) {
+            self.calls.user_became_absent(user, epoch);
+        }
+    }
+}
+
+fn source_name(source: TrackSource) -> &'static str {
+    match source {
+        TrackSource::Microphone => "microphone",
+        TrackSource::Camera => "camera",
+        TrackSource::Screen => "screen",
+    }
+}
+
+/// A track is muted when its publisher switched that source off.
+fn muted(call: Option<&Call>, track: &ForwardedTrack) -> bool {
+    let Some(media) = call
+        .and_then(|c| c.participant(&track.publisher))
+        .map(|p| p.media)
+    else {
+        return false;
+    };
+    match track.source {
+        TrackSource::Microphone => media.audio_muted,
+        TrackSource::Camera => !media.video_enabled,
+        TrackSource::Screen => !media.screen_sharing,
+    }
+}

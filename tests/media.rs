@@ -1,0 +1,362 @@
+//! Media through the whole server: webrtc-rs bots signal over the WebSocket, publish
+//! generated Opus and VP8 to the SFU, and count what they receive from each other.
+
+mod support;
+
+use std::time::Duration;
+
+use confab_bot::participant::BotParticipant;
+use serde_json::{Value, json};
+use support::db::TestDb;
+use support::server::{TestServer, token};
+use support::ws::WsClient;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn bot(server: &TestServer, user: &str) -> BotParticipant {
+    BotParticipant::connect(&server.base, &token(user), user)
+        .await
+        .expect("bot connects")
+}
+
+/// Packets `me` received from `publisher`'s tracks, by kind.
+fn received_from(me: &BotParticipant, publisher: &str) -> (u64, u64) {
+    let mut audio = 0;
+    let mut video = 0;
+    for track in me.subscriber.tracks() {
+        if track.stream_id != publisher {
+            continue;
+        }
+        match format!("{:?}", track.kind).to_lowercase().as_str() {
+            "audio" => audio += track.packets,
+            _ => video += track.packets,
+        }
+    }
+    (audio, video)
+}
+
+/// Waits until `check` holds, polling every 100 ms, for at most [`WAIT`].
+async fn until(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check()
+}
+
+fn track_list(bot: &BotParticipant) -> Vec<Value> {
+    bot.tracks()["tracks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_call_carries_audio_and_video_both_ways() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    let alice = bot(&server, "alice").await;
+    let bob = bot(&server, "bob").await;
+
+    let created = alice
+        .request(
+            "call:initiate",
+            json!({"invitees": ["bob"], "media": "video"}),
+        )
+        .await
+        .unwrap();
+    let call_id = created["call"]["id"].as_str().unwrap().to_owned();
+    bob.event("call:incoming", WAIT).await.expect("bob is rung");
+    bob.request("call:accept", json!({"call_id": call_id}))
+        .await
+        .unwrap();
+
+    let alice_pub = alice.publish(&call_id).await.expect("alice publishes");
+    let bob_pub = bob.publish(&call_id).await.expect("bob publishes");
+    let sending = [
+        tokio::spawn(async move { alice_pub.send_media(Duration::from_secs(4)).await.ok() }),
+        tokio::spawn(async move { bob_pub.send_media(Duration::from_secs(4)).await.ok() }),
+    ];
+
+    assert!(
+        until(|| {
+            let (a, v) = received_from(&alice, "bob");
+            let (b, w) = received_from(&bob, "alice");
+            a > 20 && v > 20 && b > 20 && w > 20
+        })
+        .await,
+        "media flows both ways: alice got {:?} from bob, bob got {:?} from alice",
+        received_from(&alice, "bob"),
+        received_from(&bob, "alice")
+    );
+
+    // rtc:tracks names each forwarded track, and its ids match the subscriber SDP's msid.
+    let tracks = track_list(&alice);
+    assert_eq!(tracks.len(), 2, "{tracks:?}");
+    for t in &tracks {
+        assert_eq!(t["user_id"], "bob");
+        assert_eq!(t["stream_id"], "bob");
+        assert_eq!(t["muted"], false);
+    }
+    let mut sources: Vec<&str> = tracks.iter().filter_map(|t| t["source"].as_str()).collect();
+    sources.sort();
+    assert_eq!(sources, ["camera", "microphone"]);
+    let remote_ids: Vec<String> = alice
+        .subscriber
+        .tracks()
+        .into_iter()
+        .map(|t| t.track_id)
+        .collect();
+    for t in &tracks {
+        assert!(
+            remote_ids.iter().any(|id| t["track_id"] == id.as_str()),
+            "{t} in {remote_ids:?}"
+        );
+    }
+
+    // Muting shows in rtc:tracks for the other side.
+    bob.request(
+        "call:media",
+        json!({"call_id": call_id, "audio_muted": true}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        until(|| track_list(&alice)
+            .iter()
+            .any(|t| t["source"] == "microphone" && t["muted"] == true))
+        .await,
+        "alice sees bob's microphone muted: {:?}",
+        track_list(&alice)
+    );
+
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("confab_peer_connections{role=\"publisher\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("confab_peer_connections{role=\"subscriber\"} 2"),
+        "{metrics}"
+    );
+
+    for s in sending {
+        let _ = s.await;
+    }
+    alice
+        .request("call:end", json!({"call_id": call_id}))
+        .await
+        .unwrap();
+    let engine = server.state.media.engine().clone();
+    assert!(
+        until_async(|| {
+            let engine = engine.clone();
+            async move { engine.stats().await.map(|s| s.peers == 0).unwrap_or(false) }
+        })
+        .await,
+        "ending the call frees every peer connection"
+    );
+    alice.close().await;
+    bob.close().await;
+}
+
+async fn until_async<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_a_group_call_renegotiates_the_others() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    server
+        .conversation("team", &["alice", "bob", "carol"])
+        .await;
+    let alice = bot(&server, "alice").await;
+    let bob = bot(&server, "bob").await;
+    let carol = bot(&server, "carol").await;
+    let created = alice
+        .request(
+            "call:initiate",
+            json!({"conversation_id": "team", "invitees": ["bob", "carol"], "media": "video"}),
+        )
+        .await
+        .unwrap();
+    let call_id = created["call"]["id"].as_str().unwrap().to_owned();
+    for who in [&bob, &carol] {
+        who.request("call:accept", json!({"call_id": call_id}))
+            .await
+            .unwrap();
+    }
+    let mut senders = Vec::new();
+    for who in [&alice, &bob, &carol] {
+        let publisher = who.publish(&call_id).await.expect("publishes");
+        senders.push(tokio::spawn(async move {
+            publisher.send_media(Duration::from_secs(6)).await.ok()
+        }));
+    }
+    assert!(
+        until(|| {
+            let (a, _) = received_from(&alice, "carol");
+            let (b, _) = received_from(&bob, "carol");
+            a > 10 && b > 10 && track_list(&alice).len() == 4 && track_list(&bob).len() == 4
+        })
+        .await,
+        "everyone receives everyone: alice's tracks {:?}",
+        track_list(&alice)
+    );
+
+    carol
+        .request("call:leave", json!({"call_id": call_id}))
+        .await
+        .unwrap();
+    let left = alice
+        .event("call:participant-left", WAIT)
+        .await
+        .expect("alice hears carol left");
+    assert_eq!(left["user_id"], "carol");
+    assert!(
+        until(|| track_list(&alice).len() == 2 && track_list(&bob).len() == 2).await,
+        "carol's tracks are gone from the others: {:?}",
+        track_list(&alice)
+    );
+    assert!(track_list(&alice).iter().all(|t| t["user_id"] == "bob"));
+    for s in senders {
+        let _ = s.await;
+    }
+    for who in [&alice, &bob, &carol] {
+        who.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_requests_are_checked_before_the_engine_sees_them() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    let mut alice = WsClient::connect(&server, &token("alice")).await;
+    let mut carol = WsClient::connect(&server, &token("carol")).await;
+    let call_id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "video"}))
+        .await;
+
+    // Not joined: INVALID_STATE, whatever the SDP.
+    let frame = carol
+        .request(
+            "rtc:offer",
+            json!({"call_id": call_id, "target": "publisher", "sdp": "v=0"}),
+        )
+        .await;
+    assert_eq!(frame["data"]["code"], "INVALID_STATE");
+
+    // Joined, but SDP that cannot be parsed: INVALID_ARGUMENT, and no peer is created.
+    let frame = alice
+        .request(
+            "rtc:offer",
+            json!({"call_id": call_id, "target": "publisher", "sdp": "this is not sdp"}),
+        )
+        .await;
+    assert_eq!(frame["data"]["code"], "INVALID_ARGUMENT", "{frame}");
+    // Offers are for the publisher only; answers for the subscriber only.
+    let frame = alice
+        .request(
+            "rtc:offer",
+            json!({"call_id": call_id, "target": "subscriber", "sdp": "v=0"}),
+        )
+        .await;
+    assert_eq!(frame["data"]["code"], "INVALID_ARGUMENT");
+    let frame = alice
+        .request(
+            "rtc:answer",
+            json!({"call_id": call_id, "target": "publisher", "sdp": "v=0"}),
+        )
+        .await;
+    assert_eq!(frame["data"]["code"], "INVALID_ARGUMENT");
+    // Nothing offered to alice yet: there is nothing to answer.
+    let frame = alice
+        .request(
+            "rtc:answer",
+            json!({"call_id": call_id, "target": "subscriber", "sdp": "v=0"}),
+        )
+        .await;
+    assert!(
+        ["INVALID_STATE", "INVALID_ARGUMENT"]
+            .contains(&frame["data"]["code"].as_str().unwrap_or("")),
+        "{frame}"
+    );
+    let frame = alice
+        .request(
+            "rtc:candidate",
+            json!({"call_id": call_id, "target": "publisher", "candidate": null}),
+        )
+        .await;
+    assert_eq!(frame["type"], "ack");
+    let frame = alice
+        .request(
+            "rtc:subscribe",
+            json!({"call_id": call_id, "user_id": "mallory", "source": "camera", "quality": "low"}),
+        )
+        .await;
+    assert_eq!(frame["data"]["code"], "INVALID_ARGUMENT");
+
+    let stats = server.state.media.engine().stats().await.unwrap();
+    assert_eq!(stats.peers, 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_peer_keeps_the_seat_when_the_socket_drops() {
+    let db = TestDb::sqlite();
+    let server =
+        TestServer::start_with(&db, |s| s.disconnect_grace = Duration::from_millis(800)).await;
+    let alice = bot(&server, "alice").await;
+    let bob = bot(&server, "bob").await;
+    let created = alice
+        .request(
+            "call:initiate",
+            json!({"invitees": ["bob"], "media": "audio"}),
+        )
+        .await
+        .unwrap();
+    let call_id = created["call"]["id"].as_str().unwrap().to_owned();
+    bob.request("call:accept", json!({"call_id": call_id}))
+        .await
+        .unwrap();
+    let publisher = bob.publish(&call_id).await.unwrap();
+    publisher
+        .wait_connected(WAIT)
+        .await
+        .expect("bob's publisher connects");
+    let sending =
+        tokio::spawn(async move { publisher.send_media(Duration::from_secs(3)).await.ok() });
+
+    // Bob's socket goes away; his peer connection stays up, so he stays joined.
+    bob.signaling.close().await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (_, call) = server
+        .get(&format!("/api/v1/calls/{call_id}"), &token("alice"))
+        .await;
+    assert_eq!(call["status"], "ongoing", "{call}");
+    let _ = sending.await;
+    alice.close().await;
+    bob.close().await;
+}
