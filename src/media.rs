@@ -105,6 +105,11 @@ impl MediaBridge {
         &self.engine
     }
 
+    /// Joined participants the bridge follows; leak tests expect 0 once everyone left.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// Starts the two tasks that follow the roster and the engine's events.
     pub fn spawn(self: &Arc<Self>, roster: RosterChanges, events: EngineEvents) {
         tokio::spawn(self.clone().follow_roster(roster));

@@ -360,3 +360,78 @@ async fn a_connected_peer_keeps_the_seat_when_the_socket_drops() {
     alice.close().await;
     bob.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_calls_in_a_row_leave_nothing_behind() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    for round in 0..20 {
+        let alice = bot(&server, "alice").await;
+        let bob = bot(&server, "bob").await;
+        let created = alice
+            .request(
+                "call:initiate",
+                json!({"invitees": ["bob"], "media": "video"}),
+            )
+            .await
+            .unwrap();
+        let call_id = created["call"]["id"].as_str().unwrap().to_owned();
+        bob.request("call:accept", json!({"call_id": call_id}))
+            .await
+            .unwrap();
+        let a = alice.publish(&call_id).await.expect("alice publishes");
+        let b = bob.publish(&call_id).await.expect("bob publishes");
+        a.wait_connected(WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        b.wait_connected(WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let who = if round % 2 == 0 { &alice } else { &bob };
+        let op = if round % 3 == 0 {
+            "call:leave"
+        } else {
+            "call:end"
+        };
+        who.request(op, json!({"call_id": call_id})).await.unwrap();
+        alice.close().await;
+        bob.close().await;
+    }
+    let engine = server.state.media.engine().clone();
+    let clean = until_async(|| {
+        let engine = engine.clone();
+        async move {
+            engine.stats().await.is_ok_and(|s| {
+                s.peers == 0
+                    && s.rooms == 0
+                    && s.demux_ufrags == 0
+                    && s.demux_addrs == 0
+                    && s.timers == 0
+            })
+        }
+    })
+    .await;
+    assert!(clean, "engine after 20 calls: {:?}", engine.stats().await);
+    assert_eq!(server.state.media.session_count(), 0);
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for gauge in [
+        "confab_peer_connections{role=\"publisher\"} 0",
+        "confab_peer_connections{role=\"subscriber\"} 0",
+        "confab_calls_active 0",
+        "confab_participants_joined 0",
+    ] {
+        assert!(metrics.contains(gauge), "{gauge} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("confab_calls_total{status=\"completed\"} 20"),
+        "{metrics}"
+    );
+}
