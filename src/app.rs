@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::auth::{JwtKeys, KeyError, generate_secret};
 use crate::calls::CallService;
 use crate::config::Settings;
+use crate::engine_metrics::{EngineMetrics, EngineMetricsHandle};
 use crate::ice::IceConfig;
 use crate::media::MediaBridge;
 use crate::metrics::Metrics;
@@ -101,13 +102,27 @@ impl AppState {
             bind_ip: settings.rtc_bind_ip,
             udp_port: settings.rtc_udp_port,
             public_ip: settings.rtc_public_ip,
+            quality_interval: settings.quality_interval,
         })?;
         tracing::info!(addrs = ?engine.announced_addrs(), "media workers listening");
         let events = engine.take_events().ok_or_else(|| {
             StartError::Media(EngineError::Config("engine events already taken".into()))
         })?;
-        let media = MediaBridge::new(engine, calls.clone(), hub.clone(), metrics.clone());
+        let media = MediaBridge::new(
+            engine,
+            calls.clone(),
+            hub.clone(),
+            metrics.clone(),
+            writer.clone(),
+            settings.quality_interval,
+        );
         media.spawn(roster, events);
+        let engine_metrics = EngineMetrics::new();
+        metrics
+            .registry()
+            .register(Box::new(EngineMetricsHandle(engine_metrics.clone())))
+            .map_err(|e| StartError::Media(EngineError::Config(e.to_string())))?;
+        tokio::spawn(engine_metrics.poll(media.engine().clone()));
 
         let ice = IceConfig {
             stun_urls: settings.stun_urls.clone(),

@@ -234,6 +234,9 @@ pub struct Settings {
     pub log: String,
     /// `serve --dev`: demo page, dev token route, generated secret.
     pub dev: bool,
+    /// How often quality is measured and announced (`call:quality`). The contract fixes it at
+    /// 5 s, so it is no public setting; tests shorten it.
+    pub quality_interval: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -261,6 +264,7 @@ impl fmt::Debug for Settings {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("log", &self.log)
             .field("dev", &self.dev)
+            .field("quality_interval", &self.quality_interval)
             .finish()
     }
 }
@@ -380,6 +384,7 @@ impl Settings {
             redis_url: non_empty(args.redis_url),
             log: args.log.unwrap_or_else(|| "info".to_owned()),
             dev,
+            quality_interval: Duration::from_secs(5),
         };
         Ok(settings)
     }

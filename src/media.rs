@@ -10,16 +10,19 @@ use std::sync::Arc;
 
 use confab_sfu::{
     EngineError, EngineEvent, EngineEvents, ForwardedTrack, MediaEngine, MediaKind, PeerRole,
-    RoomId, TrackSource,
+    QualityDirection, QualityReport, RoomId, TrackSource,
 };
 use confab_signaling::protocol::{self, IceCandidate, PeerRole as WirePeerRole, VideoQuality};
 use confab_signaling::{Call, CallId, ErrorCode, SignalingError, UserId};
 use dashmap::DashMap;
 use serde_json::{Value, json};
 
-use crate::calls::{CallService, RosterChange, RosterChanges};
+use crate::calls::{CallService, RosterChange, RosterChanges, now_ms};
 use crate::http::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
+use crate::quality::{QualitySummary, direction_name};
+use crate::store::{QualityDirection as StoredDirection, QualitySample};
+use crate::writer::HistoryWriter;
 use crate::ws::hub::{Frame, Hub, SocketId};
 
 /// One joined participant's media, as far as signaling needs to know it.
@@ -33,6 +36,11 @@ struct Session {
     tracks: Vec<ForwardedTrack>,
     /// Which of the two peer connections are connected, so each is counted once.
     connected: [bool; 2],
+    /// The interval's quality, sent as `call:quality` and then started afresh.
+    quality: QualitySummary,
+    /// The latest round-trip time measured on either connection: both cross the same path,
+    /// so it stands for a direction whose reports carry none.
+    rtt_ms: f64,
 }
 
 pub struct MediaBridge {
@@ -40,6 +48,9 @@ pub struct MediaBridge {
     calls: Arc<CallService>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    writer: HistoryWriter,
+    /// How often `call:quality` goes out for each joined participant (contract: every 5 s).
+    quality_every: std::time::Duration,
     sessions: DashMap<(CallId, UserId), Session>,
 }
 
@@ -91,12 +102,16 @@ impl MediaBridge {
         calls: Arc<CallService>,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
+        writer: HistoryWriter,
+        quality_every: std::time::Duration,
     ) -> Arc<MediaBridge> {
         Arc::new(MediaBridge {
             engine,
             calls,
             hub,
             metrics,
+            writer,
+            quality_every,
             sessions: DashMap::new(),
         })
     }
@@ -110,10 +125,12 @@ impl MediaBridge {
         self.sessions.len()
     }
 
-    /// Starts the two tasks that follow the roster and the engine's events.
+    /// Starts the tasks that follow the roster and the engine's events, and the one that
+    /// sends `call:quality`.
     pub fn spawn(self: &Arc<Self>, roster: RosterChanges, events: EngineEvents) {
         tokio::spawn(self.clone().follow_roster(roster));
         tokio::spawn(self.clone().follow_engine(events));
+        tokio::spawn(self.clone().announce_quality());
     }
 
     /// Routes this participant's `rtc:*` messages to `socket` from now on.
@@ -285,6 +302,7 @@ impl MediaBridge {
                     participant,
                     role,
                 } => self.peer_disconnected(room.0, participant, role),
+                EngineEvent::Quality(report) => self.quality_report(report),
                 EngineEvent::TrackPublished { .. } => {}
             }
         }
@@ -356,6 +374,97 @@ impl MediaBridge {
         match socket {
             Some(id) => self.hub.send_to_socket(user.as_str(), id, frame),
             None => self.hub.send_to_user(user.as_str(), frame),
+        }
+    }
+
+    /// One RTCP-derived report: into the histograms, the history store and the participant's
+    /// summary for the next `call:quality`.
+    fn quality_report(&self, report: QualityReport) {
+        let Ok(user) = UserId::parse(&report.participant) else {
+            return;
+        };
+        let call_id = report.room.0;
+        let Some(mut session) = self.sessions.get_mut(&(call_id, user.clone())) else {
+            return;
+        };
+        if let Some(rtt) = report.rtt_ms {
+            session.rtt_ms = rtt;
+        }
+        let rtt_ms = session.rtt_ms;
+        session.quality.add(&report, rtt_ms);
+        drop(session);
+
+        let direction = direction_name(report.direction);
+        let m = &self.metrics;
+        m.packet_loss_ratio
+            .with_label_values(&[direction])
+            .observe(report.packet_loss);
+        m.jitter_seconds
+            .with_label_values(&[direction])
+            .observe(report.jitter_ms / 1000.0);
+        if let Some(rtt) = report.rtt_ms {
+            m.rtt_seconds
+                .with_label_values(&[direction])
+                .observe(rtt / 1000.0);
+        }
+        self.writer.quality_sample(QualitySample {
+            call_id,
+            user_id: user,
+            direction: match report.direction {
+                QualityDirection::Inbound => StoredDirection::Inbound,
+                QualityDirection::Outbound => StoredDirection::Outbound,
+            },
+            kind: match report.kind {
+                MediaKind::Audio => confab_signaling::MediaKind::Audio,
+                MediaKind::Video => confab_signaling::MediaKind::Video,
+            },
+            at: now_ms(),
+            bitrate_bps: i64::try_from(report.bitrate_bps).unwrap_or(i64::MAX),
+            packet_loss: report.packet_loss,
+            jitter_ms: report.jitter_ms,
+            rtt_ms,
+        });
+    }
+
+    /// Every quality interval, each participant with fresh reports is scored and announced
+    /// to everyone joined in its call.
+    async fn announce_quality(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.quality_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let fresh: Vec<(CallId, UserId, QualitySummary)> = self
+                .sessions
+                .iter_mut()
+                .filter_map(|mut entry| {
+                    let summary = entry.quality;
+                    if !summary.fresh {
+                        return None;
+                    }
+                    entry.quality.fresh = false;
+                    Some((entry.key().0, entry.key().1.clone(), summary))
+                })
+                .collect();
+            for (call_id, user, summary) in fresh {
+                let Some(call) = self.calls.live_call(call_id) else {
+                    continue;
+                };
+                let frame: Frame = Arc::from(protocol::event(
+                    "call:quality",
+                    json!({
+                        "call_id": call_id,
+                        "user_id": user,
+                        "score": summary.score(),
+                        "packet_loss": summary.packet_loss,
+                        "jitter_ms": summary.jitter_ms,
+                        "rtt_ms": summary.rtt_ms,
+                        "bitrate_bps": summary.bitrate_bps,
+                    }),
+                ));
+                for p in call.joined() {
+                    self.hub.send_to_user(p.user_id.as_str(), &frame);
+                }
+            }
         }
     }
 

@@ -23,6 +23,9 @@ pub struct Metrics {
     pub ws_overflow_closes_total: IntCounter,
     pub signaling_messages_total: IntCounterVec,
     pub peer_connections: IntGaugeVec,
+    pub packet_loss_ratio: HistogramVec,
+    pub jitter_seconds: HistogramVec,
+    pub rtt_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -114,6 +117,29 @@ impl Metrics {
             peer_connections.with_label_values(&[role]).set(0);
         }
 
+        let quality = |name: &str, help: &str, buckets: Vec<f64>| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets),
+                &["direction"],
+            )
+            .expect("valid metric")
+        };
+        let packet_loss_ratio = quality(
+            "confab_packet_loss_ratio",
+            "Packet loss per quality report (5 s), by direction seen from the server",
+            vec![0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+        );
+        let jitter_seconds = quality(
+            "confab_jitter_seconds",
+            "Interarrival jitter per quality report, by direction",
+            vec![0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16],
+        );
+        let rtt_seconds = quality(
+            "confab_rtt_seconds",
+            "Round-trip time per quality report, by direction",
+            vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8],
+        );
+
         for collector in [
             Box::new(calls_active.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(calls_total.clone()),
@@ -128,6 +154,9 @@ impl Metrics {
             Box::new(ws_overflow_closes_total.clone()),
             Box::new(signaling_messages_total.clone()),
             Box::new(peer_connections.clone()),
+            Box::new(packet_loss_ratio.clone()),
+            Box::new(jitter_seconds.clone()),
+            Box::new(rtt_seconds.clone()),
         ] {
             registry
                 .register(collector)
@@ -149,6 +178,9 @@ impl Metrics {
             ws_overflow_closes_total,
             signaling_messages_total,
             peer_connections,
+            packet_loss_ratio,
+            jitter_seconds,
+            rtt_seconds,
         }
     }
 

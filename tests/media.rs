@@ -57,7 +57,8 @@ fn track_list(bot: &BotParticipant) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_call_carries_audio_and_video_both_ways() {
     let db = TestDb::sqlite();
-    let server = TestServer::start(&db).await;
+    let server =
+        TestServer::start_with(&db, |s| s.quality_interval = Duration::from_millis(700)).await;
     let alice = bot(&server, "alice").await;
     let bob = bot(&server, "bob").await;
 
@@ -77,8 +78,8 @@ async fn a_direct_call_carries_audio_and_video_both_ways() {
     let alice_pub = alice.publish(&call_id).await.expect("alice publishes");
     let bob_pub = bob.publish(&call_id).await.expect("bob publishes");
     let sending = [
-        tokio::spawn(async move { alice_pub.send_media(Duration::from_secs(4)).await.ok() }),
-        tokio::spawn(async move { bob_pub.send_media(Duration::from_secs(4)).await.ok() }),
+        tokio::spawn(async move { alice_pub.send_media(Duration::from_secs(8)).await.ok() }),
+        tokio::spawn(async move { bob_pub.send_media(Duration::from_secs(8)).await.ok() }),
     ];
 
     assert!(
@@ -148,6 +149,84 @@ async fn a_direct_call_carries_audio_and_video_both_ways() {
     );
     assert!(
         metrics.contains("confab_peer_connections{role=\"subscriber\"} 2"),
+        "{metrics}"
+    );
+
+    // Quality from RTCP: announced to the call, stored, and in the histograms.
+    let quality = alice
+        .event("call:quality", WAIT)
+        .await
+        .expect("call:quality arrives");
+    assert!(
+        (1..=5).contains(&quality["score"].as_u64().unwrap()),
+        "{quality}"
+    );
+    assert!(quality["packet_loss"].as_f64().unwrap() <= 1.0);
+    assert!(quality["jitter_ms"].as_f64().unwrap() >= 0.0);
+    assert!(quality["rtt_ms"].as_f64().unwrap() >= 0.0);
+    let samples_path = format!("/api/v1/calls/{call_id}/quality");
+    let mut directions = Vec::new();
+    for _ in 0..100 {
+        let (_, body) = server.get(&samples_path, &token("bob")).await;
+        directions = body["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["user_id"] == "bob" && s["bitrate_bps"].as_i64().unwrap_or(0) > 0)
+            .map(|s| {
+                format!(
+                    "{}/{}",
+                    s["direction"].as_str().unwrap(),
+                    s["kind"].as_str().unwrap()
+                )
+            })
+            .collect();
+        directions.sort();
+        directions.dedup();
+        if directions.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        directions,
+        [
+            "inbound/audio",
+            "inbound/video",
+            "outbound/audio",
+            "outbound/video"
+        ],
+        "stored samples for bob"
+    );
+    // RTT needs a receiver report that echoes a sender report: a few intervals in.
+    let families = [
+        "confab_packet_loss_ratio_count{direction=\"inbound\"}",
+        "confab_jitter_seconds_count{direction=\"outbound\"}",
+        "confab_rtt_seconds_count{direction=\"outbound\"}",
+        "confab_rtp_packets_forwarded_total{kind=\"video\"}",
+        "confab_forwarding_latency_seconds_bucket",
+    ];
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = server
+            .http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if families.iter().all(|f| metrics.contains(f)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for family in families {
+        assert!(metrics.contains(family), "{family} in\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("confab_rtp_packets_forwarded_total{kind=\"video\"} 0\n"),
         "{metrics}"
     );
 

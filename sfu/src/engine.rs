@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -78,7 +79,11 @@ pub struct ForwardDrops {
     pub send_failed: u64,
 }
 
-/// How the engine binds and announces its sockets.
+/// How the engine binds and announces its sockets, and how often it reports quality.
+///
+/// [`EngineConfig::default`] is a single worker on loopback with a free port and the 5 s quality
+/// interval; a server sets the addresses it was configured with and keeps the rest
+/// (`..EngineConfig::default()`).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Number of worker threads; each owns one socket and its rooms.
@@ -92,10 +97,121 @@ pub struct EngineConfig {
     /// (wildcard bind, 1:1 NAT). The ICE agent only accepts traffic tagged with the announced
     /// address, so this is also what every datagram is tagged with.
     pub public_ip: Option<IpAddr>,
+    /// How often each connected participant's [`EngineEvent::Quality`] reports are cut. The
+    /// contract's `call:quality` cadence is [`EngineConfig::DEFAULT_QUALITY_INTERVAL`]; tests set
+    /// it lower so they need not wait.
+    pub quality_interval: Duration,
+}
+
+impl EngineConfig {
+    /// The contract's quality cadence: `call:quality` every 5 s.
+    pub const DEFAULT_QUALITY_INTERVAL: Duration = Duration::from_secs(5);
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            bind_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            udp_port: 0,
+            public_ip: None,
+            quality_interval: Self::DEFAULT_QUALITY_INTERVAL,
+        }
+    }
+}
+
+/// Which way the media a [`QualityReport`] describes flows, seen from the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QualityDirection {
+    /// Media the server receives from the participant: their publisher connection. Measured by
+    /// the server's own reception statistics.
+    Inbound,
+    /// Media the server sends to the participant: their subscriber connection. Measured by the
+    /// participant's RTCP receiver reports.
+    Outbound,
+}
+
+/// One participant's quality in one direction for one kind of media, over one quality interval.
+///
+/// Several streams of a kind (two publishers' audio forwarded to one subscriber, or a camera and
+/// a screen) are summed: bitrate adds up, loss is over all their packets, jitter is the worst
+/// stream's and RTT their mean.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityReport {
+    /// Room of the participant.
+    pub room: RoomId,
+    /// The participant the report is about.
+    pub participant: String,
+    /// Inbound (their publisher leg) or outbound (their subscriber leg).
+    pub direction: QualityDirection,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// RTP payload bits per second over the interval (headers excluded).
+    pub bitrate_bps: u64,
+    /// Fraction of the interval's expected packets that were lost, in `0..=1`. Outbound, this is
+    /// what the subscriber's receiver reports say; before a second report it is the fraction the
+    /// latest report carries, and before any report (the first second or so of a leg) it is 0,
+    /// as is jitter.
+    pub packet_loss: f64,
+    /// RFC 3550 interarrival jitter in milliseconds at the end of the interval.
+    pub jitter_ms: f64,
+    /// Round trip between the server and the participant. Outbound, from the receiver reports'
+    /// LSR/DLSR against the server's sender reports; `None` until a report echoing one arrived.
+    /// Inbound it is always `None`: a publisher receives no media from the server on that
+    /// connection, so it answers no sender report there (the same path's RTT is in the outbound
+    /// report).
+    pub rtt_ms: Option<f64>,
+}
+
+/// Upper bounds, in microseconds, of the [`LatencyHistogram`] buckets; a final bucket above the
+/// last bound catches the rest. Exposed so the server can label `confab_forwarding_latency_seconds`
+/// buckets without knowing the engine's internals.
+pub const FORWARDING_LATENCY_BOUNDS_US: [u64; 10] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000,
+];
+
+/// How long forwarded packets spent in the engine: from the publisher's datagram being read off
+/// the socket to the subscriber's datagram being handed to the kernel.
+///
+/// Packets handed to one subscriber between two of its flushes are all charged the wait of the
+/// oldest of them, so each sample is an upper bound; that keeps the cost to one clock read per
+/// flush rather than per packet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// `counts[i]` holds samples up to `FORWARDING_LATENCY_BOUNDS_US[i]` and above the previous
+    /// bound (not cumulative); the last entry holds those above every bound.
+    pub counts: [u64; FORWARDING_LATENCY_BOUNDS_US.len() + 1],
+    /// Sum of all samples, in microseconds.
+    pub sum_us: u64,
+}
+
+impl LatencyHistogram {
+    /// Adds `n` samples of `latency`.
+    pub(crate) fn observe(&mut self, latency: Duration, n: u64) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = FORWARDING_LATENCY_BOUNDS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(FORWARDING_LATENCY_BOUNDS_US.len());
+        self.counts[bucket] += n;
+        self.sum_us = self.sum_us.saturating_add(us.saturating_mul(n));
+    }
+
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    fn merge(&mut self, other: &LatencyHistogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
 }
 
 /// Something that happened to a peer connection, for signaling to act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
     /// ICE and DTLS are up; media can flow.
     PeerConnected {
@@ -152,10 +268,14 @@ pub enum EngineEvent {
         /// Every track the offer carries, in no particular order.
         tracks: Vec<ForwardedTrack>,
     },
+    /// One participant's quality for one direction and kind over the last quality interval.
+    /// Sent every [`EngineConfig::quality_interval`] for each connected participant, direction
+    /// and kind that carried media in the interval.
+    Quality(QualityReport),
 }
 
 /// Receiver of [`EngineEvent`]s. Unbounded so a worker never blocks on a slow consumer: events are
-/// per peer state change, not per packet, so the queue stays small.
+/// per peer state change or per quality interval, not per packet, so the queue stays small.
 pub type EngineEvents = mpsc::UnboundedReceiver<EngineEvent>;
 
 /// Reception counters of one inbound track.
@@ -202,10 +322,31 @@ pub struct EngineStats {
     pub send_dropped: u64,
     /// RTP packets delivered by the core, all tracks.
     pub rtp_packets_received: u64,
-    /// RTP packets handed to subscriber legs.
+    /// RTP packets handed to subscriber legs; the sum of the two by-kind counters below.
     pub forwarded_packets: u64,
-    /// RTP payload bytes of those packets.
+    /// RTP payload bytes of those packets; the sum of the two by-kind counters below.
     pub forwarded_bytes: u64,
+    /// Audio packets handed to subscriber legs.
+    pub forwarded_packets_audio: u64,
+    /// Video packets handed to subscriber legs.
+    pub forwarded_packets_video: u64,
+    /// RTP payload bytes of the forwarded audio packets.
+    pub forwarded_bytes_audio: u64,
+    /// RTP payload bytes of the forwarded video packets.
+    pub forwarded_bytes_video: u64,
+    /// From datagram read to forwarded datagram written, per forwarded packet.
+    pub forwarding_latency: LatencyHistogram,
+    /// NACK packets (RTCP transport-layer NACK) received from subscribers; rtc's responder
+    /// answers them from its retransmission buffer.
+    pub nacks_received: u64,
+    /// Keyframe requests received from subscribers: PLI and FIR packets.
+    pub plis_received: u64,
+    /// RTCP datagrams led by a sender report sent on subscriber connections.
+    pub sender_reports_sent: u64,
+    /// RTCP datagrams led by a receiver report sent on publisher connections.
+    pub receiver_reports_sent: u64,
+    /// Receiver report blocks from subscribers about forwarded legs.
+    pub receiver_reports_received: u64,
     /// Packets not forwarded, by reason.
     pub dropped: ForwardDrops,
     /// Keyframe requests (subscriber PLI/FIR, or a leg starting) sent to publishers as PLI.
@@ -245,6 +386,11 @@ impl MediaEngine {
         if config.workers == 0 {
             return Err(EngineError::Config("at least one worker is needed".into()));
         }
+        if config.quality_interval.is_zero() {
+            return Err(EngineError::Config(
+                "quality_interval must be positive".into(),
+            ));
+        }
         let announce_ip = config.public_ip.unwrap_or(config.bind_ip);
         if announce_ip.is_unspecified() {
             return Err(EngineError::Config(
@@ -268,9 +414,10 @@ impl MediaEngine {
             let announced_addr = SocketAddr::new(announce_ip, local_addr.port());
             let (tx, rx) = mpsc::unbounded_channel();
             let events = events_tx.clone();
+            let quality_interval = config.quality_interval;
             thread::Builder::new()
                 .name(format!("confab-media-{k}"))
-                .spawn(move || Worker::run(socket, announced_addr, rx, events))?;
+                .spawn(move || Worker::run(socket, announced_addr, quality_interval, rx, events))?;
             workers.push(WorkerHandle {
                 commands: tx,
                 local_addr,
@@ -407,8 +554,20 @@ impl MediaEngine {
             total.peers += s.peers;
             total.subscriber_peers += s.subscriber_peers;
             total.participants += s.participants;
-            total.forwarded_packets += s.forwarded_packets;
-            total.forwarded_bytes += s.forwarded_bytes;
+            let [audio_packets, video_packets] = s.forwarded_packets;
+            let [audio_bytes, video_bytes] = s.forwarded_bytes;
+            total.forwarded_packets += audio_packets + video_packets;
+            total.forwarded_bytes += audio_bytes + video_bytes;
+            total.forwarded_packets_audio += audio_packets;
+            total.forwarded_packets_video += video_packets;
+            total.forwarded_bytes_audio += audio_bytes;
+            total.forwarded_bytes_video += video_bytes;
+            total.forwarding_latency.merge(&s.forwarding_latency);
+            total.nacks_received += s.nacks_received;
+            total.plis_received += s.plis_received;
+            total.sender_reports_sent += s.sender_reports_sent;
+            total.receiver_reports_sent += s.receiver_reports_sent;
+            total.receiver_reports_received += s.receiver_reports_received;
             total.dropped.not_ready += s.dropped.not_ready;
             total.dropped.no_codec += s.dropped.no_codec;
             total.dropped.send_failed += s.dropped.send_failed;

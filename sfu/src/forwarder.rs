@@ -53,6 +53,11 @@ impl Forwarder {
         self.ssrc
     }
 
+    /// RTP clock rate of the leg's codec, which the subscriber's reported jitter is counted in.
+    pub(crate) fn clock_rate(&self) -> u32 {
+        self.clock_rate
+    }
+
     /// The leg's payload type for a source payload type, if already resolved.
     pub(crate) fn payload_type(&self, source_pt: u8) -> Option<u8> {
         match self.pt {

@@ -11,10 +11,12 @@ mod engine;
 mod error;
 mod forwarder;
 mod peer;
+mod quality;
 mod worker;
 
 pub use engine::{
-    EngineConfig, EngineEvent, EngineEvents, EngineStats, ForwardDrops, ForwardedTrack,
-    MediaEngine, MediaKind, PeerRole, RoomId, TrackSource, TrackStats,
+    EngineConfig, EngineEvent, EngineEvents, EngineStats, FORWARDING_LATENCY_BOUNDS_US,
+    ForwardDrops, ForwardedTrack, LatencyHistogram, MediaEngine, MediaKind, PeerRole,
+    QualityDirection, QualityReport, RoomId, TrackSource, TrackStats,
 };
 pub use error::EngineError;

@@ -20,6 +20,9 @@ use rtc::peer_connection::transport::{
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
@@ -29,6 +32,7 @@ use uuid::Uuid;
 use crate::demux::PeerKey;
 use crate::error::EngineError;
 use crate::forwarder::Forwarder;
+use crate::quality::{ReceptionStats, RemoteReports};
 use crate::{ForwardedTrack, MediaKind, PeerRole, RoomId, TrackSource};
 
 /// A peer connection and the engine's bookkeeping for it.
@@ -59,6 +63,10 @@ pub(crate) struct Peer {
     pub(crate) renegotiate: bool,
     /// Subscriber only: the host candidate is added once, after the first local description.
     pub(crate) candidate_added: bool,
+    /// Subscriber only: packets handed to this peer's legs since its datagrams were last flushed,
+    /// and when the oldest of them was read from the socket, for the forwarding-latency histogram.
+    pub(crate) unflushed: u64,
+    pub(crate) oldest_unflushed: Option<Instant>,
 }
 
 impl Peer {
@@ -84,6 +92,8 @@ impl Peer {
             offer_pending: false,
             renegotiate: false,
             candidate_added: false,
+            unflushed: 0,
+            oldest_unflushed: None,
         }
     }
 }
@@ -116,6 +126,9 @@ pub(crate) struct Leg {
     pub(crate) negotiated: bool,
     /// A keyframe was requested for this leg's start.
     pub(crate) keyframe_requested: bool,
+    /// Bytes sent on the leg and the subscriber's receiver reports about it: the outbound half of
+    /// the quality reports.
+    pub(crate) reports: RemoteReports,
 }
 
 /// What the engine has seen of one inbound RTP stream.
@@ -125,6 +138,11 @@ pub(crate) struct TrackCounters {
     pub(crate) mid: Option<String>,
     pub(crate) packets: u64,
     pub(crate) bytes: u64,
+    /// RTP clock rate of the stream's codec, 0 until the codec is known.
+    pub(crate) clock_rate: u32,
+    /// Loss, jitter and bitrate as the server received the stream: the inbound half of the
+    /// quality reports.
+    pub(crate) reception: ReceptionStats,
 }
 
 /// ICE credentials the engine chooses itself, so the demultiplexer knows the ufrag up front.
@@ -156,7 +174,7 @@ pub(crate) fn answer_publisher(
 ) -> Result<(RTCPeerConnection, String), EngineError> {
     let offer = RTCSessionDescription::offer(offer_sdp)
         .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
-    let mut pc = build_pc(now, creds)?;
+    let mut pc = build_pc(now, creds, PeerRole::Publisher)?;
     pc.set_remote_description(now, offer)
         .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
     let answer = pc
@@ -197,7 +215,7 @@ pub(crate) fn new_subscriber(
     now: Instant,
     creds: &IceCredentials,
 ) -> Result<RTCPeerConnection, EngineError> {
-    build_pc(now, creds)
+    build_pc(now, creds, PeerRole::Subscriber)
 }
 
 /// Creates and applies a subscriber offer (`actpass`, ICE-lite) and returns its SDP. The host
@@ -260,16 +278,42 @@ pub(crate) fn count_sending_tracks(sdp: &str) -> (usize, usize) {
     (audio, video)
 }
 
-/// Marks inbound keyframe requests for the application.
+/// Marks the inbound RTCP the worker needs for the application.
 ///
 /// Inbound RTCP stops at the end of rtc's interceptor chain unless something marks it
 /// `DeliverToApplication`; without this a subscriber's PLI/FIR would never reach the worker and
-/// could not be relayed to the publisher. Only compounds holding a PLI or FIR are marked (no copy,
-/// no allocation), so reports stay with the interceptors that already acted on them.
-#[derive(Default)]
-struct KeyframeRequestMarker {
+/// could not be relayed to the publisher, and its receiver reports (the outbound quality) and
+/// NACKs (a counter) would never be seen either. Only compounds holding one of those are marked
+/// (no copy, no allocation); the interceptors wire-ward of this one have already acted on them.
+/// A publisher's RTCP (its sender reports) is of no use to the worker, so a publisher's marker
+/// passes only keyframe requests and the rest stays inside the chain.
+struct RtcpMarker {
+    deliver_reports: bool,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+}
+
+impl RtcpMarker {
+    fn new(role: PeerRole) -> Self {
+        Self {
+            deliver_reports: role == PeerRole::Subscriber,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
+
+    fn wanted(&self, packet: &dyn rtc::rtcp::Packet) -> bool {
+        if is_keyframe_request(packet) {
+            return true;
+        }
+        let any = packet.as_any();
+        self.deliver_reports
+            && (any.is::<ReceiverReport>()
+                || any.is::<TransportLayerNack>()
+                || any
+                    .downcast_ref::<SenderReport>()
+                    .is_some_and(|sr| !sr.reports.is_empty()))
+    }
 }
 
 pub(crate) fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
@@ -277,7 +321,7 @@ pub(crate) fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpMarker {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -286,7 +330,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+            && packets.iter().any(|p| self.wanted(p.as_ref()))
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
@@ -308,22 +352,29 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
     }
 }
 
-impl Interceptor for KeyframeRequestMarker {
+impl Interceptor for RtcpMarker {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-fn build_pc(now: Instant, creds: &IceCredentials) -> Result<RTCPeerConnection, EngineError> {
+fn build_pc(
+    now: Instant,
+    creds: &IceCredentials,
+    role: PeerRole,
+) -> Result<RTCPeerConnection, EngineError> {
     let rtc_err = |e: rtc::shared::error::Error| EngineError::Rtc(e.to_string());
     let mut media = RtcMediaEngine::default();
     media.register_default_codecs().map_err(rtc_err)?;
     // The default chain keeps rtc's NACK responder on every sender (retransmitting from its
-    // buffer, over RTX where negotiated); the marker lets keyframe requests reach the worker.
+    // buffer, over RTX where negotiated) and its report interceptors: sender reports on a
+    // subscriber's legs, whose timestamps the subscriber's receiver reports echo back for RTT,
+    // and receiver reports on a publisher's streams. The marker lets the RTCP the worker acts on
+    // reach it.
     let registry = register_default_interceptors(Registry::new(), &mut media)
         .map_err(rtc_err)?
-        .with(Slot::from(14_000), KeyframeRequestMarker::default());
+        .with(Slot::from(14_000), RtcpMarker::new(role));
     let settings = SettingEngineBuilder::new()
         // Lite: the server has a reachable address and learns the client's from its checks, so it
         // never needs to send checks or gather; that is what makes one shared socket workable.

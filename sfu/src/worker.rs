@@ -28,6 +28,10 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -44,11 +48,13 @@ use uuid::Uuid;
 
 use crate::demux::{Demux, PeerKey};
 use crate::engine::{
-    EngineEvent, ForwardDrops, ForwardedTrack, MediaKind, PeerRole, RoomId, TrackSource, TrackStats,
+    EngineEvent, ForwardDrops, ForwardedTrack, LatencyHistogram, MediaKind, PeerRole,
+    QualityDirection, QualityReport, RoomId, TrackSource, TrackStats,
 };
 use crate::error::EngineError;
 use crate::forwarder::Forwarder;
 use crate::peer::{self, IceCredentials, Leg, Peer, PublishedTrack};
+use crate::quality::{self, IntervalSum};
 
 /// Timers are rounded up to this; rounding down would wake before the core's deadline, find
 /// nothing due and spin.
@@ -105,6 +111,11 @@ pub(crate) enum Command {
     },
 }
 
+/// RTCP packet types (RFC 3550) as the second byte of an RTCP datagram; SRTCP leaves the first
+/// header in the clear, so sent reports can be counted without decrypting anything.
+const RTCP_SR: u8 = 200;
+const RTCP_RR: u8 = 201;
+
 /// One worker's counters; the handle sums them into [`EngineStats`](crate::EngineStats).
 pub(crate) struct WorkerStats {
     pub(crate) peers: usize,
@@ -117,8 +128,15 @@ pub(crate) struct WorkerStats {
     pub(crate) datagrams_received: u64,
     pub(crate) dropped_unknown: u64,
     pub(crate) send_dropped: u64,
-    pub(crate) forwarded_packets: u64,
-    pub(crate) forwarded_bytes: u64,
+    /// By kind: audio, video.
+    pub(crate) forwarded_packets: [u64; 2],
+    pub(crate) forwarded_bytes: [u64; 2],
+    pub(crate) forwarding_latency: LatencyHistogram,
+    pub(crate) nacks_received: u64,
+    pub(crate) plis_received: u64,
+    pub(crate) sender_reports_sent: u64,
+    pub(crate) receiver_reports_sent: u64,
+    pub(crate) receiver_reports_received: u64,
     pub(crate) dropped: ForwardDrops,
     pub(crate) plis_relayed: u64,
     pub(crate) plis_suppressed: u64,
@@ -135,9 +153,27 @@ struct Member {
 /// Counters of the forwarding path, kept apart so the hot loop borrows them next to the peers.
 #[derive(Default)]
 struct ForwardCounters {
-    packets: u64,
-    bytes: u64,
+    /// Indexed by [`kind_index`]: audio, video.
+    packets: [u64; 2],
+    bytes: [u64; 2],
     drops: ForwardDrops,
+}
+
+/// RTCP the worker has seen go in or out.
+#[derive(Default)]
+struct RtcpCounters {
+    nacks_received: u64,
+    plis_received: u64,
+    sender_reports_sent: u64,
+    receiver_reports_sent: u64,
+    receiver_reports_received: u64,
+}
+
+fn kind_index(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
 }
 
 pub(crate) struct Worker {
@@ -168,8 +204,14 @@ pub(crate) struct Worker {
     datagrams_received: u64,
     send_dropped: u64,
     forwarding: ForwardCounters,
+    forwarding_latency: LatencyHistogram,
+    rtcp: RtcpCounters,
     plis_relayed: u64,
     plis_suppressed: u64,
+    quality_interval: Duration,
+    /// When the current quality interval began and when it ends.
+    quality_since: Instant,
+    quality_due: Instant,
 }
 
 impl Worker {
@@ -177,6 +219,7 @@ impl Worker {
     pub(crate) fn run(
         socket: StdUdpSocket,
         announced: SocketAddr,
+        quality_interval: Duration,
         commands: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<EngineEvent>,
     ) {
@@ -225,8 +268,13 @@ impl Worker {
                 datagrams_received: 0,
                 send_dropped: 0,
                 forwarding: ForwardCounters::default(),
+                forwarding_latency: LatencyHistogram::default(),
+                rtcp: RtcpCounters::default(),
                 plis_relayed: 0,
                 plis_suppressed: 0,
+                quality_interval,
+                quality_since: Instant::now(),
+                quality_due: Instant::now() + quality_interval,
             };
             worker.event_loop(recv_socket, commands).await;
         });
@@ -245,6 +293,9 @@ impl Worker {
             self.service_dirty();
             self.run_sync_queue();
             self.service_dirty();
+            if now >= self.quality_due {
+                self.report_quality(now);
+            }
 
             let wake_at = self
                 .timers
@@ -252,6 +303,7 @@ impl Worker {
                 .map(|Reverse((at, _))| *at)
                 .into_iter()
                 .chain(self.pli_queue.iter().map(|(at, _, _)| *at))
+                .chain(std::iter::once(self.quality_due))
                 .min()
                 .unwrap_or_else(|| Instant::now() + IDLE_WAIT);
             tokio::select! {
@@ -391,10 +443,14 @@ impl Worker {
             let Some(msg) = peer.pc.poll_read() else {
                 break;
             };
+            let arrived = msg.now;
             match msg.message {
-                RTCMessage::RtpPacket(_, packet) => self.on_rtp(key, &packet, now),
+                RTCMessage::RtpPacket(_, packet) => self.on_rtp(key, &packet, now, arrived),
                 RTCMessage::RtcpPacket(_, packets) => {
                     collect_keyframe_requests(peer, &packets, &mut self.keyframe_requests);
+                    if peer.role == PeerRole::Subscriber {
+                        read_subscriber_rtcp(peer, &packets, arrived, &mut self.rtcp);
+                    }
                 }
                 _ => {}
             }
@@ -405,7 +461,17 @@ impl Worker {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        flush_writes(&self.send_socket, peer, &mut self.send_dropped);
+        flush_writes(
+            &self.send_socket,
+            peer,
+            &mut self.send_dropped,
+            &mut self.rtcp,
+        );
+        if let Some(oldest) = peer.oldest_unflushed.take() {
+            let n = std::mem::take(&mut peer.unflushed);
+            self.forwarding_latency
+                .observe(Instant::now().saturating_duration_since(oldest), n);
+        }
         if let Some(deadline) = peer.pc.poll_timeout() {
             let at = round_up(self.epoch, deadline.max(now));
             if peer.armed != Some(at) {
@@ -441,14 +507,23 @@ impl Worker {
         }
     }
 
-    /// Counts a publisher's packet and forwards it to every leg of its track.
-    fn on_rtp(&mut self, key: PeerKey, packet: &rtp::Packet, now: Instant) {
+    /// Counts a publisher's packet and forwards it to every leg of its track. `arrived` is when
+    /// its datagram was read, for jitter and the forwarding latency.
+    fn on_rtp(&mut self, key: PeerKey, packet: &rtp::Packet, now: Instant, arrived: Instant) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
         let counters = peer.tracks.entry(packet.header.ssrc).or_default();
         counters.packets += 1;
         counters.bytes += packet.payload.len() as u64;
+        counters.reception.on_packet(
+            packet.header.sequence_number,
+            packet.header.timestamp,
+            packet.payload.len(),
+            arrived,
+            self.epoch,
+            counters.clock_rate,
+        );
         let Some(idx) = peer
             .published
             .iter()
@@ -462,6 +537,9 @@ impl Worker {
             let Some(codec) = codec else {
                 return;
             };
+            if let Some(counters) = peer.tracks.get_mut(&packet.header.ssrc) {
+                counters.clock_rate = codec.clock_rate;
+            }
             peer.published[idx].codec = Some(codec);
             // The track can be offered now: every other member of the room gets a leg for it.
             let (room, me) = (peer.room, peer.participant.clone());
@@ -479,7 +557,7 @@ impl Worker {
         let fanout = std::mem::take(&mut peer.published[idx].fanout);
         for &(sub_key, slot) in &fanout {
             if let Some(sub) = self.peers.get_mut(&sub_key) {
-                forward(sub, slot, packet, now, &mut self.forwarding);
+                forward(sub, slot, packet, now, arrived, &mut self.forwarding);
                 mark_dirty(&mut self.dirty, sub);
             }
         }
@@ -489,6 +567,57 @@ impl Worker {
             .and_then(|p| p.published.get_mut(idx))
         {
             track.fanout = fanout;
+        }
+    }
+
+    /// Ends the quality interval: every peer's streams are summed per kind, and each connected
+    /// participant gets one [`EngineEvent::Quality`] per direction and kind that carried media.
+    ///
+    /// A publisher peer is the participant's inbound direction and a subscriber peer its outbound
+    /// one. Intervals of peers that are not connected are still taken, so a reconnecting peer's
+    /// first report covers one interval and not everything since it last had one.
+    fn report_quality(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.quality_since);
+        self.quality_since = now;
+        self.quality_due = now + self.quality_interval;
+        for peer in self.peers.values_mut() {
+            let mut sums = [IntervalSum::default(); 2];
+            let direction = match peer.role {
+                PeerRole::Publisher => {
+                    for t in peer.tracks.values_mut() {
+                        if let Some(kind) = t.kind {
+                            let interval = t.reception.take_interval(t.clock_rate);
+                            sums[kind_index(kind)].add(&interval);
+                        }
+                    }
+                    QualityDirection::Inbound
+                }
+                PeerRole::Subscriber => {
+                    for leg in peer.legs.iter_mut().flatten() {
+                        let interval = leg.reports.take_interval(leg.forwarder.clock_rate());
+                        sums[kind_index(leg.info.kind)].add(&interval);
+                    }
+                    QualityDirection::Outbound
+                }
+            };
+            if !peer.connected {
+                continue;
+            }
+            for (kind, sum) in [(MediaKind::Audio, sums[0]), (MediaKind::Video, sums[1])] {
+                if sum.bytes == 0 {
+                    continue;
+                }
+                let _ = self.events.send(EngineEvent::Quality(QualityReport {
+                    room: peer.room,
+                    participant: peer.participant.clone(),
+                    direction,
+                    kind,
+                    bitrate_bps: sum.bitrate_bps(elapsed),
+                    packet_loss: sum.packet_loss(),
+                    jitter_ms: sum.jitter_ms(),
+                    rtt_ms: sum.rtt_ms(),
+                }));
+            }
         }
     }
 
@@ -928,7 +1057,12 @@ impl Worker {
         if let Err(e) = peer.pc.close() {
             debug!(error = %e, participant = %peer.participant, "close failed");
         }
-        flush_writes(&self.send_socket, &mut peer, &mut self.send_dropped);
+        flush_writes(
+            &self.send_socket,
+            &mut peer,
+            &mut self.send_dropped,
+            &mut self.rtcp,
+        );
         for leg in peer.legs.iter().flatten() {
             if let Some(track) = self
                 .peers
@@ -991,6 +1125,12 @@ impl Worker {
             send_dropped: self.send_dropped,
             forwarded_packets: self.forwarding.packets,
             forwarded_bytes: self.forwarding.bytes,
+            forwarding_latency: self.forwarding_latency.clone(),
+            nacks_received: self.rtcp.nacks_received,
+            plis_received: self.rtcp.plis_received,
+            sender_reports_sent: self.rtcp.sender_reports_sent,
+            receiver_reports_sent: self.rtcp.receiver_reports_sent,
+            receiver_reports_received: self.rtcp.receiver_reports_received,
             dropped: self.forwarding.drops.clone(),
             plis_relayed: self.plis_relayed,
             plis_suppressed: self.plis_suppressed,
@@ -1006,8 +1146,26 @@ fn mark_dirty(dirty: &mut Vec<PeerKey>, peer: &mut Peer) {
     }
 }
 
-fn flush_writes(socket: &StdUdpSocket, peer: &mut Peer, send_dropped: &mut u64) {
+/// Sends everything the peer has queued. Datagrams led by a sender or receiver report are
+/// counted, which is how a test (and the metrics) can tell that rtc's report interceptors run:
+/// sender reports on subscriber connections, receiver reports on publisher ones.
+fn flush_writes(
+    socket: &StdUdpSocket,
+    peer: &mut Peer,
+    send_dropped: &mut u64,
+    rtcp: &mut RtcpCounters,
+) {
     while let Some(msg) = peer.pc.poll_write() {
+        // RTP and RTCP start with version 2 (first byte 128..=191); RTCP types are 192..=223.
+        if let [first, kind, ..] = msg.message[..]
+            && (128..=191).contains(&first)
+        {
+            match kind {
+                RTCP_SR => rtcp.sender_reports_sent += 1,
+                RTCP_RR => rtcp.receiver_reports_sent += 1,
+                _ => {}
+            }
+        }
         match socket.send_to(&msg.message, msg.transport.peer_addr) {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => *send_dropped += 1,
@@ -1037,6 +1195,52 @@ fn send_pli(peer: &mut Peer, ssrc: u32, now: Instant, dirty: &mut Vec<PeerKey>, 
         None => return,
     }
     mark_dirty(dirty, peer);
+}
+
+/// Counts a subscriber's NACKs and keyframe requests, and hands its report blocks to the legs
+/// they are about, with the RTT each one measures.
+fn read_subscriber_rtcp(
+    sub: &mut Peer,
+    packets: &[Box<dyn rtc::rtcp::Packet>],
+    arrived: Instant,
+    counters: &mut RtcpCounters,
+) {
+    let mut arrival_ntp = None;
+    for packet in packets {
+        let any = packet.as_any();
+        let blocks: &[ReceptionReport] = if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+            &rr.reports
+        } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+            &sr.reports
+        } else {
+            if any.is::<TransportLayerNack>() {
+                counters.nacks_received += 1;
+            } else if peer::is_keyframe_request(packet.as_ref()) {
+                counters.plis_received += 1;
+            }
+            continue;
+        };
+        for block in blocks {
+            let Some(leg) = sub
+                .legs
+                .iter_mut()
+                .flatten()
+                .find(|l| l.forwarder.ssrc() == block.ssrc)
+            else {
+                continue;
+            };
+            let now_ntp = *arrival_ntp.get_or_insert_with(|| quality::ntp_middle_at(arrived));
+            let rtt = quality::rtt_ms(now_ntp, block.last_sender_report, block.delay);
+            leg.reports.on_report(
+                block.last_sequence_number,
+                block.total_lost,
+                block.jitter,
+                block.fraction_lost,
+                rtt,
+            );
+            counters.receiver_reports_received += 1;
+        }
+    }
 }
 
 /// Notes the (publisher, source) of every PLI/FIR a subscriber sent about one of its legs.
@@ -1144,6 +1348,7 @@ fn add_leg(
         forwarder: Forwarder::new(ssrc, clock_rate),
         negotiated: false,
         keyframe_requested: false,
+        reports: Default::default(),
     };
     let slot = match sub.legs.iter().position(Option::is_none) {
         Some(slot) => {
@@ -1171,12 +1376,15 @@ fn forward(
     slot: usize,
     packet: &rtp::Packet,
     now: Instant,
+    arrived: Instant,
     counters: &mut ForwardCounters,
 ) {
     let Peer {
         legs,
         pc,
         connected,
+        unflushed,
+        oldest_unflushed,
         ..
     } = sub;
     let Some(Some(leg)) = legs.get_mut(slot) else {
@@ -1241,14 +1449,19 @@ fn forward(
         },
         payload: packet.payload.clone(),
     };
-    let len = out.payload.len() as u64;
+    let out_len = out.payload.len();
+    let len = out_len as u64;
     let written = match pc.rtp_sender(leg.sender_id) {
         Some(mut sender) => sender.write_rtp(now, out).is_ok(),
         None => false,
     };
     if written {
-        counters.packets += 1;
-        counters.bytes += len;
+        let kind = kind_index(leg.info.kind);
+        counters.packets[kind] += 1;
+        counters.bytes[kind] += len;
+        leg.reports.on_sent(out_len);
+        *unflushed += 1;
+        *oldest_unflushed = Some(oldest_unflushed.map_or(arrived, |o| o.min(arrived)));
     } else {
         counters.drops.send_failed += 1;
     }

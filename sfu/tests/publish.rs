@@ -13,8 +13,7 @@ fn start_engine(workers: usize) -> MediaEngine {
     MediaEngine::start(EngineConfig {
         workers,
         bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        udp_port: 0,
-        public_ip: None,
+        ..EngineConfig::default()
     })
     .expect("engine starts on loopback")
 }

@@ -18,13 +18,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn start_engine(workers: usize) -> MediaEngine {
-    MediaEngine::start(EngineConfig {
+    start_engine_with(EngineConfig {
         workers,
         bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        udp_port: 0,
-        public_ip: None,
+        ..EngineConfig::default()
     })
-    .expect("engine starts on loopback")
+}
+
+pub fn start_engine_with(config: EngineConfig) -> MediaEngine {
+    MediaEngine::start(config).expect("engine starts on loopback")
 }
 
 /// A participant's bots.
@@ -43,7 +45,11 @@ pub struct Call {
 
 impl Call {
     pub fn new(workers: usize) -> Self {
-        let engine = start_engine(workers);
+        Self::with_engine(start_engine(workers))
+    }
+
+    /// A call on an engine the test configured itself (a short quality interval, say).
+    pub fn with_engine(engine: MediaEngine) -> Self {
         let mut engine_events = engine.take_events().expect("first taker gets the events");
         let subscribers: Arc<Mutex<HashMap<String, Arc<Subscriber>>>> = Arc::default();
         let (tx, events) = mpsc::unbounded_channel();
