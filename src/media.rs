@@ -34,6 +34,9 @@ struct Session {
     socket: Option<SocketId>,
     /// What the latest subscriber offer carries, resent when only `muted` changes.
     tracks: Vec<ForwardedTrack>,
+    /// The subscriber offer not answered yet: sent again when the participant re-joins
+    /// from a new socket, since the one it went to may be gone.
+    pending_offer: Option<String>,
     /// Which of the two peer connections are connected, so each is counted once.
     connected: [bool; 2],
     /// The interval's quality, sent as `call:quality` and then started afresh.
@@ -136,10 +139,18 @@ impl MediaBridge {
     /// Routes this participant's `rtc:*` messages to `socket` from now on.
     pub fn bind_socket(&self, call_id: CallId, user: &UserId, socket: SocketId) {
         // The roster task may not have seen the join yet: whichever comes first creates it.
-        self.sessions
-            .entry((call_id, user.clone()))
-            .or_default()
-            .socket = Some(socket);
+        let mut session = self.sessions.entry((call_id, user.clone())).or_default();
+        let rebound = session.socket.is_some_and(|old| old != socket);
+        session.socket = Some(socket);
+        let resend = rebound
+            .then(|| session.pending_offer.clone())
+            .flatten()
+            .map(|sdp| (self.tracks_frame(call_id, &session.tracks), sdp));
+        drop(session);
+        if let Some((tracks_frame, sdp)) = resend {
+            self.send(user, Some(socket), &tracks_frame);
+            self.send(user, Some(socket), &offer_frame(call_id, &sdp));
+        }
     }
 
     /// Refuses media requests from anyone not joined in that call.
@@ -195,6 +206,9 @@ impl MediaBridge {
             .subscriber_answer(room(call_id), user.as_str().to_owned(), sdp)
             .await
             .map_err(engine_error)?;
+        if let Some(mut session) = self.sessions.get_mut(&(call_id, user.clone())) {
+            session.pending_offer = None;
+        }
         Ok(json!({}))
     }
 
@@ -325,13 +339,11 @@ impl MediaBridge {
         session.tracks = tracks;
         let socket = session.socket;
         let tracks_frame = self.tracks_frame(call_id, &session.tracks);
+        let offer = offer_frame(call_id, &sdp);
+        session.pending_offer = Some(sdp);
         drop(session);
-        let offer_frame: Frame = Arc::from(protocol::event(
-            "rtc:offer",
-            json!({ "call_id": call_id, "target": "subscriber", "sdp": sdp }),
-        ));
         self.send(&user, socket, &tracks_frame);
-        self.send(&user, socket, &offer_frame);
+        self.send(&user, socket, &offer);
     }
 
     /// `rtc:tracks` with the publishers' current mute state.
@@ -370,10 +382,12 @@ impl MediaBridge {
         }
     }
 
+    /// To the bound socket, or to every socket of the user when there is none or it closed
+    /// (the client that reconnects picks it up).
     fn send(&self, user: &UserId, socket: Option<SocketId>, frame: &Frame) {
-        match socket {
-            Some(id) => self.hub.send_to_socket(user.as_str(), id, frame),
-            None => self.hub.send_to_user(user.as_str(), frame),
+        let delivered = socket.is_some_and(|id| self.hub.send_to_socket(user.as_str(), id, frame));
+        if !delivered {
+            self.hub.send_to_user(user.as_str(), frame);
         }
     }
 
@@ -509,6 +523,13 @@ impl MediaBridge {
             self.calls.user_became_absent(user, epoch);
         }
     }
+}
+
+fn offer_frame(call_id: CallId, sdp: &str) -> Frame {
+    Arc::from(protocol::event(
+        "rtc:offer",
+        json!({ "call_id": call_id, "target": "subscriber", "sdp": sdp }),
+    ))
 }
 
 fn source_name(source: TrackSource) -> &'static str {

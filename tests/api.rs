@@ -497,7 +497,7 @@ backend_tests! {
         assert_eq!(participant(&call, "callee-0")["status"], "missed");
         let (status, body) = server.post(&format!("/api/v1/calls/{}/accept", ids[0]), &token("callee-0"), json!({})).await;
         assert_eq!((status, code(&body)), (StatusCode::GONE, "CALL_ENDED"));
-        let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let metrics = server.metrics().await;
         assert!(metrics.contains("confab_calls_total{status=\"missed\"} 60"), "{metrics}");
         assert!(metrics.contains("confab_calls_active 0"), "{metrics}");
     }

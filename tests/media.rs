@@ -134,15 +134,7 @@ async fn a_direct_call_carries_audio_and_video_both_ways() {
         track_list(&alice)
     );
 
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("confab_peer_connections{role=\"publisher\"} 2"),
         "{metrics}"
@@ -208,15 +200,7 @@ async fn a_direct_call_carries_audio_and_video_both_ways() {
     ];
     let mut metrics = String::new();
     for _ in 0..100 {
-        metrics = server
-            .http
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        metrics = server.metrics().await;
         if families.iter().all(|f| metrics.contains(f)) {
             break;
         }
@@ -492,15 +476,7 @@ async fn twenty_calls_in_a_row_leave_nothing_behind() {
     .await;
     assert!(clean, "engine after 20 calls: {:?}", engine.stats().await);
     assert_eq!(server.state.media.session_count(), 0);
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for gauge in [
         "confab_peer_connections{role=\"publisher\"} 0",
         "confab_peer_connections{role=\"subscriber\"} 0",
@@ -513,4 +489,41 @@ async fn twenty_calls_in_a_row_leave_nothing_behind() {
         metrics.contains("confab_calls_total{status=\"completed\"} 20"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_offer_is_sent_again_to_the_socket_that_rejoins() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    let mut alice = WsClient::connect(&server, &token("alice")).await;
+    let bob = bot(&server, "bob").await;
+    let call_id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "video"}))
+        .await;
+    bob.request("call:accept", json!({"call_id": call_id}))
+        .await
+        .unwrap();
+    let publisher = bob.publish(&call_id).await.expect("bob publishes");
+    let sending =
+        tokio::spawn(async move { publisher.send_media(Duration::from_secs(4)).await.ok() });
+
+    // Alice is offered bob's tracks but her socket drops before she answers.
+    let first = alice.event_for("rtc:offer", &call_id).await;
+    assert_eq!(first["target"], "subscriber");
+    alice.close().await;
+
+    // She comes back within the grace and re-joins: the offer comes again, tracks first.
+    let mut alice = WsClient::connect(&server, &token("alice")).await;
+    alice.ok("call:join", json!({"call_id": call_id})).await;
+    let tracks = alice.event_for("rtc:tracks", &call_id).await;
+    assert!(
+        tracks["tracks"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty() && t.iter().all(|t| t["user_id"] == "bob")),
+        "{tracks}"
+    );
+    let again = alice.event_for("rtc:offer", &call_id).await;
+    assert_eq!(again["sdp"], first["sdp"]);
+    let _ = sending.await;
+    bob.close().await;
 }

@@ -372,15 +372,7 @@ async fn a_flood_of_messages_is_rate_limited() {
         .await
         .expect("some requests were rate limited");
     assert!(limited["id"].as_str().unwrap().starts_with('f'));
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(
             "confab_signaling_messages_total{result=\"RATE_LIMITED\",type=\"call:accept\"}"
@@ -426,15 +418,7 @@ async fn two_hundred_sockets_are_rung_at_once() {
             .map(|m| WsClient::connect(&server, &token(m))),
     )
     .await;
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("confab_ws_connections 200"), "{metrics}");
 
     let mut host = WsClient::connect(&server, &token("host")).await;

@@ -234,8 +234,29 @@ pub(crate) fn offer_subscriber(
     }
     peer.pc
         .local_description()
-        .map(|d| d.sdp)
+        .map(|d| with_msid_semantic(d.sdp))
         .ok_or_else(|| EngineError::Rtc("no local description after offering".into()))
+}
+
+/// rtc omits `a=msid-semantic` from a first offer. Clients such as aiortc only take a track's
+/// id from `a=msid` when that line is present, and `rtc:tracks` names tracks by that id, so it
+/// is added at session level (after `t=`) when missing. It describes nothing the server
+/// negotiates, so the offer applied locally and the one sent may differ in this line alone.
+fn with_msid_semantic(sdp: String) -> String {
+    if sdp.contains("\na=msid-semantic:") {
+        return sdp;
+    }
+    match sdp
+        .find("\nt=")
+        .and_then(|t| sdp[t + 1..].find('\n').map(|end| t + 1 + end + 1))
+    {
+        Some(after_t) => format!(
+            "{}a=msid-semantic:WMS *\r\n{}",
+            &sdp[..after_t],
+            &sdp[after_t..]
+        ),
+        None => sdp,
+    }
 }
 
 /// Applies a client's answer to the outstanding subscriber offer.
@@ -428,7 +449,19 @@ fn add_host_candidate(
 
 #[cfg(test)]
 mod tests {
-    use super::count_sending_tracks;
+    use super::{count_sending_tracks, with_msid_semantic};
+
+    #[test]
+    fn the_line_is_added_once_after_the_timing_line() {
+        let sdp =
+            "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        let fixed = with_msid_semantic(sdp.to_owned());
+        assert_eq!(
+            fixed,
+            "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=msid-semantic:WMS *\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        );
+        assert_eq!(with_msid_semantic(fixed.clone()), fixed);
+    }
 
     #[test]
     fn counts_only_sending_m_lines() {

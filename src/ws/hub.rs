@@ -180,13 +180,15 @@ impl Hub {
         }
     }
 
-    /// Queues `frame` on one socket of `user`.
-    pub fn send_to_socket(&self, user: &str, id: SocketId, frame: &Frame) {
+    /// Queues `frame` on one socket of `user`; false if that socket is gone.
+    pub fn send_to_socket(&self, user: &str, id: SocketId, frame: &Frame) -> bool {
         if let Some(sockets) = self.users.get(user)
             && let Some(socket) = sockets.iter().find(|s| s.id == id)
         {
             self.push(socket, frame);
+            return true;
         }
+        false
     }
 
     fn push(&self, socket: &SocketHandle, frame: &Frame) {

@@ -61,7 +61,8 @@ async fn read_loop(
     let mut bucket = TokenBucket::new(RATE_PER_S, RATE_BURST);
     let reply = |frame: String| {
         let frame: Frame = Arc::from(frame);
-        state
+        // A socket that is gone has no one left to answer.
+        let _ = state
             .hub
             .send_to_socket(actor.user_id.as_str(), socket_id, &frame);
     };

@@ -128,6 +128,18 @@ impl TestServer {
         (status, value)
     }
 
+    /// The Prometheus text of `/metrics` (no token configured).
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     /// Starts a call and returns its id, asserting it was created.
     pub async fn call(&self, caller: &str, body: Value) -> String {
         let (status, body) = self.post("/api/v1/calls", caller, body).await;
