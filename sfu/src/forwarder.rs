@@ -9,8 +9,10 @@
 use std::time::Instant;
 
 /// Rewrites one source's packets into one subscriber leg's numbering.
+///
+/// Public only so that the forwarding benchmark can reach it through [`crate::bench_support`].
 #[derive(Debug, Clone)]
-pub(crate) struct Forwarder {
+pub struct Forwarder {
     /// The leg's own SSRC, announced in the subscriber offer.
     ssrc: u32,
     /// RTP clock rate of the codec, to turn a pause at a source switch into timestamp ticks.
@@ -34,7 +36,7 @@ fn seq_newer(a: u16, b: u16) -> bool {
 }
 
 impl Forwarder {
-    pub(crate) fn new(ssrc: u32, clock_rate: u32) -> Self {
+    pub fn new(ssrc: u32, clock_rate: u32) -> Self {
         Self {
             ssrc,
             clock_rate,
@@ -49,7 +51,7 @@ impl Forwarder {
     }
 
     /// The leg's SSRC.
-    pub(crate) fn ssrc(&self) -> u32 {
+    pub fn ssrc(&self) -> u32 {
         self.ssrc
     }
 
@@ -59,7 +61,7 @@ impl Forwarder {
     }
 
     /// The leg's payload type for a source payload type, if already resolved.
-    pub(crate) fn payload_type(&self, source_pt: u8) -> Option<u8> {
+    pub fn payload_type(&self, source_pt: u8) -> Option<u8> {
         match self.pt {
             Some((from, to)) if from == source_pt => Some(to),
             _ => None,
@@ -67,7 +69,7 @@ impl Forwarder {
     }
 
     /// Remembers the leg's payload type for a source payload type.
-    pub(crate) fn set_payload_type(&mut self, source_pt: u8, leg_pt: u8) {
+    pub fn set_payload_type(&mut self, source_pt: u8, leg_pt: u8) {
         self.pt = Some((source_pt, leg_pt));
     }
 
@@ -78,7 +80,7 @@ impl Forwarder {
     /// packet (at least one tick), which is what a receiver's jitter buffer expects of a stream
     /// that merely paused. Packets of the current source keep their relative order and gaps, so
     /// losses and reordering stay visible to the receiver (and its NACKs stay meaningful).
-    pub(crate) fn rewrite(&mut self, source: u32, seq: u16, ts: u32, now: Instant) -> (u16, u32) {
+    pub fn rewrite(&mut self, source: u32, seq: u16, ts: u32, now: Instant) -> (u16, u32) {
         if self.source != Some(source) {
             match self.last_at {
                 None => {

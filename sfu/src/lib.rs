@@ -14,6 +14,13 @@ mod peer;
 mod quality;
 mod worker;
 
+/// What the forwarding benchmark (`benches/forwarding.rs`) needs from the crate's internals.
+/// Not part of the crate's interface.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::forwarder::Forwarder;
+}
+
 pub use engine::{
     EngineConfig, EngineEvent, EngineEvents, EngineStats, FORWARDING_LATENCY_BOUNDS_US,
     ForwardDrops, ForwardedTrack, LatencyHistogram, MediaEngine, MediaKind, PeerRole,
