@@ -11,7 +11,7 @@
 //! The hot paths are kept cheap because the same code backs a load generator: a received packet
 //! costs a few atomic increments, and a sent packet one `Bytes` built from a preallocated frame.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -58,18 +58,179 @@ const VP8_CHUNK: usize = 800;
 /// Packets per generated video frame.
 const VP8_PACKETS_PER_FRAME: usize = 3;
 
-/// Where a bot's sockets bind. Loopback by default; a load generator may pick another address.
+/// How a bot's peer is set up. Loopback and no simulated loss by default; a load generator may
+/// pick another address.
 #[derive(Debug, Clone)]
 pub struct BotConfig {
     /// UDP address the peer connection binds, e.g. `127.0.0.1:0`.
     pub bind: String,
+    /// Subscriber only: drop every n-th original video RTP packet as it arrives, before the NACK
+    /// generator sees it, so the bot asks for it again as a receiver on a lossy path would.
+    /// Retransmissions (RTX, or a repeat of a dropped sequence number) are never dropped. `None`
+    /// or `Some(0)` drops nothing; see [`Subscriber::simulated_loss`] for what came back.
+    pub drop_every_nth_video: Option<u32>,
 }
 
 impl Default for BotConfig {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:0".to_owned(),
+            drop_every_nth_video: None,
         }
+    }
+}
+
+/// What the simulated receive loss dropped, and what the track got back. Sequence numbers are
+/// kept per SSRC and not unwrapped, which is plenty for a test run (far fewer than 65536 packets).
+#[derive(Default)]
+struct LossLog {
+    /// (SSRC, sequence number) of every packet dropped.
+    dropped: HashSet<(u32, u16)>,
+    /// Dropped packets that later reached the track.
+    recovered: HashSet<(u32, u16)>,
+    /// Packets that arrived on a negotiated RTX (repair) SSRC.
+    rtx_packets: u64,
+    /// Repeats of a dropped sequence number on the original SSRC: plain retransmissions.
+    plain_retransmissions: u64,
+    /// Deliveries to the track of a packet that was already recovered (duplicate repairs).
+    duplicate_recoveries: u64,
+}
+
+/// A snapshot of a subscriber's simulated receive loss.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimulatedLossStats {
+    /// Original video packets dropped on arrival.
+    pub dropped: u64,
+    /// Of those, how many were delivered to their track later anyway (by retransmission).
+    pub recovered: u64,
+    /// Packets that arrived on a negotiated RTX SSRC (RFC 4588 repair stream).
+    pub rtx_packets: u64,
+    /// Dropped sequence numbers that arrived again on the original SSRC (retransmission without
+    /// RTX).
+    pub plain_retransmissions: u64,
+    /// Recovered packets delivered to the track more than once.
+    pub duplicate_recoveries: u64,
+}
+
+/// Shared between the dropping interceptor and the track readers.
+type SharedLossLog = Arc<Mutex<LossLog>>;
+
+/// Simulated receive loss: drops every n-th original video RTP packet before the rest of the
+/// receive chain (the NACK generator above all) sees it.
+///
+/// Which SSRCs are video, and which are their RTX repair streams, comes from the remote stream
+/// bindings, so a repair packet (or a packet on an unbound SSRC) is never dropped. rtc unwraps RTX
+/// only after the interceptor chain, so at this slot a repair packet still carries its RTX SSRC
+/// and payload type.
+struct LossSimulator {
+    every: u32,
+    /// Bound primary video streams: SSRC -> (payload type, original packets seen).
+    video: HashMap<u32, (u8, u32)>,
+    /// RTX SSRCs and payload types of the bound streams.
+    repair_ssrcs: HashSet<u32>,
+    repair_pts: HashSet<u8>,
+    log: SharedLossLog,
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl LossSimulator {
+    fn new(every: u32, log: SharedLossLog) -> Self {
+        Self {
+            every,
+            video: HashMap::new(),
+            repair_ssrcs: HashSet::new(),
+            repair_pts: HashSet::new(),
+            log,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
+
+    /// Whether an inbound RTP packet is to be dropped; notes what it saw either way.
+    fn drops(&mut self, header: &rtp::Header) -> bool {
+        let Ok(mut log) = self.log.lock() else {
+            return false;
+        };
+        if self.repair_ssrcs.contains(&header.ssrc) {
+            log.rtx_packets += 1;
+            return false;
+        }
+        let Some((pt, seen)) = self.video.get_mut(&header.ssrc) else {
+            return false;
+        };
+        if header.payload_type != *pt || self.repair_pts.contains(&header.payload_type) {
+            return false;
+        }
+        let key = (header.ssrc, header.sequence_number);
+        if log.dropped.contains(&key) {
+            log.plain_retransmissions += 1;
+            return false;
+        }
+        *seen = seen.wrapping_add(1);
+        if seen.is_multiple_of(self.every) {
+            log.dropped.insert(key);
+            return true;
+        }
+        false
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for LossSimulator {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(packet) = &msg.message.packet
+            && self.drops(&packet.header)
+        {
+            return Ok(());
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for LossSimulator {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        // A repair stream is bound in its own right too (with the RTX payload type), after its
+        // primary, whose binding names it; both are recorded so neither is taken for media.
+        if let Some(ssrc) = info.ssrc_rtx {
+            self.repair_ssrcs.insert(ssrc);
+        }
+        if let Some(pt) = info.payload_type_rtx {
+            self.repair_pts.insert(pt);
+        }
+        if info.mime_type.to_ascii_lowercase().starts_with("video/")
+            && !self.repair_ssrcs.contains(&info.ssrc)
+        {
+            self.video
+                .entry(info.ssrc)
+                .or_insert((info.payload_type, 0));
+        }
+    }
+
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.video.remove(&info.ssrc);
     }
 }
 
@@ -135,6 +296,8 @@ struct PeerState {
     local_candidates: Mutex<Vec<String>>,
     /// Only a subscriber collects remote tracks; a publisher receives none.
     tracks: Option<Arc<Mutex<Vec<Arc<RemoteTrack>>>>>,
+    /// Subscriber with simulated loss only: what was dropped and recovered.
+    loss: Option<SharedLossLog>,
 }
 
 /// The handler holds only shared state, never the peer connection, so dropping a bot frees it.
@@ -175,6 +338,7 @@ impl PeerConnectionEventHandler for Handler {
             first_keyframe: OnceLock::new(),
             ended: AtomicBool::new(false),
             remote: track.clone(),
+            loss: self.shared.loss.clone(),
         });
         if let Ok(mut list) = tracks.lock() {
             list.push(remote.clone());
@@ -203,9 +367,19 @@ impl BotPeer {
     async fn new(config: &BotConfig, collect_tracks: bool) -> BotResult<Self> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
-        let registry = register_default_interceptors(Registry::new(), &mut media)?
+        let mut registry = register_default_interceptors(Registry::new(), &mut media)?
             // Application-most, so every interceptor that acts on RTCP has seen it first.
             .with(Slot::from(14_000), KeyframeRequestMarker::default());
+        let loss = match config.drop_every_nth_video {
+            Some(every) if every > 0 && collect_tracks => {
+                let log = SharedLossLog::default();
+                // Wire-most (below every named slot), so the loss looks like the path's to the
+                // NACK generator and the report interceptors alike.
+                registry = registry.with(Slot::from(500), LossSimulator::new(every, log.clone()));
+                Some(log)
+            }
+            _ => None,
+        };
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .build();
@@ -215,6 +389,7 @@ impl BotPeer {
             connected_at: OnceLock::new(),
             local_candidates: Mutex::new(Vec::new()),
             tracks: collect_tracks.then(|| Arc::new(Mutex::new(Vec::new()))),
+            loss,
         });
         let pc = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -583,6 +758,8 @@ pub struct RemoteTrack {
     ended: AtomicBool,
     /// Kept to send keyframe requests back on the track.
     remote: Arc<dyn TrackRemote>,
+    /// Set when the subscriber simulates loss: each packet is checked against the dropped set.
+    loss: Option<SharedLossLog>,
 }
 
 impl RemoteTrack {
@@ -592,6 +769,14 @@ impl RemoteTrack {
             self.ssrc.store(packet.header.ssrc, Ordering::Relaxed);
         }
         self.packets.fetch_add(1, Ordering::Relaxed);
+        if let Some(loss) = &self.loss
+            && let Ok(mut log) = loss.lock()
+        {
+            let key = (packet.header.ssrc, packet.header.sequence_number);
+            if log.dropped.contains(&key) && !log.recovered.insert(key) {
+                log.duplicate_recoveries += 1;
+            }
+        }
         self.bytes
             .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
         if self.kind == RtpCodecKind::Video && vp8_is_keyframe(&packet.payload) {
@@ -699,6 +884,19 @@ impl Subscriber {
             .lock()
             .map(|list| list.iter().map(|t| t.snapshot()).collect())
             .unwrap_or_default()
+    }
+
+    /// What the simulated receive loss dropped and what was recovered, when
+    /// [`BotConfig::drop_every_nth_video`] enabled it.
+    pub fn simulated_loss(&self) -> Option<SimulatedLossStats> {
+        let log = self.peer.shared.loss.as_ref()?.lock().ok()?;
+        Some(SimulatedLossStats {
+            dropped: log.dropped.len() as u64,
+            recovered: log.recovered.len() as u64,
+            rtx_packets: log.rtx_packets,
+            plain_retransmissions: log.plain_retransmissions,
+            duplicate_recoveries: log.duplicate_recoveries,
+        })
     }
 
     /// Sends a PLI on every live video track that has received media, as a decoder that lost

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use confab_bot::media::{Publisher, RtpCodecKind, Subscriber};
+use confab_bot::media::{BotConfig, Publisher, RtpCodecKind, Subscriber};
 use confab_sfu::{EngineConfig, EngineEvent, MediaEngine, MediaKind, RoomId};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -99,7 +99,16 @@ impl Call {
 
     /// Adds a participant: a publisher (offer, answer, connected) or a viewer (join only).
     pub async fn add(&self, name: &str, publish: bool) -> Client {
-        let subscriber = Arc::new(Subscriber::new().await.expect("subscriber bot builds"));
+        self.add_with(name, publish, &BotConfig::default()).await
+    }
+
+    /// Like [`Call::add`], with the subscriber bot built from `config` (simulated loss, say).
+    pub async fn add_with(&self, name: &str, publish: bool, config: &BotConfig) -> Client {
+        let subscriber = Arc::new(
+            Subscriber::with_config(config)
+                .await
+                .expect("subscriber bot builds"),
+        );
         self.subscribers
             .lock()
             .expect("harness lock")
