@@ -144,8 +144,9 @@ function wire(client) {
   });
   for (const type of ['call:accepted', 'call:rejected', 'call:missed', 'call:ended']) {
     client.on(type, (data) => {
-      // Another device of mine answered, or the caller gave up: stop ringing here.
-      if (type !== 'call:rejected' || data.user_id === state.me?.user_id) closeIncoming(data.call_id);
+      // Another device of mine answered or declined, or the call is over: stop ringing here.
+      // Someone else accepting a group call leaves my invitation open (I may still join).
+      if (type === 'call:ended' || data.user_id === state.me?.user_id) closeIncoming(data.call_id);
       if (type === 'call:ended') state.ended.set(data.call_id, data);
       if (type === 'call:ended' && !state.call) refreshHistory();
     });
@@ -319,8 +320,13 @@ function renderTiles() {
     const mine = p.user_id === myId;
     const r = byUser.get(p.user_id) || {};
     const stream = mine ? state.local.stream : streamOf(r.camera?.track, r.microphone?.track);
-    tiles.push({ key: `${p.user_id}/camera`, p, source: 'camera', mine, stream });
-    const screen = mine ? state.local.screen : streamOf(r.screen?.track);
+    // What the participant announced (call:media-changed) or what the server forwards
+    // (rtc:tracks `muted`): either one is enough to show the microphone or camera as off.
+    const audioMuted = !!p.audio_muted || !!r.microphone?.muted;
+    const videoOff = !p.video_enabled || !!r.camera?.muted;
+    tiles.push({ key: `${p.user_id}/camera`, p, source: 'camera', mine, stream, audioMuted, videoOff });
+    // The server keeps a stopped share's track and marks it muted (rtc:tracks): no tile then.
+    const screen = mine ? state.local.screen : r.screen && !r.screen.muted ? streamOf(r.screen.track) : null;
     if (screen || (p.screen_sharing && p.status === 'joined')) {
       tiles.push({ key: `${p.user_id}/screen`, p, source: 'screen', mine, stream: screen });
     }
@@ -368,13 +374,13 @@ function createTile() {
   return el;
 }
 
-function updateTile(el, { p, source, mine, stream }) {
+function updateTile(el, { p, source, mine, stream, audioMuted = !!p.audio_muted, videoOff = !p.video_enabled }) {
   const screen = source === 'screen';
   el.dataset.user = p.user_id;
   el.dataset.source = source;
   el.dataset.status = p.status;
-  el.dataset.muted = String(!!p.audio_muted);
-  el.dataset.video = String(screen ? !!stream : p.video_enabled && !!stream?.getVideoTracks().length);
+  el.dataset.muted = String(audioMuted);
+  el.dataset.video = String(screen ? !!stream : !videoOff && !!stream?.getVideoTracks().length);
   el.dataset.screen = String(!!p.screen_sharing);
   el.classList.toggle('speaking', !screen && state.speakers[0] === p.user_id);
   el.classList.toggle('speaker', !screen && state.speakers.includes(p.user_id));
@@ -395,8 +401,8 @@ function updateTile(el, { p, source, mine, stream }) {
   el.querySelector('.name').textContent = name;
   el.querySelector('.label-icons').innerHTML = screen
     ? icon('screen')
-    : (p.audio_muted ? `<span class="ic-muted" title="Muted">${icon('micOff')}</span>` : '') +
-      (!p.video_enabled && state.call.media === 'video' ? `<span class="ic-camoff" title="Camera off">${icon('camOff')}</span>` : '') +
+    : (audioMuted ? `<span class="ic-muted" title="Muted">${icon('micOff')}</span>` : '') +
+      (videoOff && state.call.media === 'video' ? `<span class="ic-camoff" title="Camera off">${icon('camOff')}</span>` : '') +
       (p.screen_sharing ? `<span class="ic-sharing" title="Sharing the screen">${icon('screen')}</span>` : '');
 
   const q = screen ? null : state.quality.get(p.user_id);
@@ -425,7 +431,13 @@ function layoutGrid() {
     if (w > best.w) best = { cols, w };
   }
   grid.style.setProperty('--cols', String(best.cols));
+  grid.style.setProperty('--half-cols', String(best.cols * 2));
   grid.style.setProperty('--tile-w', `${Math.floor(best.w)}px`);
+  // Centre a short last row: its first tile starts half a tile further per missing tile.
+  const rest = n % best.cols;
+  [...grid.children].forEach((el, i) => {
+    el.style.gridColumn = rest && i === n - rest ? `${best.cols - rest + 1} / span 2` : '';
+  });
   grid.dataset.count = String(n);
 }
 
@@ -626,5 +638,26 @@ function init() {
 
 // For debugging from the console (and the end-to-end tests): the page's state and renderer.
 window.confabApp = { state, render, get client() { return state.client; } };
+
+// Read-only view of the current call's media, for the console and the end-to-end tests:
+// the two peer connections (for getStats), the latest `rtc:tracks` list and the received tracks.
+window.confabDebug = Object.freeze({
+  /** @returns {RTCPeerConnection|null} */
+  get publisher() {
+    return state.client?.media?.publisher ?? null;
+  },
+  /** @returns {RTCPeerConnection|null} */
+  get subscriber() {
+    return state.client?.media?.subscriber ?? null;
+  },
+  /** a copy of the latest `rtc:tracks` list */
+  get trackInfo() {
+    return (state.client?.media?.trackInfo ?? []).map((t) => ({ ...t }));
+  },
+  /** the received tracks as the page shows them, with their MediaStreamTrack state */
+  get remote() {
+    return state.remote.map(({ track, ...t }) => ({ ...t, ready_state: track?.readyState ?? null }));
+  },
+});
 
 init();

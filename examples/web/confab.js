@@ -199,6 +199,8 @@ export class Confab extends Emitter {
     this._closedByUser = false;
     /** @type {Promise<void>|null} */
     this._firstOpen = null;
+    /** @type {{type: string, data: object}[]} `rtc:*` messages that arrived before their call's media */
+    this._early = [];
   }
 
   // ---------------------------------------------------------------- connection
@@ -370,7 +372,14 @@ export class Confab extends Emitter {
   /** Keeps `this.call` in step with the events of the call this client is joined in. */
   _track(type, data) {
     if (type.startsWith('rtc:')) {
-      this.media?.handle(type, data);
+      if (this.media && this.media.callId === data.call_id) {
+        this.media.handle(type, data);
+      } else if (this._early.length < 64) {
+        // The server may offer the subscriber as soon as we are joined, before the ack of our
+        // accept/join arrives (acks come after the events a request caused): keep it for the
+        // media session that the ack starts.
+        this._early.push({ type, data });
+      }
       return;
     }
     const call = this.call;
@@ -615,15 +624,18 @@ export class Confab extends Emitter {
   // ---------------------------------------------------------------- media
 
   _startMedia(call, iceServers) {
+    const early = this._early.filter((m) => m.data.call_id === call.id);
     this._stopMedia();
     const media = new CallMedia(this, call.id, iceServers || []);
     this.media = media;
+    for (const m of early) media.handle(m.type, m.data);
     media
       .start({ audio: this.capture.audio, video: this.capture.video && call.media === 'video' })
       .catch((err) => media._refused(err));
   }
 
   _stopMedia() {
+    this._early = [];
     if (this.media) {
       this.media.close();
       this.media = null;
@@ -919,7 +931,8 @@ export class CallMedia {
       const msids = msidByMid(pc.remoteDescription.sdp);
       const info = new Map(this.trackInfo.map((t) => [t.track_id, t]));
       for (const tr of pc.getTransceivers()) {
-        if (tr.stopped || !tr.mid || tr.currentDirection === 'inactive') continue;
+        // A track the server no longer forwards: its m-section went inactive or was rejected.
+        if (tr.stopped || !tr.mid || ['inactive', 'stopped', 'sendonly'].includes(tr.currentDirection)) continue;
         const t = info.get(msids.get(tr.mid));
         if (!t) continue;
         tracks.push({ user_id: t.user_id, source: t.source, kind: t.kind, muted: t.muted, track_id: t.track_id, track: tr.receiver.track });

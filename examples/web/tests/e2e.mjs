@@ -1,23 +1,37 @@
-// End-to-end test of the demo page in a real headless Chromium, driven by playwright-core.
-// Started by run.sh inside a loopback-only network namespace; it starts the server itself.
+// End-to-end test of the demo page in a real headless Chromium, driven by playwright-core,
+// against a real server with its media engine. Started by run.sh inside a loopback-only network
+// namespace; run.sh starts the server and creates the group call's conversation first.
 //
-// env: CONFAB_BIN (the confab binary), WORK (a fresh temp dir), ARTIFACTS (screenshot dir)
+// env: CONFAB_ORIGIN (the server), CONFAB_CONVERSATION and CONFAB_MEMBERS (the group call's
+// conversation and its members: alice, bob, carol), SERVER_PID and SERVER_LOG, WORK (a fresh
+// temp dir), ARTIFACTS (screenshot dir)
 //
-// What it covers needs no working media (the media engine is not running yet): sign-in,
-// a direct call that rings, is accepted, muted, re-connected and left; a declined call; a
-// call joined by id and ended; the "media unavailable" note; the history panel; the grid at
-// 12 and 50 tiles; and page hygiene (no page errors, no request leaving the server's origin).
+// What it covers: serving; sign-in; a group call of three pages where each page plays the two
+// others' camera and microphone (getStats on the subscriber connection: framesDecoded rising on 2
+// inbound video streams, packets arriving on 2 inbound audio streams; the <video> elements play),
+// muting shown on the other pages (call:media-changed and rtc:tracks), a screen share shown as an
+// extra playing tile, leaving removing the tile; a direct call that rings, is accepted with media
+// flowing both ways, muted, camera off, screen-shared, re-connected (media still flowing) and
+// left; a declined call; a call joined by id and ended; the history panel; the grid at 12 and 50
+// tiles; CallMedia against an in-page stand-in; and page hygiene (no page errors, no request
+// leaving the server's origin). Screen shares use getDisplayMedia with Chromium's fake capture
+// (--use-fake-device-for-media-stream + --use-fake-ui-for-media-stream, which picks the screen).
 
-import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const BIN = required('CONFAB_BIN');
+const ORIGIN = required('CONFAB_ORIGIN');
+const CONVERSATION = required('CONFAB_CONVERSATION');
+const MEMBERS = required('CONFAB_MEMBERS').split(',');
 const WORK = required('WORK');
 const ARTIFACTS = required('ARTIFACTS');
-const TOTAL_TIMEOUT_MS = 240_000;
-const STEP_TIMEOUT_MS = 10_000;
+const SERVER_PID = Number(process.env.SERVER_PID || 0);
+const SERVER_LOG = process.env.SERVER_LOG || '';
+const TOTAL_TIMEOUT_MS = 480_000;
+const STEP_TIMEOUT_MS = 20_000;
+/** Media steps: connecting, keyframes and decoding take a while on a loaded 2-core machine. */
+const MEDIA_TIMEOUT_MS = 60_000;
 
 function required(name) {
   const v = process.env[name];
@@ -68,6 +82,11 @@ function record(name, ok, err, short = name) {
   else console.log(`  FAILED    ${name}\n            ${String(err?.message || err).split('\n').join('\n            ')}`);
 }
 
+/** A figure worth seeing in the log (frames decoded, packets received). */
+function note(text) {
+  console.log(`            ${text}`);
+}
+
 function assert(cond, message) {
   if (!cond) throw new Error(`assertion failed: ${message}`);
 }
@@ -76,37 +95,24 @@ function eq(actual, expected, what) {
   if (actual !== expected) throw new Error(`${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
 }
 
-// ------------------------------------------------------------------ server
+const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 
-let server;
-let serverLog = '';
+function serverAlive() {
+  if (!SERVER_PID) return true;
+  try {
+    process.kill(SERVER_PID, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFAB_')));
-    env.CONFAB_LOG = 'warn';
-    server = spawn(
-      BIN,
-      ['serve', '--dev', '--http-addr', '127.0.0.1:0', '--rtc-udp-port', '0',
-        '--database-url', `sqlite://${join(WORK, 'confab.db')}`, '--disconnect-grace-s', '15'],
-      { env, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    const timer = setTimeout(() => reject(new Error(`no "listening on" line within 20 s\n${serverLog}`)), 20_000);
-    let out = '';
-    server.stdout.on('data', (chunk) => {
-      out += chunk;
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    server.stderr.on('data', (chunk) => (serverLog += chunk));
-    server.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited early (${code})\n${serverLog}`));
-    });
-  });
+function serverLog() {
+  try {
+    return SERVER_LOG ? readFileSync(SERVER_LOG, 'utf8') : '';
+  } catch {
+    return '';
+  }
 }
 
 // ------------------------------------------------------------------ browser helpers
@@ -121,6 +127,10 @@ const FLAGS = [
   '--disable-background-networking',
   '--allow-loopback-in-peer-connection',
   '--disable-features=WebRtcHideLocalIpsWithMdns',
+  // Three tabs are in a call at once: keep the ones in the background running at full speed.
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
   // --user-data-dir=<fresh temp dir>: passed by launchPersistentContext below.
 ];
 
@@ -149,19 +159,22 @@ async function openPage(context, label, origin) {
 const shot = (page, name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
 
 /** Waits until `fn(arg)` is truthy in the page; fails with `what`. */
-async function until(page, what, fn, arg) {
+async function until(page, what, fn, arg, timeout = STEP_TIMEOUT_MS) {
   try {
-    await page.waitForFunction(fn, arg, { timeout: STEP_TIMEOUT_MS, polling: 100 });
+    await page.waitForFunction(fn, arg, { timeout, polling: 100 });
   } catch {
     throw new Error(`timed out waiting for: ${what}`);
   }
 }
 
-const visible = (page, selector) =>
+const visible = (page, selector, timeout) =>
   until(page, `${selector} visible`, (s) => {
     const el = document.querySelector(s);
     return el && !el.closest('[hidden]') && el.getClientRects().length > 0;
-  }, selector);
+  }, selector, timeout);
+
+const gone = (page, selector, timeout) =>
+  until(page, `${selector} gone`, (s) => !document.querySelector(s), selector, timeout);
 
 const tile = (user, source = 'camera') => `#grid .tile[data-user="${user}"][data-source="${source}"]`;
 
@@ -175,10 +188,17 @@ async function signIn(page, origin, name) {
   await until(page, 'connection online', () => document.querySelector('#conn').dataset.state === 'open');
 }
 
-async function startCall(page, invitees) {
+async function startCall(page, invitees, conversation) {
   await page.fill('#call-invitees', invitees);
+  if (conversation) {
+    if (!(await page.evaluate(() => document.querySelector('#call-form details').open))) {
+      await page.click('#call-form details summary');
+    }
+    await page.fill('#call-conversation', conversation);
+  }
   await page.click('#call-start');
   await visible(page, '#call-view');
+  if (conversation) await page.$eval('#call-conversation', (el) => (el.value = '')); // later calls are direct
 }
 
 const callId = (page) => page.evaluate(() => window.confabApp.state.call?.id ?? null);
@@ -191,12 +211,132 @@ async function historyTop(page, id) {
   }, id);
 }
 
+// ------------------------------------------------------------------ media helpers
+
+/**
+ * Runs in the page: the inbound RTP streams of the subscriber connection (window.confabDebug),
+ * each mapped to its publisher and source through the SDP's msid and the `rtc:tracks` list.
+ */
+async function inboundStats() {
+  const d = window.confabDebug;
+  const pc = d?.subscriber;
+  if (!pc || !pc.remoteDescription) return { state: pc?.connectionState ?? 'none', streams: [] };
+  const msid = new Map();
+  for (const section of pc.remoteDescription.sdp.split(/\r?\nm=/).slice(1)) {
+    const mid = /^a=mid:(\S+)/m.exec(section)?.[1];
+    const track = /^a=msid:\S+ (\S+)/m.exec(section)?.[1];
+    if (mid && track) msid.set(mid, track);
+  }
+  const info = new Map(d.trackInfo.map((t) => [t.track_id, t]));
+  const streams = [];
+  (await pc.getStats()).forEach((s) => {
+    if (s.type !== 'inbound-rtp') return;
+    const t = info.get(msid.get(s.mid)) || info.get(s.trackIdentifier);
+    streams.push({
+      id: s.id,
+      kind: s.kind,
+      key: t ? `${t.user_id}/${t.source}` : `?/${s.mid}`,
+      frames: s.framesDecoded ?? 0,
+      packets: s.packetsReceived ?? 0,
+      width: s.frameWidth ?? 0,
+      height: s.frameHeight ?? 0,
+    });
+  });
+  return { state: pc.connectionState, streams };
+}
+
+/**
+ * Polls the page's subscriber stats until every expected video (`user/source`) shows
+ * framesDecoded rising and every expected audio shows packetsReceived rising, compared with
+ * the first sample of that stream. Returns the last sample, for the log.
+ */
+async function mediaFlows(page, label, { video = [], audio = [] }, timeout = MEDIA_TIMEOUT_MS) {
+  const first = new Map();
+  let last = { state: 'none', streams: [] };
+  let rising = { video: new Set(), audio: new Set() };
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    last = await page.evaluate(inboundStats);
+    rising = { video: new Set(), audio: new Set() };
+    for (const s of last.streams) {
+      const f = first.get(s.id);
+      if (!f) {
+        first.set(s.id, s);
+        continue;
+      }
+      if (s.kind === 'video' && s.frames > f.frames) rising.video.add(s.key);
+      if (s.kind === 'audio' && s.packets > f.packets) rising.audio.add(s.key);
+    }
+    if (video.every((k) => rising.video.has(k)) && audio.every((k) => rising.audio.has(k))) {
+      const figures = last.streams
+        .filter((s) => rising[s.kind].has(s.key))
+        .map((s) => (s.kind === 'video' ? `${s.key} ${s.frames} frames ${s.width}x${s.height}` : `${s.key} ${s.packets} packets`));
+      note(`${label}: ${rising.video.size} video + ${rising.audio.size} audio rising: ${figures.join(', ')}`);
+      return { last, rising };
+    }
+    await sleep(1000);
+  }
+  const seen = last.streams.map((s) => `${s.kind} ${s.key} frames=${s.frames} packets=${s.packets}`).join('; ');
+  throw new Error(
+    `${label}: media not flowing within ${timeout / 1000} s (subscriber ${last.state}); ` +
+      `want video [${video}] audio [${audio}], rising video [${[...rising.video]}] audio [${[...rising.audio]}]; streams: ${seen || 'none'}`,
+  );
+}
+
+/** Waits until the <video> of a tile plays: has frames, is not paused, and its time advances. */
+async function videoPlays(page, label, selector, timeout = MEDIA_TIMEOUT_MS) {
+  const probe = (s) => {
+    const v = document.querySelector(`${s} video`);
+    if (!v) return { t: -1, why: 'no video element' };
+    if (!v.srcObject) return { t: -1, why: 'no stream' };
+    if (v.paused) return { t: -1, why: 'paused' };
+    if (v.readyState < 2 || !v.videoWidth) return { t: -1, why: `readyState ${v.readyState}, ${v.videoWidth}x${v.videoHeight}` };
+    return { t: v.currentTime, w: v.videoWidth, h: v.videoHeight };
+  };
+  const deadline = Date.now() + timeout;
+  let start = null;
+  let last;
+  while (Date.now() < deadline) {
+    last = await page.evaluate(probe, selector);
+    if (last.t >= 0) {
+      if (start === null) start = last.t;
+      else if (last.t > start + 0.5) return last;
+    }
+    await sleep(500);
+  }
+  throw new Error(`${label}: ${selector} video does not play (${last?.why ?? `time stuck at ${last?.t}`})`);
+}
+
+/** A catch handler that adds the page's media state to a failure. */
+const explain = (page) => async (err) => {
+  const state = await page.evaluate(() => ({
+    tracks: window.confabDebug.trackInfo.map((t) => `${t.user_id}/${t.source}${t.muted ? ' muted' : ''}`),
+    remote: window.confabDebug.remote.map((t) => `${t.user_id}/${t.source} ${t.ready_state}`),
+    transceivers: (window.confabDebug.subscriber?.getTransceivers() ?? []).map((t) => `${t.mid}:${t.currentDirection}`),
+    participants: (window.confabApp.state.call?.participants ?? []).map((p) => `${p.user_id} ${p.status}${p.screen_sharing ? ' sharing' : ''}`),
+  }));
+  throw new Error(`${err.message}\nrtc:tracks [${state.tracks}]; shown [${state.remote}]; subscriber transceivers [${state.transceivers}]; participants [${state.participants}]`);
+};
+
+/** The participant and the `rtc:tracks` entry of `user`'s source, as one page sees them. */
+const remoteState = (page, user, source) =>
+  page.evaluate(
+    ([u, src]) => ({
+      participant: window.confabApp.state.call?.participants.find((p) => p.user_id === u) ?? null,
+      track: window.confabDebug.trackInfo.find((t) => t.user_id === u && t.source === src) ?? null,
+    }),
+    [user, source],
+  );
+
 // ------------------------------------------------------------------ scenarios
 
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
-  const origin = await startServer();
-  console.log(`server: ${origin}`);
+  const origin = ORIGIN;
+  console.log(`server: ${origin}, group conversation ${CONVERSATION} (${MEMBERS.join(', ')})`);
+  assert(MEMBERS.length === 3, 'the conversation has three members');
+  const [A, B, C] = MEMBERS;
+  const nameOf = (id) => id[0].toUpperCase() + id.slice(1);
 
   await scenario('serving', async () => {
     await step('GET / is the page, no-cache', async () => {
@@ -228,91 +368,204 @@ async function main() {
     args: FLAGS,
     viewport: { width: 1366, height: 800 },
   });
-  const alice = await openPage(context, 'alice', origin);
-  const bob = await openPage(context, 'bob', origin);
+  const alice = await openPage(context, A, origin);
+  const bob = await openPage(context, B, origin);
+  const carol = await openPage(context, C, origin);
+  const pages = { [A]: alice, [B]: bob, [C]: carol };
 
   await scenario('sign in', async () => {
-    await step('alice signs in with a name', async () => {
-      await page0(alice, origin);
-      await signIn(alice, origin, 'Alice');
-      await until(alice, '#me names alice', () => document.querySelector('#me').textContent.includes('alice'));
+    await step(`${A} signs in with a name`, async () => {
+      await page0(alice, origin, nameOf(A));
+      await signIn(alice, origin, nameOf(A));
+      await until(alice, `#me names ${A}`, (a) => document.querySelector('#me').textContent.includes(a), A);
       await shot(alice, '02-lobby-empty');
     });
-    await step('bob signs in with a name', async () => {
-      await signIn(bob, origin, 'Bob');
+    await step(`${B} and ${C} sign in with a name`, async () => {
+      await signIn(bob, origin, nameOf(B));
+      await signIn(carol, origin, nameOf(C));
     });
   });
 
+  // ---------------------------------------------------------------- group call of three
+  await scenario(`group call of three in "${CONVERSATION}"`, async () => {
+    await step(`${A} starts a group call; ${B} and ${C} are rung`, async () => {
+      await startCall(alice, `${B}, ${C}`, CONVERSATION);
+      for (const u of [B, C]) await visible(alice, `${tile(u)}[data-status="ringing"]`);
+      for (const page of [bob, carol]) {
+        await until(page, 'dialog open', () => document.querySelector('#incoming').open);
+        eq(await page.textContent('#incoming-title'), `${nameOf(A)} is calling`, 'dialog title');
+        eq(await page.textContent('#incoming-accept'), 'Join', 'accept button of a group call');
+      }
+      await shot(carol, '03-group-incoming');
+    });
+    await step(`${B} and ${C} join; every page shows three tiles with names`, async () => {
+      await bob.click('#incoming-accept');
+      await carol.click('#incoming-accept');
+      for (const [me, page] of Object.entries(pages)) {
+        await visible(page, '#call-view');
+        for (const u of MEMBERS) await visible(page, `${tile(u)}[data-status="joined"]`);
+        await until(page, 'status ongoing', () => document.querySelector('#call-status').textContent === 'ongoing');
+        eq(await page.textContent(`${tile(me)} .name`), `${nameOf(me)} (you)`, `${me}'s own tile`);
+        for (const u of MEMBERS.filter((x) => x !== me)) eq(await page.textContent(`${tile(u)} .name`), nameOf(u), `${u}'s tile on ${me}'s page`);
+        eq(await page.textContent('#call-title'), `${CONVERSATION} · group call`, 'call title');
+      }
+    });
+    await step('each page decodes 2 inbound videos and receives 2 inbound audios', async () => {
+      for (const [me, page] of Object.entries(pages)) {
+        const others = MEMBERS.filter((u) => u !== me);
+        await mediaFlows(page, me, { video: others.map((u) => `${u}/camera`), audio: others.map((u) => `${u}/microphone`) });
+      }
+    });
+    await step('each page shows two remote videos that really play', async () => {
+      for (const [me, page] of Object.entries(pages)) {
+        for (const u of MEMBERS.filter((x) => x !== me)) {
+          const v = await videoPlays(page, me, tile(u));
+          eq(await page.getAttribute(tile(u), 'data-video'), 'true', `${u}'s tile on ${me}'s page shows video`);
+          assert(v.w >= 160, `${u}'s video on ${me}'s page is ${v.w}x${v.h}`);
+        }
+      }
+      // Let the quality indicators (call:quality, every 5 s) arrive before the pictures.
+      await until(alice, 'a quality indicator', () => !!document.querySelector('#grid .tile[data-quality]'), undefined, MEDIA_TIMEOUT_MS);
+      const seen = await alice.evaluate(() => ({
+        quality: [...window.confabApp.state.quality.values()].map((q) => `${q.user_id}=${q.score}`),
+        speakers: window.confabApp.state.speakers,
+      }));
+      note(`${A}: call:quality scores [${seen.quality}], active speakers [${seen.speakers}]`);
+      await shot(alice, `04-group-${A}`);
+      await shot(bob, `05-group-${B}`);
+      await shot(carol, `06-group-${C}`);
+    });
+    await step(`${C} mutes; ${A} and ${B} show her muted (call:media-changed and rtc:tracks)`, async () => {
+      await carol.click('#btn-mic');
+      eq(await carol.getAttribute('#btn-mic', 'aria-pressed'), 'true', 'mic button pressed');
+      for (const page of [alice, bob]) {
+        await visible(page, `${tile(C)}[data-muted="true"] .ic-muted`);
+        await until(page, `${C} muted in the call state (call:media-changed)`, (u) =>
+          window.confabApp.state.call.participants.find((p) => p.user_id === u)?.audio_muted === true, C);
+        await until(page, `${C}'s microphone muted in rtc:tracks`, (u) =>
+          window.confabDebug.trackInfo.find((t) => t.user_id === u && t.source === 'microphone')?.muted === true, C);
+        eq(await page.getAttribute(tile(B), 'data-muted'), 'false', `${B} not muted`);
+      }
+      await shot(alice, `07-group-${C}-muted`);
+      await carol.click('#btn-mic');
+      for (const page of [alice, bob]) {
+        await visible(page, `${tile(C)}[data-muted="false"]`);
+        await until(page, `${C}'s microphone unmuted in rtc:tracks`, (u) =>
+          window.confabDebug.trackInfo.find((t) => t.user_id === u && t.source === 'microphone')?.muted === false, C);
+      }
+    });
+    await step(`${B} shares his screen; ${A} and ${C} show an extra tile that plays`, async () => {
+      await bob.click('#btn-screen');
+      await visible(bob, tile(B, 'screen'));
+      for (const [me, page] of [[A, alice], [C, carol]]) {
+        await visible(page, `${tile(B, 'screen')}[data-video="true"]`, MEDIA_TIMEOUT_MS);
+        await videoPlays(page, me, tile(B, 'screen'));
+        await visible(page, `${tile(B)} .ic-sharing`);
+        eq(await page.locator('#grid .tile').count(), 4, `tiles on ${me}'s page`);
+        await mediaFlows(page, me, { video: [`${B}/camera`, `${B}/screen`, `${me === A ? C : A}/camera`] });
+      }
+      await shot(alice, `08-group-${B}-sharing`);
+      await bob.click('#btn-screen');
+      for (const page of [alice, carol]) await gone(page, tile(B, 'screen'), MEDIA_TIMEOUT_MS).catch(explain(page));
+    });
+    await step(`${C} leaves; her tile disappears on the other pages, their media goes on`, async () => {
+      await carol.click('#btn-leave');
+      await visible(carol, '#lobby-view');
+      for (const [me, page] of [[A, alice], [B, bob]]) {
+        await gone(page, tile(C));
+        eq(await page.locator('#grid .tile').count(), 2, `tiles on ${me}'s page`);
+        const other = me === A ? B : A;
+        await mediaFlows(page, me, { video: [`${other}/camera`], audio: [`${other}/microphone`] });
+      }
+      await shot(alice, `09-group-${C}-left`);
+    });
+    await step(`${A} ends the call for all; everyone is back in the lobby`, async () => {
+      await alice.click('#btn-end');
+      for (const page of [alice, bob, carol]) await visible(page, '#lobby-view');
+    });
+  });
+
+  // ---------------------------------------------------------------- direct call
   let first;
-  await scenario('direct call: ring, accept, mute, screen, reconnect, leave', async () => {
-    await step('alice calls bob and sees him ringing', async () => {
-      await startCall(alice, 'bob');
-      await visible(alice, `${tile('bob')}[data-status="ringing"]`);
-      await visible(alice, tile('alice'));
+  await scenario('direct call: ring, accept, media, mute, screen, reconnect, leave', async () => {
+    await step(`${A} calls ${B} and sees him ringing`, async () => {
+      await startCall(alice, B);
+      await visible(alice, `${tile(B)}[data-status="ringing"]`);
+      await visible(alice, tile(A));
       eq(await alice.textContent('#call-status'), 'Ringing…', 'status pill');
       first = await callId(alice);
       assert(first, 'alice has a call id');
-      await shot(alice, '03-alice-ringing');
+      await shot(alice, '10-alice-ringing');
     });
-    await step("bob's page shows the incoming-call dialog", async () => {
+    await step(`${B}'s page shows the incoming-call dialog`, async () => {
       await until(bob, 'dialog open', () => document.querySelector('#incoming').open);
-      eq(await bob.textContent('#incoming-title'), 'Alice is calling', 'dialog title');
-      await shot(bob, '04-bob-incoming');
+      eq(await bob.textContent('#incoming-title'), `${nameOf(A)} is calling`, 'dialog title');
+      eq(await bob.textContent('#incoming-accept'), 'Accept', 'accept button');
+      await shot(bob, '11-bob-incoming');
     });
-    await step('bob accepts; both see both tiles with names', async () => {
+    await step(`${B} accepts; both see both tiles with names`, async () => {
       await bob.click('#incoming-accept');
       for (const page of [alice, bob]) {
         await visible(page, '#call-view');
-        await visible(page, `${tile('alice')}[data-status="joined"]`);
-        await visible(page, `${tile('bob')}[data-status="joined"]`);
+        await visible(page, `${tile(A)}[data-status="joined"]`);
+        await visible(page, `${tile(B)}[data-status="joined"]`);
         await until(page, 'status ongoing', () => document.querySelector('#call-status').textContent === 'ongoing');
       }
-      eq(await alice.textContent(`${tile('alice')} .name`), 'Alice (you)', "alice's own tile");
-      eq(await alice.textContent(`${tile('bob')} .name`), 'Bob', "bob's tile on alice's page");
-      eq(await bob.textContent(`${tile('alice')} .name`), 'Alice', "alice's tile on bob's page");
+      eq(await alice.textContent(`${tile(A)} .name`), `${nameOf(A)} (you)`, "alice's own tile");
+      eq(await alice.textContent(`${tile(B)} .name`), nameOf(B), "bob's tile on alice's page");
+      eq(await bob.textContent(`${tile(A)} .name`), nameOf(A), "alice's tile on bob's page");
       assert(!(await bob.evaluate(() => document.querySelector('#incoming').open)), 'dialog closed');
       eq(await bob.evaluate(() => window.confabApp.state.call.id), first, 'same call on both pages');
     });
-    await step('both pages note that media is unavailable', async () => {
-      for (const page of [alice, bob]) {
-        await visible(page, '#media-note');
-        const text = await page.textContent('#media-note');
-        assert(text.includes('Media unavailable') && text.includes('INVALID_STATE'), `note: ${text}`);
-      }
-      await shot(alice, '05-alice-in-call');
-      await shot(bob, '06-bob-in-call');
+    await step('media flows both ways: each page plays the other', async () => {
+      await mediaFlows(alice, A, { video: [`${B}/camera`], audio: [`${B}/microphone`] });
+      await mediaFlows(bob, B, { video: [`${A}/camera`], audio: [`${A}/microphone`] });
+      await videoPlays(alice, A, tile(B));
+      await videoPlays(bob, B, tile(A));
+      for (const page of [alice, bob]) assert(await page.locator('#media-note').isHidden(), 'no "media unavailable" note');
+      await shot(alice, '12-alice-in-call');
+      await shot(bob, '13-bob-in-call');
     });
-    await step("alice mutes; bob's page shows her muted", async () => {
+    await step(`${A} mutes; ${B}'s page shows her muted`, async () => {
       await alice.click('#btn-mic');
-      await visible(bob, `${tile('alice')}[data-muted="true"] .ic-muted`);
+      await visible(bob, `${tile(A)}[data-muted="true"] .ic-muted`);
       eq(await alice.getAttribute('#btn-mic', 'aria-pressed'), 'true', 'mic button pressed');
-      eq(await bob.getAttribute(tile('bob'), 'data-muted'), 'false', 'bob himself unmuted');
+      eq(await bob.getAttribute(tile(B), 'data-muted'), 'false', 'bob himself unmuted');
+      await until(bob, `${A}'s microphone muted in rtc:tracks`, (u) =>
+        window.confabDebug.trackInfo.find((t) => t.user_id === u && t.source === 'microphone')?.muted === true, A);
     });
-    await step("alice turns her camera off; bob's page shows it", async () => {
+    await step(`${A} turns her camera off; ${B}'s page shows it`, async () => {
       await alice.click('#btn-cam');
-      await visible(bob, `${tile('alice')} .ic-camoff`);
-      await visible(alice, `${tile('alice')}[data-video="false"] .avatar`);
-      await shot(bob, '07-bob-sees-alice-muted');
+      await visible(bob, `${tile(A)} .ic-camoff`);
+      await visible(bob, `${tile(A)}[data-video="false"] .avatar`);
+      await visible(alice, `${tile(A)}[data-video="false"] .avatar`);
+      await shot(bob, '14-bob-sees-alice-muted');
+      await alice.click('#btn-cam');
+      await visible(bob, `${tile(A)}[data-video="true"]`);
     });
-    await step('alice shares her screen; both pages show a screen tile', async () => {
+    await step(`${A} shares her screen; both pages show a screen tile, ${B}'s plays it`, async () => {
       await alice.click('#btn-screen');
-      await visible(alice, tile('alice', 'screen'));
-      await visible(bob, tile('alice', 'screen'));
-      await visible(bob, `${tile('alice')} .ic-sharing`);
-      await shot(alice, '08-alice-sharing');
+      await visible(alice, tile(A, 'screen'));
+      await visible(bob, `${tile(A, 'screen')}[data-video="true"]`, MEDIA_TIMEOUT_MS);
+      await videoPlays(bob, B, tile(A, 'screen'));
+      await visible(bob, `${tile(A)} .ic-sharing`);
+      await shot(alice, '15-alice-sharing');
+      await shot(bob, '16-bob-sees-alice-sharing');
       await alice.click('#btn-screen');
-      await until(bob, 'screen tile gone', (s) => !document.querySelector(s), tile('alice', 'screen'));
+      await gone(bob, tile(A, 'screen'), MEDIA_TIMEOUT_MS);
     });
-    await step("alice's socket drops; the client reconnects and stays in the call", async () => {
+    await step(`${A}'s socket drops; the client reconnects, stays in the call, media goes on`, async () => {
       await alice.evaluate(() => window.confabApp.client.ws.close());
       await until(alice, 'reconnecting shown', () => document.querySelector('#conn').dataset.state !== 'open');
       await until(alice, 'online again', () => document.querySelector('#conn').dataset.state === 'open');
       await visible(alice, '#call-view');
       await alice.click('#btn-mic'); // unmute: proves the re-joined socket carries the call
-      await visible(bob, `${tile('alice')}[data-muted="false"]`);
-      eq(await bob.getAttribute(tile('alice'), 'data-status'), 'joined', 'alice still joined on bob');
+      await visible(bob, `${tile(A)}[data-muted="false"]`);
+      eq(await bob.getAttribute(tile(A), 'data-status'), 'joined', 'alice still joined on bob');
+      await mediaFlows(bob, B, { video: [`${A}/camera`], audio: [`${A}/microphone`] });
+      await mediaFlows(alice, A, { video: [`${B}/camera`], audio: [`${B}/microphone`] });
     });
-    await step('bob leaves; both pages return to the lobby', async () => {
+    await step(`${B} leaves; both pages return to the lobby`, async () => {
       await bob.click('#btn-leave');
       await visible(bob, '#lobby-view');
       await visible(alice, '#lobby-view');
@@ -322,24 +575,24 @@ async function main() {
         const top = await historyTop(page, first);
         eq(top.status, 'completed', 'history status');
       }
-      assert((await historyTop(alice, first)).text.includes('Bob'), "alice's entry names Bob");
-      await until(alice, 'stats line', () => document.querySelector('#history-stats').textContent.includes('1 call'));
-      await shot(alice, '09-alice-lobby-history');
+      assert((await historyTop(alice, first)).text.includes(nameOf(B)), "alice's entry names Bob");
+      await until(alice, 'stats line', () => / calls? in 30 days/.test(document.querySelector('#history-stats').textContent));
+      await shot(alice, '17-alice-lobby-history');
     });
   });
 
   await scenario('direct call: declined', async () => {
     let id;
-    await step('bob calls alice; alice declines; bob returns to the lobby', async () => {
-      await startCall(bob, 'alice');
+    await step(`${B} calls ${A}; ${A} declines; ${B} returns to the lobby`, async () => {
+      await startCall(bob, A);
       id = await callId(bob);
       await until(alice, 'dialog open', () => document.querySelector('#incoming').open);
-      eq(await alice.textContent('#incoming-title'), 'Bob is calling', 'dialog title');
+      eq(await alice.textContent('#incoming-title'), `${nameOf(B)} is calling`, 'dialog title');
       await alice.click('#incoming-decline');
       await until(alice, 'dialog closed', () => !document.querySelector('#incoming').open);
       await visible(bob, '#lobby-view');
       await visible(bob, '.toast');
-      assert(/alice declined/i.test(await bob.textContent('#toasts')), 'a toast says alice declined');
+      assert(new RegExp(`${A} declined`, 'i').test(await bob.textContent('#toasts')), 'a toast says alice declined');
     });
     await step('history shows it rejected', async () => {
       eq((await historyTop(bob, id)).status, 'rejected', "bob's history");
@@ -349,23 +602,24 @@ async function main() {
 
   await scenario('join by call id, then end for all', async () => {
     let id;
-    await step('bob is offline when alice calls: his tile says invited', async () => {
+    await step(`${B} is offline when ${A} calls: his tile says invited`, async () => {
       await bob.click('#signout');
       await visible(bob, '#signin-view');
-      await startCall(alice, 'bob');
-      await visible(alice, `${tile('bob')}[data-status="invited"]`);
+      await startCall(alice, B);
+      await visible(alice, `${tile(B)}[data-status="invited"]`);
       id = await callId(alice);
     });
-    await step('bob signs in again and joins by the call id', async () => {
-      await signIn(bob, origin, 'Bob');
+    await step(`${B} signs in again and joins by the call id, with media`, async () => {
+      await signIn(bob, origin, nameOf(B));
       await bob.fill('#join-id', id);
       await bob.click('#join-start');
       for (const page of [alice, bob]) {
-        await visible(page, `${tile('alice')}[data-status="joined"]`);
-        await visible(page, `${tile('bob')}[data-status="joined"]`);
+        await visible(page, `${tile(A)}[data-status="joined"]`);
+        await visible(page, `${tile(B)}[data-status="joined"]`);
       }
+      await mediaFlows(bob, B, { video: [`${A}/camera`], audio: [`${A}/microphone`] });
     });
-    await step('alice ends the call for all; both return to the lobby', async () => {
+    await step(`${A} ends the call for all; both return to the lobby`, async () => {
       await alice.click('#btn-end');
       await visible(alice, '#lobby-view');
       await visible(bob, '#lobby-view');
@@ -404,7 +658,7 @@ async function main() {
         assert(box.inside, 'every tile inside the grid (no scrolling)');
         assert(box.width >= 120, `tiles at least 120 px wide (got ${box.width})`);
         eq(box.names, n, 'a name on every tile');
-        await shot(alice, `1${n === 12 ? 0 : 1}-grid-${n}`);
+        await shot(alice, `${n === 12 ? 18 : 19}-grid-${n}`);
       });
     }
     await alice.evaluate(() => {
@@ -417,8 +671,8 @@ async function main() {
   });
 
   await scenario('media half of confab.js against an in-page stand-in for the SFU', async () => {
-    // The media engine is not running yet, so a pair of RTCPeerConnections in the page plays
-    // the server's part of contract section 7: it answers the publisher's offers and offers
+    // A unit-level check of CallMedia without the server: a pair of RTCPeerConnections in the
+    // page plays the server's part of contract section 7: it answers the publisher's offers and offers
     // the subscriber two tracks of a user "carol". Only CallMedia's signaling is faked.
     let r;
     await step('publisher and subscriber connect, tracks are mapped to carol', async () => {
@@ -452,6 +706,7 @@ async function main() {
 
   await context.close();
 }
+
 
 /** Runs in the page: CallMedia against two local peer connections standing in for the SFU. */
 async function runMediaLoopback() {
@@ -566,10 +821,10 @@ async function runMediaLoopback() {
 }
 
 /** The sign-in screen, captured once before anyone signs in. */
-async function page0(page, origin) {
+async function page0(page, origin, name) {
   await page.goto(origin);
   await visible(page, '#signin-form');
-  await page.fill('#signin-name', 'Alice');
+  await page.fill('#signin-name', name);
   await shot(page, '01-signin');
 }
 
@@ -583,23 +838,26 @@ function summary() {
   return failed + skipped === 0 && passed > 0;
 }
 
-function stopServer() {
-  if (server && server.exitCode === null) {
-    server.removeAllListeners('exit');
-    server.kill('SIGTERM');
-  }
+function printServerLog() {
+  const log = serverLog();
+  if (log) console.log(`\n--- server log (last 6000 characters) ---\n${log.slice(-6000)}`);
 }
 
 const watchdog = setTimeout(() => {
   console.log(`\nFAILED: the test did not finish within ${TOTAL_TIMEOUT_MS / 1000} s`);
+  results.push({ name: 'overall timeout', ok: false });
   summary();
-  stopServer();
+  printServerLog();
   process.exit(1);
 }, TOTAL_TIMEOUT_MS);
 
 let ok = false;
 try {
   await main();
+  if (!serverAlive()) {
+    console.log('\nFAILED: the server is no longer running');
+    results.push({ name: 'server alive', ok: false });
+  }
   ok = summary();
 } catch (err) {
   console.log(`\nFAILED: ${err.stack || err}`);
@@ -607,7 +865,6 @@ try {
   summary();
 }
 clearTimeout(watchdog);
-if (!ok && serverLog) console.log(`\n--- server log ---\n${serverLog.slice(-4000)}`);
-stopServer();
+if (!ok) printServerLog();
 console.log(`screenshots: ${ARTIFACTS}`);
 process.exit(ok ? 0 : 1);

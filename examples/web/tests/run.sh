@@ -1,14 +1,65 @@
 #!/usr/bin/env bash
-# End-to-end test of the demo page: headless Chromium (Debian package) driven by playwright-core.
+# End-to-end test of the demo page: headless Chromium (Debian package) driven by playwright-core,
+# against a real server with its media engine.
 #
 #   bash examples/web/tests/run.sh target/debug/confab
 #
 # The server and Chromium run inside a network namespace that has only loopback, so no test
 # traffic (signaling or WebRTC) can use another address. Needs root (unshare -n), /usr/bin/chromium
 # and `npm ci` done in this directory. Screenshots go to test-artifacts/web/ at the repository root.
+#
+# Inside the namespace this script starts `confab serve --dev` with a fixed random JWT secret,
+# mints an admin token with the same binary, creates the conversation of the group call
+# (PUT /api/v1/conversations/team, members alice, bob, carol) and then runs e2e.mjs with:
+#   CONFAB_ORIGIN        the server's http://ADDR
+#   CONFAB_CONVERSATION  the conversation id of the group call
+#   CONFAB_MEMBERS       its members, comma-separated
+#   SERVER_PID, SERVER_LOG   the server's pid (to notice a crash) and its stderr file
+#   ARTIFACTS            the screenshot directory
 set -euo pipefail
 
 die() { printf 'web e2e: %s\n' "$*" >&2; exit 1; }
+
+if [ "${1:-}" = "--inside" ]; then
+  # ---- inside `unshare -n`: loopback only
+  ip link set lo up
+  secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+  # The server gets only the settings given here (no CONFAB_* from the caller's environment).
+  for v in $(env | sed -n 's/^\(CONFAB_[A-Z_]*\)=.*/\1/p'); do
+    case "$v" in CONFAB_BIN) ;; *) unset "$v" ;; esac
+  done
+  CONFAB_LOG='warn,rtc_dtls=error' "$CONFAB_BIN" serve --dev --jwt-secret "$secret" \
+    --http-addr 127.0.0.1:0 --rtc-udp-port 0 --database-url "sqlite://$WORK/confab.db" \
+    --disconnect-grace-s 15 >"$WORK/server.out" 2>"$WORK/server.log" &
+  server_pid=$!
+  stop_server() { kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true; }
+  trap stop_server EXIT
+  trap 'exit 143' TERM INT
+  origin=
+  for _ in $(seq 300); do
+    origin=$(sed -n 's/^listening on \(http:\/\/[^ ]*\).*/\1/p' "$WORK/server.out")
+    [ -n "$origin" ] && break
+    kill -0 "$server_pid" 2>/dev/null || { cat "$WORK/server.log" >&2; die "the server exited at start"; }
+    sleep 0.1
+  done
+  [ -n "$origin" ] || { cat "$WORK/server.log" >&2; die "no 'listening on' line within 30 s"; }
+
+  admin=$("$CONFAB_BIN" token --user host-app --admin --ttl 1h --jwt-secret "$secret") || die "confab token failed"
+  conversation=team members=alice,bob,carol
+  status=$(curl -s -o "$WORK/conversation.json" -w '%{http_code}' -X PUT "$origin/api/v1/conversations/$conversation" \
+    -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+    -d "{\"name\":\"Team\",\"members\":[\"alice\",\"bob\",\"carol\"]}") || die "PUT conversation: curl failed"
+  [ "$status" = 200 ] || die "PUT /api/v1/conversations/$conversation: HTTP $status $(cat "$WORK/conversation.json")"
+  echo "server: $origin (conversation $conversation: $(cat "$WORK/conversation.json"))"
+
+  export CONFAB_ORIGIN="$origin" CONFAB_CONVERSATION="$conversation" CONFAB_MEMBERS="$members" \
+    SERVER_PID="$server_pid" SERVER_LOG="$WORK/server.log"
+  set +e
+  node "$(dirname "$0")/e2e.mjs"
+  rc=$?
+  set -e
+  exit "$rc"
+fi
 
 [ $# -eq 1 ] || die "usage: run.sh PATH/TO/confab"
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +70,7 @@ bin=$(realpath "$1") || die "no such binary: $1"
 [ -d "$here/node_modules/playwright-core" ] || die "node modules missing: run 'npm ci' in $here"
 [ "$(id -u)" = 0 ] || die "must run as root (unshare -n needs it)"
 command -v ip >/dev/null || die "'ip' (iproute2) is missing"
+command -v curl >/dev/null || die "'curl' is missing"
 
 artifacts="$root/test-artifacts/web"
 mkdir -p "$artifacts"
@@ -27,6 +79,5 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 export CONFAB_BIN="$bin" WORK="$work" ARTIFACTS="$artifacts"
-# The test has its own 240 s watchdog; this outer limit also catches a hung Chromium or node.
-timeout --kill-after=15 300 \
-  unshare -n sh -c 'ip link set lo up && exec node "$1"' sh "$here/e2e.mjs"
+# The test has its own 480 s watchdog; this outer limit also catches a hung Chromium or node.
+timeout --kill-after=15 540 unshare -n bash "$here/run.sh" --inside
