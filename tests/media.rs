@@ -47,6 +47,23 @@ async fn until(mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// `caller` calls `callee` directly and `callee` accepts; returns the call id.
+async fn direct_call(caller: &BotParticipant, callee: &BotParticipant, media: &str) -> String {
+    let created = caller
+        .request(
+            "call:initiate",
+            json!({"invitees": [callee.user], "media": media}),
+        )
+        .await
+        .expect("call:initiate");
+    let call_id = created["call"]["id"].as_str().expect("call id").to_owned();
+    callee
+        .request("call:accept", json!({"call_id": call_id}))
+        .await
+        .expect("call:accept");
+    call_id
+}
+
 fn track_list(bot: &BotParticipant) -> Vec<Value> {
     bot.tracks()["tracks"]
         .as_array()
@@ -62,18 +79,10 @@ async fn a_direct_call_carries_audio_and_video_both_ways() {
     let alice = bot(&server, "alice").await;
     let bob = bot(&server, "bob").await;
 
-    let created = alice
-        .request(
-            "call:initiate",
-            json!({"invitees": ["bob"], "media": "video"}),
-        )
+    let call_id = direct_call(&alice, &bob, "video").await;
+    bob.event("call:incoming", WAIT)
         .await
-        .unwrap();
-    let call_id = created["call"]["id"].as_str().unwrap().to_owned();
-    bob.event("call:incoming", WAIT).await.expect("bob is rung");
-    bob.request("call:accept", json!({"call_id": call_id}))
-        .await
-        .unwrap();
+        .expect("bob was rung");
 
     let alice_pub = alice.publish(&call_id).await.expect("alice publishes");
     let bob_pub = bob.publish(&call_id).await.expect("bob publishes");
@@ -393,17 +402,7 @@ async fn a_connected_peer_keeps_the_seat_when_the_socket_drops() {
         TestServer::start_with(&db, |s| s.disconnect_grace = Duration::from_millis(800)).await;
     let alice = bot(&server, "alice").await;
     let bob = bot(&server, "bob").await;
-    let created = alice
-        .request(
-            "call:initiate",
-            json!({"invitees": ["bob"], "media": "audio"}),
-        )
-        .await
-        .unwrap();
-    let call_id = created["call"]["id"].as_str().unwrap().to_owned();
-    bob.request("call:accept", json!({"call_id": call_id}))
-        .await
-        .unwrap();
+    let call_id = direct_call(&alice, &bob, "audio").await;
     let publisher = bob.publish(&call_id).await.unwrap();
     publisher
         .wait_connected(WAIT)
@@ -431,17 +430,7 @@ async fn twenty_calls_in_a_row_leave_nothing_behind() {
     for round in 0..20 {
         let alice = bot(&server, "alice").await;
         let bob = bot(&server, "bob").await;
-        let created = alice
-            .request(
-                "call:initiate",
-                json!({"invitees": ["bob"], "media": "video"}),
-            )
-            .await
-            .unwrap();
-        let call_id = created["call"]["id"].as_str().unwrap().to_owned();
-        bob.request("call:accept", json!({"call_id": call_id}))
-            .await
-            .unwrap();
+        let call_id = direct_call(&alice, &bob, "video").await;
         let a = alice.publish(&call_id).await.expect("alice publishes");
         let b = bob.publish(&call_id).await.expect("bob publishes");
         a.wait_connected(WAIT)
