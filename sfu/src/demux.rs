@@ -2,9 +2,11 @@
 //!
 //! Every peer connection of a worker shares one UDP socket, so the worker has to route each
 //! datagram itself. A client's first packets are STUN binding requests whose USERNAME starts with
-//! the ufrag the server chose for that peer connection; that ties the client's address to the peer.
-//! Everything after (DTLS, SRTP, SRTCP, consent checks) is routed by source address alone, so the
-//! fast path is one hash lookup and never parses the packet.
+//! the ufrag the server chose for that peer connection; they are handed to that peer. Only when
+//! the peer's ICE agent answers one (it answers only checks that carry the right password) is
+//! the client's address tied to the peer, so a stranger who merely knows a ufrag cannot redirect
+//! a call. Everything after (DTLS, SRTP, SRTCP, consent checks) is routed by source address
+//! alone, so the fast path is one hash lookup and never parses the packet.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,14 +48,13 @@ impl Demux {
 
     /// Finds the peer a datagram from `from` belongs to; counts and drops it if there is none.
     ///
-    /// A STUN request naming a known ufrag wins over the address map: a client whose port was
-    /// reused by a new peer connection (or that moved after an ICE restart) must be re-bound at
-    /// once rather than have its checks fed to the old peer.
+    /// A STUN request naming a known ufrag goes to that peer whatever the address map says: a
+    /// client whose port was reused by a new peer connection (or that moved after an ICE
+    /// restart) must reach the right agent, which then decides whether to answer.
     pub(crate) fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<PeerKey> {
         if let Some(ufrag) = stun_local_ufrag(datagram)
             && let Some(&key) = self.by_ufrag.get(ufrag)
         {
-            self.by_addr.insert(from, key);
             return Some(key);
         }
         match self.by_addr.get(&from) {
@@ -62,6 +63,13 @@ impl Demux {
                 self.dropped_unknown += 1;
                 None
             }
+        }
+    }
+
+    /// Ties `addr` to `key` once that peer's ICE agent has answered a check from it.
+    pub(crate) fn learn(&mut self, addr: SocketAddr, key: PeerKey) {
+        if self.by_addr.get(&addr) != Some(&key) {
+            self.by_addr.insert(addr, key);
         }
     }
 
@@ -80,6 +88,12 @@ impl Demux {
     pub(crate) fn dropped_unknown(&self) -> u64 {
         self.dropped_unknown
     }
+}
+
+/// True for a STUN message: the first two bits zero and the magic cookie in place (RFC 5389).
+/// DTLS, RTP and RTCP never match, so this is cheap enough for every sent datagram.
+pub(crate) fn is_stun(datagram: &[u8]) -> bool {
+    datagram.len() >= 20 && datagram[0] < 2 && datagram[4..8] == [0x21, 0x12, 0xA4, 0x42]
 }
 
 /// The local ufrag (before `:`) of a STUN message's USERNAME, if the datagram is STUN and has one.
@@ -142,11 +156,14 @@ mod tests {
             demux.route(from, &binding_request("abcd:wxyz")),
             Some(PeerKey(1))
         );
+        // A check alone binds nothing: only the agent's answer does.
+        assert_eq!(demux.route(from, &[0x80, 0x60, 0, 1]), None);
+        demux.learn(from, PeerKey(1));
         assert_eq!(demux.route(from, &[0x80, 0x60, 0, 1]), Some(PeerKey(1)));
         demux.remove_peer(PeerKey(1));
         assert_eq!(demux.route(from, &[0x80, 0x60, 0, 1]), None);
         assert_eq!((demux.ufrag_count(), demux.addr_count()), (0, 0));
-        assert_eq!(demux.dropped_unknown(), 1);
+        assert_eq!(demux.dropped_unknown(), 2);
     }
 
     #[test]

@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::demux::{Demux, PeerKey};
+use crate::demux::{Demux, PeerKey, is_stun};
 use crate::engine::{
     EngineEvent, ForwardDrops, ForwardedTrack, LatencyHistogram, MediaKind, PeerRole,
     QualityDirection, QualityReport, RoomId, TrackSource, TrackStats,
@@ -464,6 +464,7 @@ impl Worker {
         flush_writes(
             &self.send_socket,
             peer,
+            &mut self.demux,
             &mut self.send_dropped,
             &mut self.rtcp,
         );
@@ -1060,6 +1061,7 @@ impl Worker {
         flush_writes(
             &self.send_socket,
             &mut peer,
+            &mut self.demux,
             &mut self.send_dropped,
             &mut self.rtcp,
         );
@@ -1152,10 +1154,16 @@ fn mark_dirty(dirty: &mut Vec<PeerKey>, peer: &mut Peer) {
 fn flush_writes(
     socket: &StdUdpSocket,
     peer: &mut Peer,
+    demux: &mut Demux,
     send_dropped: &mut u64,
     rtcp: &mut RtcpCounters,
 ) {
     while let Some(msg) = peer.pc.poll_write() {
+        // The agent answers only checks with the right credentials: its answer is what ties the
+        // client's address to this peer.
+        if is_stun(&msg.message) {
+            demux.learn(msg.transport.peer_addr, peer.key);
+        }
         // RTP and RTCP start with version 2 (first byte 128..=191); RTCP types are 192..=223.
         if let [first, kind, ..] = msg.message[..]
             && (128..=191).contains(&first)

@@ -244,3 +244,85 @@ async fn publish_remove_cycles_leave_nothing_behind() {
     assert!(stats.tracks.is_empty());
     engine.shutdown().await;
 }
+
+/// A STUN binding request with the given USERNAME and a MESSAGE-INTEGRITY that cannot be right.
+fn forged_binding_request(username: &str) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    attrs.extend_from_slice(&0x0006u16.to_be_bytes());
+    attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+    attrs.extend_from_slice(username.as_bytes());
+    while attrs.len() % 4 != 0 {
+        attrs.push(0);
+    }
+    attrs.extend_from_slice(&0x0008u16.to_be_bytes());
+    attrs.extend_from_slice(&20u16.to_be_bytes());
+    attrs.extend_from_slice(&[0xAB; 20]);
+    let mut msg = Vec::new();
+    msg.extend_from_slice(&0x0001u16.to_be_bytes());
+    msg.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+    msg.extend_from_slice(&[7u8; 12]);
+    msg.extend_from_slice(&attrs);
+    msg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_check_with_a_known_ufrag_cannot_take_over_the_route() {
+    let engine = start_engine(1);
+    let room = RoomId(Uuid::new_v4());
+    let bot = PublisherBot::new().await.expect("bot builds");
+    let answer = engine
+        .publish(room, "alice".into(), bot.offer().await.expect("offer"))
+        .await
+        .expect("answer");
+    let server_ufrag = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .expect("answer has a ufrag")
+        .trim()
+        .to_owned();
+    let server_addr = engine.announced_addrs()[0];
+    bot.accept_answer(answer).await.expect("bot accepts");
+    bot.wait_connected(Duration::from_secs(10))
+        .await
+        .expect("bot connects");
+    let before = engine.stats().await.expect("stats");
+    assert_eq!(before.demux_addrs, 1, "the real client's address is bound");
+
+    // A stranger who learned the ufrag sends a check with a wrong password, then media.
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    stranger
+        .send_to(
+            &forged_binding_request(&format!("{server_ufrag}:evil")),
+            server_addr,
+        )
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stranger
+        .send_to(
+            &[0x80, 0x60, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 1],
+            server_addr,
+        )
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let after = engine.stats().await.expect("stats");
+    assert_eq!(
+        after.demux_addrs, 1,
+        "no route was learned for the stranger"
+    );
+    assert_eq!(
+        after.dropped_unknown,
+        before.dropped_unknown + 1,
+        "the stranger's media was dropped"
+    );
+    // The real client still gets through.
+    let (audio, video) = bot
+        .send_media(Duration::from_millis(600))
+        .await
+        .expect("media");
+    assert!(audio > 0 && video > 0);
+    let later = engine.stats().await.expect("stats");
+    assert!(later.rtp_packets_received > after.rtp_packets_received);
+    engine.shutdown().await;
+}
