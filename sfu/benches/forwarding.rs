@@ -83,26 +83,7 @@ fn rewrite_header(leg: &mut Leg, packet: &rtp::Packet, now: Instant) -> rtp::Hea
         .forwarder
         .payload_type(packet.header.payload_type)
         .expect("payload type resolved at setup");
-    let (seq, ts) = leg.forwarder.rewrite(
-        packet.header.ssrc,
-        packet.header.sequence_number,
-        packet.header.timestamp,
-        now,
-    );
-    rtp::Header {
-        version: 2,
-        padding: false,
-        extension: false,
-        marker: packet.header.marker,
-        payload_type: pt,
-        sequence_number: seq,
-        timestamp: ts,
-        ssrc: leg.forwarder.ssrc(),
-        csrc: packet.header.csrc.clone(),
-        extension_profile: 0,
-        extensions: Vec::new(),
-        extensions_padding: 0,
-    }
+    leg.forwarder.leg_header(&packet.header, pt, now)
 }
 
 /// Forwards one packet to every leg; returns the bytes produced, so nothing is optimised away.

@@ -8,6 +8,8 @@
 
 use std::time::Instant;
 
+use rtc::rtp;
+
 /// Rewrites one source's packets into one subscriber leg's numbering.
 ///
 /// Public only so that the forwarding benchmark can reach it through [`crate::bench_support`].
@@ -73,6 +75,27 @@ impl Forwarder {
         self.pt = Some((source_pt, leg_pt));
     }
 
+    /// The leg's header for a source packet whose payload type `pt` was already resolved for
+    /// this leg. Header extensions are dropped: their ids were negotiated on the publisher's
+    /// connection, not this one. Allocates nothing (the CSRC list is empty in practice).
+    pub fn leg_header(&mut self, source: &rtp::Header, pt: u8, now: Instant) -> rtp::Header {
+        let (seq, ts) = self.rewrite(source.ssrc, source.sequence_number, source.timestamp, now);
+        rtp::Header {
+            version: 2,
+            padding: false,
+            extension: false,
+            marker: source.marker,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc: self.ssrc,
+            csrc: source.csrc.clone(),
+            extension_profile: 0,
+            extensions: Vec::new(),
+            extensions_padding: 0,
+        }
+    }
+
     /// Maps a source packet's sequence number and timestamp onto the leg.
     ///
     /// On the first packet of a new source the offsets are chosen so the leg's sequence numbers
@@ -124,6 +147,39 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn the_leg_header_carries_the_legs_ids_and_no_extensions() {
+        let t0 = Instant::now();
+        let mut f = Forwarder::new(7, 90_000);
+        let source = rtp::Header {
+            version: 2,
+            marker: true,
+            payload_type: 96,
+            sequence_number: 100,
+            timestamp: 5000,
+            ssrc: 1,
+            extension: true,
+            extension_profile: 0xBEDE,
+            extensions: vec![rtp::header::Extension {
+                id: 3,
+                payload: bytes::Bytes::from_static(&[1, 2]),
+            }],
+            ..Default::default()
+        };
+        let out = f.leg_header(&source, 98, t0);
+        assert_eq!(
+            (
+                out.ssrc,
+                out.payload_type,
+                out.sequence_number,
+                out.timestamp
+            ),
+            (7, 98, 100, 5000)
+        );
+        assert!(out.marker);
+        assert!(!out.extension && out.extensions.is_empty());
+    }
 
     #[test]
     fn first_source_keeps_its_numbering() {

@@ -1434,27 +1434,8 @@ fn forward(
             }
         }
     };
-    let (seq, ts) = leg.forwarder.rewrite(
-        packet.header.ssrc,
-        packet.header.sequence_number,
-        packet.header.timestamp,
-        now,
-    );
     let out = rtp::Packet {
-        header: rtp::Header {
-            version: 2,
-            padding: false,
-            extension: false,
-            marker: packet.header.marker,
-            payload_type: pt,
-            sequence_number: seq,
-            timestamp: ts,
-            ssrc: leg.forwarder.ssrc(),
-            csrc: packet.header.csrc.clone(),
-            extension_profile: 0,
-            extensions: Vec::new(),
-            extensions_padding: 0,
-        },
+        header: leg.forwarder.leg_header(&packet.header, pt, now),
         payload: packet.payload.clone(),
     };
     let out_len = out.payload.len();
