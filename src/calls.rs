@@ -163,35 +163,22 @@ impl CallService {
     }
 
     fn follow_roster(&self, outcome: &Outcome) {
-        let call = &outcome.call;
-        let was_joined = |user: &UserId| {
-            outcome
-                .before
-                .as_ref()
-                .and_then(|b| b.participant(user.as_str()))
-                .is_some_and(|p| p.status == ParticipantStatus::Joined)
-        };
+        let call_id = outcome.call.id;
         let send = |change| {
             // The receiver lives as long as the server; a closed channel means shutdown.
             let _ = self.roster.send(change);
         };
-        for p in &call.participants {
-            let joined = p.status == ParticipantStatus::Joined;
-            match (was_joined(&p.user_id), joined) {
-                (false, true) => send(RosterChange::Joined {
-                    call_id: call.id,
-                    user: p.user_id.clone(),
-                }),
-                (true, false) => send(RosterChange::Left {
-                    call_id: call.id,
-                    user: p.user_id.clone(),
-                }),
-                _ => {}
-            }
+        for (user, joined) in outcome.seat_changes() {
+            let user = user.clone();
+            send(if joined {
+                RosterChange::Joined { call_id, user }
+            } else {
+                RosterChange::Left { call_id, user }
+            });
         }
         if let Some((user, _)) = &outcome.media_change {
             send(RosterChange::MediaChanged {
-                call_id: call.id,
+                call_id,
                 user: user.clone(),
             });
         }
@@ -228,7 +215,6 @@ impl CallService {
         })?;
         self.deadlines_changed.notify_one();
         self.commit(&outcome).await;
-        self.expect_presence(&actor.user_id);
         let call = outcome.call;
         if call.status == CallStatus::Busy {
             return Err(
@@ -264,11 +250,8 @@ impl CallService {
     }
 
     pub async fn accept(&self, actor: &Actor, call_id: CallId) -> ApiResult<Call> {
-        let call = self
-            .operate(actor, call_id, |book, now| book.accept(call_id, actor, now))
-            .await?;
-        self.expect_presence(&actor.user_id);
-        Ok(call)
+        self.operate(actor, call_id, |book, now| book.accept(call_id, actor, now))
+            .await
     }
 
     pub async fn reject(
@@ -288,13 +271,10 @@ impl CallService {
             .read(|book| book.get(call_id).map(|c| c.conversation_id.clone()))
             .flatten();
         let conversation = self.load_conversation(conversation_id.as_ref()).await?;
-        let call = self
-            .operate(actor, call_id, |book, now| {
-                book.join(call_id, actor, conversation.as_ref(), now)
-            })
-            .await?;
-        self.expect_presence(&actor.user_id);
-        Ok(call)
+        self.operate(actor, call_id, |book, now| {
+            book.join(call_id, actor, conversation.as_ref(), now)
+        })
+        .await
     }
 
     pub async fn leave(
@@ -435,6 +415,13 @@ impl CallService {
                 self.writer.save_call(call.clone());
             }
         }
+        // Presence is what keeps a seat, from the moment it is taken: someone who joins with
+        // no socket and no media (over REST only) is held to the disconnect grace too.
+        for (user, joined) in outcome.seat_changes() {
+            if joined {
+                self.expect_presence(user);
+            }
+        }
         if let Some((user_id, state)) = &outcome.media_change {
             self.writer.media_event(MediaEvent {
                 call_id: call.id,
@@ -527,8 +514,7 @@ impl CallService {
         });
     }
 
-    /// A participant who joins without any open socket (over REST only) is held to the same
-    /// grace as one whose socket dropped: presence is what keeps a seat.
+    /// Starts the disconnect grace for a joined participant who is not present right now.
     fn expect_presence(&self, user: &UserId) {
         if !self.hub.is_present(user.as_str()) {
             self.user_became_absent(user, self.hub.absence_epoch(user.as_str()));

@@ -77,6 +77,21 @@ impl Outcome {
         !self.call.status.is_live()
     }
 
+    /// Participants whose seat this change moved: `(user, true)` for one who became joined,
+    /// `(user, false)` for one who stopped being joined. The media side follows these.
+    pub fn seat_changes(&self) -> impl Iterator<Item = (&UserId, bool)> + '_ {
+        let was_joined = |user: &UserId| {
+            self.before
+                .as_ref()
+                .and_then(|b| b.participant(user.as_str()))
+                .is_some_and(|p| p.status == ParticipantStatus::Joined)
+        };
+        self.call.participants.iter().filter_map(move |p| {
+            let joined = p.status == ParticipantStatus::Joined;
+            (joined != was_joined(&p.user_id)).then_some((&p.user_id, joined))
+        })
+    }
+
     /// Each event with the users who receive it, in delivery order.
     pub fn deliveries(&self) -> impl Iterator<Item = (&CallEvent, Vec<UserId>)> + '_ {
         self.events

@@ -2217,3 +2217,29 @@ fn recipients_of_an_admin_end() {
     // The admin is no participant and has no call to hear about.
     assert_eq!(recipients(&out, "call:ended"), users(&["alice", "bob"]));
 }
+
+#[test]
+fn seat_changes_name_who_joined_and_who_left() {
+    let seats = |out: &Outcome| {
+        let mut v: Vec<_> = out
+            .seat_changes()
+            .map(|(u, joined)| (u.as_str().to_owned(), joined))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut fx = Fx::new();
+    let init = fx.direct(cid(1), "alice", "bob");
+    assert_eq!(
+        seats(&init),
+        [("alice".to_owned(), true)],
+        "the caller takes a seat"
+    );
+    let accepted = fx.accept(cid(1), "bob", at(2)).expect("accepts");
+    assert_eq!(seats(&accepted), [("bob".to_owned(), true)]);
+    let ended = fx.end(cid(1), "alice", at(3)).expect("ends");
+    assert_eq!(
+        seats(&ended),
+        [("alice".to_owned(), false), ("bob".to_owned(), false)]
+    );
+}
