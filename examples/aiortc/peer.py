@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """An aiortc participant for Confab: the interop counterpart of the webrtc-rs bot.
 
-It connects to Confab's WebSocket signaling (/ws?token=JWT), joins a direct call (initiates it
-with --invite USER, or accepts the first call:incoming), publishes aiortc's generated audio and
+It connects to Confab's WebSocket signaling (/ws?token=JWT), gets into a call (initiates a direct
+call with --invite USER, joins an existing call with --join CALL_ID, or else accepts the first
+call:incoming), publishes aiortc's generated audio and
 video on its publisher peer connection, answers every server rtc:offer on its subscriber peer
 connection, and counts what arrives per remote track: RTP packets (as the receiver sees them),
 frames reassembled from them (what reaches the decoder) and decoded frames (track.recv()).
@@ -28,6 +29,7 @@ import aioice.ice
 import websockets
 from aiortc import (
     AudioStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,
@@ -190,10 +192,14 @@ class Peer:
         self.log_sdp = log_sdp
         self.user = user
         self.call_id = None
-        config = RTCConfiguration(iceServers=[])
-        self.publisher = RTCPeerConnection(config)
-        self.subscriber = RTCPeerConnection(config)
-        self.track_meta: dict[str, dict] = {}  # track_id -> entry of rtc:tracks
+        self.publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # Max-bundle: under aiortc's default (balanced) policy a second m-section of a kind (a
+        # second publisher's camera) is tied to a transport that bundling then stops, and its
+        # receiver never starts.
+        self.subscriber = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.track_meta: dict[str, dict] = {}  # track_id -> entry of any rtc:tracks so far
         self.msid_by_mid: dict[str, str] = {}  # from the latest subscriber offer
         self.remote: list[dict] = []  # one entry per remote track: transceiver, decoded frames
         self.offers_answered = 0
@@ -223,8 +229,11 @@ class Peer:
 
         entry["task"] = asyncio.create_task(consume())  # referenced, so it is not collected
 
-    async def join(self, invite: str | None, timeout: float) -> None:
-        if invite:
+    async def join(self, invite: str | None, call_id: str | None, timeout: float) -> None:
+        if call_id:
+            await self.signaling.request("call:join", {"call_id": call_id})
+            self.call_id = call_id
+        elif invite:
             created = await self.signaling.request(
                 "call:initiate", {"invitees": [invite], "media": "video"}
             )
@@ -270,7 +279,9 @@ class Peer:
                     await self.subscriber.setRemoteDescription(
                         RTCSessionDescription(data["sdp"], "offer")
                     )
+                    await self.restore_bundle_candidates(data["sdp"])
                     await self.subscriber.setLocalDescription(await self.subscriber.createAnswer())
+                    await self.receivers_started()
                     await self.signaling.request(
                         "rtc:answer",
                         {
@@ -282,7 +293,8 @@ class Peer:
                     self.offers_answered += 1
                     log(f"answered subscriber offer {self.offers_answered}")
                 elif kind == "rtc:tracks":
-                    self.track_meta = {t["track_id"]: t for t in data.get("tracks", [])}
+                    # Merged, not replaced: a track that has left keeps its name in the report.
+                    self.track_meta.update({t["track_id"]: t for t in data.get("tracks", [])})
                 elif kind == "rtc:candidate" and data.get("candidate"):
                     c = data["candidate"]
                     candidate = candidate_from_sdp(c["candidate"].removeprefix("candidate:"))
@@ -295,6 +307,51 @@ class Peer:
             except Exception as exc:  # reported in the result; the run goes on
                 self.errors.append(f"{kind}: {exc!r}")
                 log(f"handling {kind} failed: {exc!r}")
+
+    async def receivers_started(self, timeout: float = 5) -> None:
+        """Waits until every receiving transceiver of a connected subscriber is started.
+
+        aiortc routes a packet whose SSRC it has not registered yet to the only receiver of its
+        payload type, and keeps that choice. The server forwards a new track as soon as the answer
+        is in, so answering before the new receivers are registered would send a second camera's
+        packets to the first one for good.
+        """
+        if self.subscriber.connectionState != "connected":
+            return  # receivers start when the connection comes up, before any media flows
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = [
+                t
+                for t in self.subscriber.getTransceivers()
+                if t.currentDirection in ("recvonly", "sendrecv")
+                and not getattr(t.receiver, "_RTCRtpReceiver__started", True)
+            ]
+            if not pending:
+                return
+            await asyncio.sleep(0.01)
+        log("some receivers did not start before the answer was sent")
+
+    async def restore_bundle_candidates(self, sdp: str) -> None:
+        """Adds the offer's candidates to the subscriber's bundle transport once more.
+
+        Confab's offers carry the server's candidate in the first m-section of the bundle. With
+        two m-sections of one kind (two publishers' microphones), aiortc's balanced bundling
+        shares a transport between them and keeps only the candidates of the last section it
+        read, which has none: the subscriber would never start its ICE checks.
+        """
+        first_mid = None
+        for line in sdp.splitlines():
+            if line.startswith("a=mid:") and first_mid is None:
+                first_mid = line[len("a=mid:") :].strip()
+            elif line.startswith("a=candidate:") and first_mid is not None:
+                candidate = candidate_from_sdp(line[len("a=candidate:") :])
+                if candidate.component != 1:
+                    continue  # rtcp-mux: only the RTP component is used
+                candidate.sdpMid = first_mid
+                candidate.sdpMLineIndex = 0
+                await self.subscriber.addIceCandidate(candidate)
+            elif line.startswith("m=") and first_mid is not None:
+                return
 
     def report(self) -> list[dict]:
         tracks = []
@@ -342,7 +399,7 @@ async def run(args) -> None:
         signaling = Signaling(ws)
         peer = Peer(signaling, args.user, args.log_sdp)
         try:
-            await peer.join(args.invite, args.timeout)
+            await peer.join(args.invite, args.join, args.timeout)
             events = asyncio.create_task(peer.serve_events())
             await peer.publish()
             deadline = time.monotonic() + args.duration
@@ -363,6 +420,7 @@ def main() -> int:
     parser.add_argument("--token", required=True, help="JWT of this participant")
     parser.add_argument("--user", required=True, help="user id in the token (for the report)")
     parser.add_argument("--invite", help="initiate a direct video call to this user")
+    parser.add_argument("--join", metavar="CALL_ID", help="join this existing call")
     parser.add_argument("--duration", type=float, default=8, help="seconds to publish after joining")
     parser.add_argument("--timeout", type=float, default=20, help="seconds to wait for a call")
     parser.add_argument("--log-sdp", action="store_true", help="print every SDP to stderr")

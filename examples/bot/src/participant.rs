@@ -5,7 +5,7 @@
 //! and the latest `rtc:tracks` list is kept. Publishing is explicit ([`BotParticipant::publish`]).
 //! Every other event is handed to the caller in order.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,6 +23,8 @@ pub struct BotParticipant {
     publisher: Mutex<Option<Arc<Publisher>>>,
     events: Mutex<(mpsc::UnboundedReceiver<Event>, VecDeque<Event>)>,
     tracks: Arc<std::sync::Mutex<Value>>,
+    /// Every `rtc:tracks` entry seen, by track id: a track that has left keeps its name.
+    known_tracks: Arc<std::sync::Mutex<HashMap<String, Value>>>,
     offers_answered: Arc<AtomicU64>,
 }
 
@@ -32,12 +34,14 @@ impl BotParticipant {
         let (signaling, mut raw) = SignalingClient::connect(base_url, token).await?;
         let subscriber = Arc::new(Subscriber::new().await?);
         let tracks = Arc::new(std::sync::Mutex::new(Value::Null));
+        let known_tracks = Arc::new(std::sync::Mutex::new(HashMap::new()));
         let offers_answered = Arc::new(AtomicU64::new(0));
         let (events_tx, events) = mpsc::unbounded_channel();
         {
             let signaling = signaling.clone();
             let subscriber = subscriber.clone();
             let tracks = tracks.clone();
+            let known_tracks = known_tracks.clone();
             let offers_answered = offers_answered.clone();
             tokio::spawn(async move {
                 while let Some(event) = raw.recv().await {
@@ -59,6 +63,13 @@ impl BotParticipant {
                             }
                         }
                         "rtc:tracks" => {
+                            if let Ok(mut known) = known_tracks.lock() {
+                                for t in event.data["tracks"].as_array().into_iter().flatten() {
+                                    if let Some(id) = t["track_id"].as_str() {
+                                        known.insert(id.to_owned(), t.clone());
+                                    }
+                                }
+                            }
                             if let Ok(mut t) = tracks.lock() {
                                 *t = event.data.clone();
                             }
@@ -79,6 +90,7 @@ impl BotParticipant {
             publisher: Mutex::new(None),
             events: Mutex::new((events, VecDeque::new())),
             tracks,
+            known_tracks,
             offers_answered,
         })
     }
@@ -128,6 +140,15 @@ impl BotParticipant {
     /// The latest `rtc:tracks` data (`null` before any).
     pub fn tracks(&self) -> Value {
         self.tracks.lock().map(|t| t.clone()).unwrap_or(Value::Null)
+    }
+
+    /// The `rtc:tracks` entry of `track_id` from any list received so far (`null` if never seen).
+    pub fn track_info(&self, track_id: &str) -> Value {
+        self.known_tracks
+            .lock()
+            .ok()
+            .and_then(|k| k.get(track_id).cloned())
+            .unwrap_or(Value::Null)
     }
 
     /// Subscriber offers answered so far.

@@ -3,27 +3,37 @@
 // namespace; run.sh starts the server and creates the group call's conversation first.
 //
 // env: CONFAB_ORIGIN (the server), CONFAB_CONVERSATION and CONFAB_MEMBERS (the group call's
-// conversation and its members: alice, bob, carol), SERVER_PID and SERVER_LOG, WORK (a fresh
-// temp dir), ARTIFACTS (screenshot dir)
+// conversation and its members: alice, bob, carol), CONFAB_MIXED_CONVERSATION and
+// CONFAB_MIXED_MEMBERS (the mixed call's: alice, a webrtc-rs bot, an aiortc peer), CONFAB_BOT (the
+// confab-bot binary), CONFAB_AIORTC_PYTHON and CONFAB_AIORTC_PEER (a Python with aiortc, and
+// examples/aiortc/peer.py), SERVER_PID and SERVER_LOG, WORK (a fresh temp dir), ARTIFACTS
+// (screenshot dir)
 //
 // What it covers: serving; sign-in; a group call of three pages where each page plays the two
 // others' camera and microphone (getStats on the subscriber connection: framesDecoded rising on 2
 // inbound video streams, packets arriving on 2 inbound audio streams; the <video> elements play),
 // muting shown on the other pages (call:media-changed and rtc:tracks), a screen share shown as an
-// extra playing tile, leaving removing the tile; a direct call that rings, is accepted with media
+// extra playing tile, leaving removing the tile; a mixed call of Chromium, a webrtc-rs bot and an
+// aiortc peer, each receiving the two others' audio and video; a direct call that rings, is accepted with media
 // flowing both ways, muted, camera off, screen-shared, re-connected (media still flowing) and
 // left; a declined call; a call joined by id and ended; the history panel; the grid at 12 and 50
 // tiles; CallMedia against an in-page stand-in; and page hygiene (no page errors, no request
 // leaving the server's origin). Screen shares use getDisplayMedia with Chromium's fake capture
 // (--use-fake-device-for-media-stream + --use-fake-ui-for-media-stream, which picks the screen).
 
-import { mkdirSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const ORIGIN = required('CONFAB_ORIGIN');
 const CONVERSATION = required('CONFAB_CONVERSATION');
 const MEMBERS = required('CONFAB_MEMBERS').split(',');
+const MIXED_CONVERSATION = required('CONFAB_MIXED_CONVERSATION');
+const MIXED_MEMBERS = required('CONFAB_MIXED_MEMBERS').split(',');
+const BOT_BIN = required('CONFAB_BOT');
+const AIORTC_PYTHON = required('CONFAB_AIORTC_PYTHON');
+const AIORTC_PEER = required('CONFAB_AIORTC_PEER');
 const WORK = required('WORK');
 const ARTIFACTS = required('ARTIFACTS');
 const SERVER_PID = Number(process.env.SERVER_PID || 0);
@@ -250,14 +260,14 @@ async function inboundStats() {
  * framesDecoded rising and every expected audio shows packetsReceived rising, compared with
  * the first sample of that stream. Returns the last sample, for the log.
  */
-async function mediaFlows(page, label, { video = [], audio = [] }, timeout = MEDIA_TIMEOUT_MS) {
+async function mediaFlows(page, label, { video = [], audio = [], videoPackets = [] }, timeout = MEDIA_TIMEOUT_MS) {
   const first = new Map();
   let last = { state: 'none', streams: [] };
-  let rising = { video: new Set(), audio: new Set() };
+  let rising = { video: new Set(), audio: new Set(), videoPackets: new Set() };
   const deadline = Date.now() + timeout;
   while (Date.now() < deadline) {
     last = await page.evaluate(inboundStats);
-    rising = { video: new Set(), audio: new Set() };
+    rising = { video: new Set(), audio: new Set(), videoPackets: new Set() };
     for (const s of last.streams) {
       const f = first.get(s.id);
       if (!f) {
@@ -265,12 +275,14 @@ async function mediaFlows(page, label, { video = [], audio = [] }, timeout = MED
         continue;
       }
       if (s.kind === 'video' && s.frames > f.frames) rising.video.add(s.key);
+      if (s.kind === 'video' && s.packets > f.packets) rising.videoPackets.add(s.key);
       if (s.kind === 'audio' && s.packets > f.packets) rising.audio.add(s.key);
     }
-    if (video.every((k) => rising.video.has(k)) && audio.every((k) => rising.audio.has(k))) {
+    const want = { video, audio, videoPackets };
+    if (Object.entries(want).every(([k, keys]) => keys.every((key) => rising[k].has(key)))) {
       const figures = last.streams
-        .filter((s) => rising[s.kind].has(s.key))
-        .map((s) => (s.kind === 'video' ? `${s.key} ${s.frames} frames ${s.width}x${s.height}` : `${s.key} ${s.packets} packets`));
+        .filter((s) => rising[s.kind].has(s.key) || (s.kind === 'video' && videoPackets.includes(s.key)))
+        .map((s) => (s.kind === 'video' ? `${s.key} ${s.frames} frames ${s.packets} packets ${s.width}x${s.height}` : `${s.key} ${s.packets} packets`));
       note(`${label}: ${rising.video.size} video + ${rising.audio.size} audio rising: ${figures.join(', ')}`);
       return { last, rising };
     }
@@ -279,7 +291,8 @@ async function mediaFlows(page, label, { video = [], audio = [] }, timeout = MED
   const seen = last.streams.map((s) => `${s.kind} ${s.key} frames=${s.frames} packets=${s.packets}`).join('; ');
   throw new Error(
     `${label}: media not flowing within ${timeout / 1000} s (subscriber ${last.state}); ` +
-      `want video [${video}] audio [${audio}], rising video [${[...rising.video]}] audio [${[...rising.audio]}]; streams: ${seen || 'none'}`,
+      `want video [${video}] audio [${audio}] video packets [${videoPackets}], rising video [${[...rising.video]}] ` +
+      `audio [${[...rising.audio]}] video packets [${[...rising.videoPackets]}]; streams: ${seen || 'none'}`,
   );
 }
 
@@ -327,6 +340,99 @@ const remoteState = (page, user, source) =>
     }),
     [user, source],
   );
+
+// ------------------------------------------------------------------ other clients in the call
+
+/** A token for `user` from the dev token route (`confab serve --dev`). */
+async function devToken(user, name) {
+  const res = await fetch(`${ORIGIN}/api/v1/dev/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user_id: user, name }),
+  });
+  eq(res.status, 200, `POST /api/v1/dev/token for ${user}`);
+  return (await res.json()).token;
+}
+
+/**
+ * Starts a client process that prints JSON lines (confab-bot, peer.py): `{"event":"joined"}`,
+ * `{"event":"progress"}`, then `{"event":"result"}` or `{"event":"error"}`. `joined` and `result`
+ * resolve with those lines; both reject on an error line or an exit without them.
+ */
+function startClient(label, command, args) {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const stderr = [];
+  const waiters = { joined: [], result: [] };
+  const seen = {};
+  let failure = null;
+  const settle = () => {
+    for (const [event, list] of Object.entries(waiters)) {
+      for (const w of list.splice(0)) {
+        if (seen[event]) w.resolve(seen[event]);
+        else if (failure) w.reject(new Error(`${label}: ${failure}\n${stderr.join('').slice(-3000)}`));
+        else list.push(w);
+      }
+    }
+  };
+  let buffered = '';
+  child.stdout.on('data', (chunk) => {
+    buffered += chunk;
+    let nl;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl).trim();
+      buffered = buffered.slice(nl + 1);
+      if (!line) continue;
+      let msg;
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (msg.event === 'error') failure = `error: ${msg.message}`;
+      else seen[msg.event] = msg;
+    }
+    settle();
+  });
+  // Kept whole with the screenshots, for a failure's post-mortem.
+  const log = createWriteStream(join(ARTIFACTS, `${label}.log`));
+  child.stderr.on('data', (chunk) => {
+    stderr.push(String(chunk));
+    log.write(chunk);
+  });
+  child.on('close', () => log.end());
+  child.on('exit', (code, signal) => {
+    if (!seen.result) failure = failure || `exited (${signal ?? code}) without a result`;
+    settle();
+  });
+  child.on('error', (err) => {
+    failure = `could not start ${command}: ${err.message}`;
+    settle();
+  });
+  const wait = (event, timeout) =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${label}: no "${event}" within ${timeout / 1000} s\n${stderr.join('').slice(-3000)}`)), timeout);
+      waiters[event].push({
+        resolve: (v) => (clearTimeout(timer), resolve(v)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
+      settle();
+    });
+  return {
+    joined: (timeout = STEP_TIMEOUT_MS) => wait('joined', timeout),
+    result: (timeout = MEDIA_TIMEOUT_MS) => wait('result', timeout),
+    kill: () => child.exitCode === null && child.kill('SIGKILL'),
+    stderr: () => stderr.join('').slice(-4000),
+  };
+}
+
+/** Sums a client's `tracks` report over `user`'s tracks of `kind`: RTP packets, decoded frames. */
+function receivedFrom(result, user, kind) {
+  const tracks = (result.tracks || []).filter((t) => t.user_id === user && t.kind === kind);
+  return {
+    packets: tracks.reduce((n, t) => n + (t.rtp_packets || 0), 0),
+    frames: tracks.reduce((n, t) => n + (t.frames_decoded || 0), 0),
+  };
+}
 
 // ------------------------------------------------------------------ scenarios
 
@@ -483,6 +589,65 @@ async function main() {
       await alice.click('#btn-end');
       for (const page of [alice, bob, carol]) await visible(page, '#lobby-view');
     });
+  });
+
+  // ---------------------------------------------------------------- mixed call
+  await scenario('mixed call: Chromium, a webrtc-rs bot and an aiortc peer', async () => {
+    const [me, rsbot, pybot] = MIXED_MEMBERS;
+    eq(me, A, 'the page of the mixed call');
+    const clients = [];
+    try {
+      let id;
+      await step(`${A} starts a call in "${MIXED_CONVERSATION}"; the bot and aiortc join it by id`, async () => {
+        await startCall(alice, `${rsbot}, ${pybot}`, MIXED_CONVERSATION);
+        id = await callId(alice);
+        assert(id, 'the page knows its call id');
+        const seconds = '25';
+        clients.push(
+          startClient(rsbot, BOT_BIN, ['--url', ORIGIN, '--token', await devToken(rsbot, 'Rust bot'), '--user', rsbot, '--join', id, '--duration', seconds]),
+          startClient(pybot, AIORTC_PYTHON, [AIORTC_PEER, '--url', ORIGIN, '--token', await devToken(pybot, 'aiortc'), '--user', pybot, '--join', id, '--duration', seconds, '--timeout', '20', '--log-sdp']),
+        );
+        for (const c of clients) await c.joined();
+        for (const u of [rsbot, pybot]) await visible(alice, `${tile(u)}[data-status="joined"]`);
+      });
+      await step(`${A}'s page receives both clients: aiortc's video decodes, the bot's video and both audios arrive`, async () => {
+        // The bot's VP8 is filler that no decoder can use, so its video is checked by packets.
+        await mediaFlows(alice, A, { video: [`${pybot}/camera`], videoPackets: [`${rsbot}/camera`], audio: [`${rsbot}/microphone`, `${pybot}/microphone`] });
+        await videoPlays(alice, A, tile(pybot));
+        await shot(alice, `10-mixed-${A}`);
+      });
+      const results = {};
+      await step('the bot and aiortc each receive the two others\' audio and video', async () => {
+        [results[rsbot], results[pybot]] = await Promise.all(clients.map((c) => c.result()));
+        const MIN = 50; // packets of each kind: 1 s of audio, well under a second of video
+        const figures = [];
+        for (const [who, others] of [[rsbot, [A, pybot]], [pybot, [A, rsbot]]]) {
+          for (const from of others) {
+            for (const kind of ['audio', 'video']) {
+              const got = receivedFrom(results[who], from, kind);
+              figures.push(`${who} <- ${from} ${kind}: ${got.packets} packets${who === pybot && kind === 'video' ? `, ${got.frames} frames decoded` : ''}`);
+              const client = clients[who === rsbot ? 0 : 1];
+              assert(got.packets >= MIN, `${who} received ${got.packets} ${kind} packets from ${from} (want >= ${MIN}); result: ${JSON.stringify(results[who])}\n${who}'s stderr:\n${client.stderr()}`);
+            }
+          }
+        }
+        // aiortc really decodes the browser's VP8 (the bot's filler it cannot).
+        const decoded = receivedFrom(results[pybot], A, 'video').frames;
+        assert(decoded > 10, `aiortc decoded ${decoded} frames of ${A}'s video`);
+        note(figures.join('; '));
+      });
+      await step(`${A} ends the call`, async () => {
+        await alice.click('#btn-end');
+        await visible(alice, '#lobby-view');
+      });
+    } finally {
+      for (const c of clients) c.kill();
+      // Whatever failed, the page must be back in the lobby for the scenarios after this one.
+      if (await alice.isVisible('#call-view')) {
+        await alice.click('#btn-end').catch(() => {});
+        await visible(alice, '#lobby-view').catch(() => {});
+      }
+    }
   });
 
   // ---------------------------------------------------------------- direct call
