@@ -196,23 +196,29 @@ impl Speakers {
             .extend(keyed.iter().filter_map(|(_, i)| slots[*i].take()));
 
         let speaking = self.entries.iter().take_while(|e| e.speaking).count();
-        if let Some(first) = self.entries.first_mut() {
-            first.ahead = 0;
-        }
-        for i in 1..self.entries.len() {
-            if i >= speaking {
-                self.entries[i].ahead = 0;
-                continue;
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            if i == 0 || i >= speaking {
+                e.ahead = 0;
             }
+        }
+        for i in 1..speaking {
             if self.entries[i].level > self.entries[i - 1].level + MARGIN {
                 self.entries[i].ahead = self.entries[i].ahead.saturating_add(1);
-                if self.entries[i].ahead >= HOLD_TICKS {
-                    self.entries.swap(i - 1, i);
-                    self.entries[i - 1].ahead = 0;
-                    self.entries[i].ahead = 0;
-                }
             } else {
                 self.entries[i].ahead = 0;
+            }
+        }
+        // A challenger that has led for long enough moves up past everyone it beats by the
+        // margin now, so a new loud voice does not climb one place per hold.
+        for i in 1..speaking {
+            let mut j = i;
+            while j > 0
+                && self.entries[j].ahead >= HOLD_TICKS
+                && self.entries[j].level > self.entries[j - 1].level + MARGIN
+            {
+                self.entries.swap(j - 1, j);
+                self.entries[j].ahead = 0;
+                j -= 1;
             }
         }
 
