@@ -8,7 +8,8 @@
 //!    datagrams, then re-arm its timer — rtc has no "output pending" signal, so touched peers are
 //!    swept. Servicing a publisher forwards its packets to its subscribers' legs, which marks
 //!    those subscribers dirty in turn;
-//! 3. reconcile the subscribers whose forwarded set changed, which may produce offers;
+//! 3. reconcile the subscribers whose forwarded set changed, which may produce offers; cut the
+//!    quality reports and, every 200 ms, decide each room's speakers and loudest-N audio when due;
 //! 4. wait for the first of: a command from the async side, a readable socket, the next timer.
 //!
 //! A current-thread tokio runtime provides the waiting; everything else is plain synchronous
