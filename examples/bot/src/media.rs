@@ -38,7 +38,6 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
     register_default_interceptors,
 };
-use webrtc::rtp_transceiver::RtpTransceiver;
 
 /// Audio or video, re-exported so users of the bot need no direct `rtc` dependency.
 pub use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -505,7 +504,6 @@ struct KeyframeState {
 pub struct Publisher {
     peer: BotPeer,
     audio: Arc<TrackLocalStaticRTP>,
-    audio_transceiver: Arc<dyn RtpTransceiver>,
     /// Level every audio packet announces, in -dBov (0 loudest, 127 silence).
     audio_level: AtomicU8,
     /// The id negotiated for the audio-level extension; 0 until the answer names one.
@@ -558,22 +556,19 @@ impl Publisher {
                 rtcp_feedback: vec![],
             },
         );
-        let sendonly = || RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Sendonly,
-            streams: vec![],
-            send_encodings: vec![],
-        };
-        let audio_transceiver = peer
-            .pc
-            .add_transceiver_from_track(audio.clone(), Some(sendonly()))
-            .await?;
-        peer.pc
-            .add_transceiver_from_track(video.clone(), Some(sendonly()))
-            .await?;
+        for track in [&audio, &video] {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            };
+            peer.pc
+                .add_transceiver_from_track(track.clone(), Some(init))
+                .await?;
+        }
         Ok(Self {
             peer,
             audio,
-            audio_transceiver,
             audio_level: AtomicU8::new(SILENT_DBOV),
             audio_level_id: AtomicU8::new(0),
             video,
@@ -596,7 +591,10 @@ impl Publisher {
             .pc
             .set_remote_description(RTCSessionDescription::answer(sdp)?)
             .await?;
-        if let Some(sender) = self.audio_transceiver.sender().await? {
+        for sender in self.peer.pc.get_senders().await {
+            if sender.track().kind().await != RtpCodecKind::Audio {
+                continue;
+            }
             let id = sender
                 .get_parameters()
                 .await?
