@@ -103,6 +103,8 @@ impl AppState {
             udp_port: settings.rtc_udp_port,
             public_ip: settings.rtc_public_ip,
             quality_interval: settings.quality_interval,
+            loudest_n: settings.loudest_n,
+            loudest_n_min_participants: settings.loudest_n_min_participants,
         })?;
         tracing::info!(addrs = ?engine.announced_addrs(), "media workers listening");
         let events = engine.take_events().ok_or_else(|| {

@@ -5,6 +5,7 @@
 //! setting cannot exist in one source and be forgotten in another: env `CONFAB_HTTP_ADDR` =
 //! flag `--http-addr` = TOML key `http_addr`.
 
+use confab_sfu::EngineConfig;
 use serde::Deserialize;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -100,6 +101,12 @@ pub struct SettingsArgs {
     /// Address announced in ICE candidates (1:1 NAT)
     #[arg(long, env = "CONFAB_RTC_PUBLIC_IP", value_name = "IP")]
     pub rtc_public_ip: Option<IpAddr>,
+    /// Loudest-N audio: in large calls forward only this many audio streams (0: all)
+    #[arg(long, env = "CONFAB_LOUDEST_N", value_name = "N")]
+    pub loudest_n: Option<usize>,
+    /// Participants publishing audio from which loudest-N applies
+    #[arg(long, env = "CONFAB_LOUDEST_N_MIN_PARTICIPANTS", value_name = "N")]
+    pub loudest_n_min_participants: Option<usize>,
     /// Ringing longer than this becomes missed
     #[arg(long, env = "CONFAB_RING_TIMEOUT_S", value_name = "DURATION")]
     pub ring_timeout_s: Option<Seconds>,
@@ -167,6 +174,8 @@ impl SettingsArgs {
                 media_workers,
                 rtc_bind_ip,
                 rtc_public_ip,
+                loudest_n,
+                loudest_n_min_participants,
                 ring_timeout_s,
                 disconnect_grace_s,
                 max_participants,
@@ -221,6 +230,10 @@ pub struct Settings {
     pub media_workers: usize,
     pub rtc_bind_ip: IpAddr,
     pub rtc_public_ip: Option<IpAddr>,
+    /// Audio streams forwarded in a large call; 0 forwards all.
+    pub loudest_n: usize,
+    /// Participants publishing audio from which a call is large.
+    pub loudest_n_min_participants: usize,
     pub ring_timeout: Duration,
     pub disconnect_grace: Duration,
     pub max_participants: usize,
@@ -252,6 +265,11 @@ impl fmt::Debug for Settings {
             .field("media_workers", &self.media_workers)
             .field("rtc_bind_ip", &self.rtc_bind_ip)
             .field("rtc_public_ip", &self.rtc_public_ip)
+            .field("loudest_n", &self.loudest_n)
+            .field(
+                "loudest_n_min_participants",
+                &self.loudest_n_min_participants,
+            )
             .field("ring_timeout", &self.ring_timeout)
             .field("disconnect_grace", &self.disconnect_grace)
             .field("max_participants", &self.max_participants)
@@ -357,6 +375,15 @@ impl Settings {
         if turn_ttl.is_zero() {
             return Err(invalid("turn_ttl_s", "must be positive"));
         }
+        let loudest_n_min_participants = args
+            .loudest_n_min_participants
+            .unwrap_or(EngineConfig::DEFAULT_LOUDEST_N_MIN_PARTICIPANTS);
+        if loudest_n_min_participants == 0 {
+            return Err(invalid(
+                "loudest_n_min_participants",
+                "must be at least 1 (turn loudest-N off with loudest_n = 0)",
+            ));
+        }
         let allowed_origins = match comma_list(args.allowed_origins) {
             list if list.is_empty() || list.iter().any(|o| o == "*") => AllowedOrigins::Any,
             list => AllowedOrigins::List(list),
@@ -370,6 +397,8 @@ impl Settings {
             media_workers: args.media_workers.unwrap_or(0),
             rtc_bind_ip: args.rtc_bind_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             rtc_public_ip: args.rtc_public_ip,
+            loudest_n: args.loudest_n.unwrap_or(EngineConfig::DEFAULT_LOUDEST_N),
+            loudest_n_min_participants,
             ring_timeout,
             disconnect_grace: args
                 .disconnect_grace_s
@@ -454,6 +483,21 @@ mod tests {
         assert_eq!(s.database_url, "sqlite://confab.db");
         assert_eq!(s.disconnect_grace, Duration::from_secs(15));
         assert_eq!(s.allowed_origins, AllowedOrigins::Any);
+        assert_eq!((s.loudest_n, s.loudest_n_min_participants), (3, 10));
+    }
+
+    #[test]
+    fn loudest_n_comes_from_the_file_and_can_be_turned_off() {
+        let file: SettingsArgs =
+            toml::from_str("loudest_n = 0\nloudest_n_min_participants = 4").unwrap();
+        let s = Settings::resolve(file, false).unwrap();
+        assert_eq!((s.loudest_n, s.loudest_n_min_participants), (0, 4));
+        let zero = SettingsArgs {
+            loudest_n_min_participants: Some(0),
+            ..Default::default()
+        };
+        let err = Settings::resolve(zero, false).err().unwrap().to_string();
+        assert!(err.contains("loudest_n_min_participants"), "{err}");
     }
 
     #[test]

@@ -51,6 +51,10 @@ const FAMILIES: &[(&str, &str)] = &[
         "confab_forwarding_latency_seconds",
         "Time from reading a publisher's packet to sending it on",
     ),
+    (
+        "confab_rtp_audio_suppressed_total",
+        "Audio packets loudest-N held back from a subscriber (not a drop)",
+    ),
 ];
 
 impl EngineMetrics {
@@ -208,6 +212,11 @@ impl Collector for EngineMetrics {
                 vec![counter(vec![], stats.plis_relayed)],
             ),
             family(6, MetricType::HISTOGRAM, vec![latency_histogram(&stats)]),
+            family(
+                7,
+                MetricType::COUNTER,
+                vec![counter(vec![], stats.audio_suppressed)],
+            ),
         ]
     }
 }

@@ -317,6 +317,9 @@ impl MediaBridge {
                     role,
                 } => self.peer_disconnected(room.0, participant, role),
                 EngineEvent::Quality(report) => self.quality_report(report),
+                EngineEvent::ActiveSpeakers { room, participants } => {
+                    self.active_speakers(room.0, participants)
+                }
                 EngineEvent::TrackPublished { .. } => {}
             }
         }
@@ -479,6 +482,21 @@ impl MediaBridge {
                     self.hub.send_to_user(p.user_id.as_str(), &frame);
                 }
             }
+        }
+    }
+
+    /// `call:active-speakers`, to everyone joined in the call. The engine sends a list only
+    /// when it changed, so every one goes out.
+    fn active_speakers(&self, call_id: CallId, participants: Vec<String>) {
+        let Some(call) = self.calls.live_call(call_id) else {
+            return;
+        };
+        let frame: Frame = Arc::from(protocol::event(
+            "call:active-speakers",
+            json!({ "call_id": call_id, "user_ids": participants }),
+        ));
+        for p in call.joined() {
+            self.hub.send_to_user(p.user_id.as_str(), &frame);
         }
     }
 

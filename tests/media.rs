@@ -516,3 +516,91 @@ async fn an_unanswered_offer_is_sent_again_to_the_socket_that_rejoins() {
     let _ = sending.await;
     bob.close().await;
 }
+
+/// The next `call:active-speakers` whose `user_ids` satisfy `pred`, skipping others.
+async fn speakers_until(me: &BotParticipant, call_id: &str, pred: impl Fn(&[Value]) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = me
+            .event("call:active-speakers", left)
+            .await
+            .unwrap_or_else(|| panic!("{} gets call:active-speakers in time", me.user));
+        assert_eq!(event["call_id"], call_id, "{event}");
+        let ids = event["user_ids"].as_array().expect("user_ids is a list");
+        if pred(ids) {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_speakers_reach_the_call_and_loudest_n_holds_back_the_silent() {
+    let db = TestDb::sqlite();
+    // Loudest-1 from two participants, so a two-party call shows it.
+    let server = TestServer::start_with(&db, |s| {
+        s.loudest_n = 1;
+        s.loudest_n_min_participants = 2;
+    })
+    .await;
+    let alice = bot(&server, "alice").await;
+    let bob = bot(&server, "bob").await;
+    let call_id = direct_call(&alice, &bob, "audio").await;
+    let alice_pub = alice.publish(&call_id).await.expect("alice publishes");
+    let bob_pub = bob.publish(&call_id).await.expect("bob publishes");
+    assert!(alice_pub.sends_audio_level() && bob_pub.sends_audio_level());
+    alice_pub.set_audio_level(15);
+    let sending = [alice_pub.clone(), bob_pub.clone()]
+        .map(|p| tokio::spawn(async move { p.send_media(Duration::from_secs(30)).await.ok() }));
+
+    for who in [&alice, &bob] {
+        speakers_until(who, &call_id, |ids| ids == ["alice"]).await;
+    }
+    // Bob is silent and only the loudest is forwarded: Alice hears nothing of him, and the
+    // held-back packets show in the metrics.
+    assert!(
+        until(|| received_from(&bob, "alice").0 > 20).await,
+        "bob hears alice: {:?}",
+        received_from(&bob, "alice")
+    );
+    let heard_of_bob = received_from(&alice, "bob").0;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(received_from(&alice, "bob").0, heard_of_bob);
+    assert!(
+        until_async(|| {
+            let server = &server;
+            async move {
+                let metrics = server.metrics().await;
+                metrics.contains("confab_rtp_audio_suppressed_total ")
+                    && !metrics.contains("confab_rtp_audio_suppressed_total 0\n")
+            }
+        })
+        .await,
+        "{}",
+        server.metrics().await
+    );
+
+    // The loud voice moves to Bob: the list follows, and Alice now hears him.
+    bob_pub.set_audio_level(10);
+    alice_pub.set_audio_level(127);
+    for who in [&alice, &bob] {
+        speakers_until(who, &call_id, |ids| {
+            ids.first().and_then(Value::as_str) == Some("bob")
+        })
+        .await;
+    }
+    assert!(
+        until(|| received_from(&alice, "bob").0 > heard_of_bob + 20).await,
+        "alice hears bob once he speaks"
+    );
+
+    for s in sending {
+        s.abort();
+    }
+    alice
+        .request("call:end", json!({"call_id": call_id}))
+        .await
+        .unwrap();
+    alice.close().await;
+    bob.close().await;
+}

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::EngineError;
+use crate::speaker::LoudestN;
 use crate::worker::{Command, Worker, WorkerStats};
 
 /// A room (call) as the engine sees it: an opaque id chosen by signaling.
@@ -101,11 +102,22 @@ pub struct EngineConfig {
     /// contract's `call:quality` cadence is [`EngineConfig::DEFAULT_QUALITY_INTERVAL`]; tests set
     /// it lower so they need not wait.
     pub quality_interval: Duration,
+    /// Loudest-N audio: in a room with at least [`EngineConfig::loudest_n_min_participants`]
+    /// audio publishers, only this many audio streams are forwarded (the current speakers,
+    /// loudest first, plus anyone who has just started speaking), so audio fan-out stays flat as
+    /// a call grows. 0 forwards every audio stream.
+    pub loudest_n: usize,
+    /// The room size (participants publishing audio) from which loudest-N applies.
+    pub loudest_n_min_participants: usize,
 }
 
 impl EngineConfig {
     /// The contract's quality cadence: `call:quality` every 5 s.
     pub const DEFAULT_QUALITY_INTERVAL: Duration = Duration::from_secs(5);
+    /// Audio streams forwarded in a large room.
+    pub const DEFAULT_LOUDEST_N: usize = 3;
+    /// Audio publishers from which a room is large.
+    pub const DEFAULT_LOUDEST_N_MIN_PARTICIPANTS: usize = 10;
 }
 
 impl Default for EngineConfig {
@@ -116,6 +128,8 @@ impl Default for EngineConfig {
             udp_port: 0,
             public_ip: None,
             quality_interval: Self::DEFAULT_QUALITY_INTERVAL,
+            loudest_n: Self::DEFAULT_LOUDEST_N,
+            loudest_n_min_participants: Self::DEFAULT_LOUDEST_N_MIN_PARTICIPANTS,
         }
     }
 }
@@ -272,6 +286,15 @@ pub enum EngineEvent {
     /// Sent every [`EngineConfig::quality_interval`] for each connected participant, direction
     /// and kind that carried media in the interval.
     Quality(QualityReport),
+    /// The room's active speakers changed: who is speaking, or their order. Decided from the
+    /// publishers' audio levels a few times a second, smoothed and with hysteresis, and sent
+    /// only on a change (an empty list when everyone fell silent).
+    ActiveSpeakers {
+        /// The room.
+        room: RoomId,
+        /// Speaking participants, loudest first.
+        participants: Vec<String>,
+    },
 }
 
 /// Receiver of [`EngineEvent`]s. Unbounded so a worker never blocks on a slow consumer: events are
@@ -349,6 +372,9 @@ pub struct EngineStats {
     pub receiver_reports_received: u64,
     /// Packets not forwarded, by reason.
     pub dropped: ForwardDrops,
+    /// Audio packets deliberately not forwarded to a subscriber leg because loudest-N did not
+    /// select their track; one per packet and leg, like the forwarded counters. Not a drop.
+    pub audio_suppressed: u64,
     /// Keyframe requests (subscriber PLI/FIR, or a leg starting) sent to publishers as PLI.
     pub plis_relayed: u64,
     /// Keyframe requests absorbed by the once-per-500-ms limit per source track.
@@ -415,9 +441,22 @@ impl MediaEngine {
             let (tx, rx) = mpsc::unbounded_channel();
             let events = events_tx.clone();
             let quality_interval = config.quality_interval;
+            let loudest_n = LoudestN {
+                n: config.loudest_n,
+                min_publishers: config.loudest_n_min_participants,
+            };
             thread::Builder::new()
                 .name(format!("confab-media-{k}"))
-                .spawn(move || Worker::run(socket, announced_addr, quality_interval, rx, events))?;
+                .spawn(move || {
+                    Worker::run(
+                        socket,
+                        announced_addr,
+                        quality_interval,
+                        loudest_n,
+                        rx,
+                        events,
+                    )
+                })?;
             workers.push(WorkerHandle {
                 commands: tx,
                 local_addr,
@@ -571,6 +610,7 @@ impl MediaEngine {
             total.dropped.not_ready += s.dropped.not_ready;
             total.dropped.no_codec += s.dropped.no_codec;
             total.dropped.send_failed += s.dropped.send_failed;
+            total.audio_suppressed += s.audio_suppressed;
             total.plis_relayed += s.plis_relayed;
             total.plis_suppressed += s.plis_suppressed;
             total.rooms += s.rooms;

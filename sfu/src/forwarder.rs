@@ -30,6 +30,9 @@ pub struct Forwarder {
     last_seq: u16,
     last_ts: u32,
     last_at: Option<Instant>,
+    /// The source went on while nothing was forwarded (a suppressed stretch): the next packet
+    /// re-bases the sequence numbers so the leg shows no gap.
+    resync: bool,
 }
 
 /// Whether sequence number `a` comes after `b`, across the 16-bit wrap.
@@ -49,7 +52,16 @@ impl Forwarder {
             last_seq: 0,
             last_ts: 0,
             last_at: None,
+            resync: false,
         }
+    }
+
+    /// Forwarding resumes after a stretch of the source that was deliberately not forwarded
+    /// (loudest-N audio). The next packet continues the leg's sequence numbers, so the
+    /// subscriber sees no loss to conceal or NACK; timestamps keep the source's, which jump by
+    /// the silent stretch as after a DTX pause.
+    pub(crate) fn resume_after_gap(&mut self) {
+        self.resync = true;
     }
 
     /// The leg's SSRC.
@@ -122,6 +134,7 @@ impl Forwarder {
                 }
             }
             self.source = Some(source);
+            self.resync = false;
             let out = (
                 seq.wrapping_add(self.seq_offset),
                 ts.wrapping_add(self.ts_offset),
@@ -130,6 +143,9 @@ impl Forwarder {
             self.last_ts = out.1;
             self.last_at = Some(now);
             return out;
+        }
+        if std::mem::take(&mut self.resync) && self.last_at.is_some() {
+            self.seq_offset = self.last_seq.wrapping_add(1).wrapping_sub(seq);
         }
         let out_seq = seq.wrapping_add(self.seq_offset);
         let out_ts = ts.wrapping_add(self.ts_offset);
@@ -231,6 +247,33 @@ mod tests {
         f.rewrite(1, 12, 300, t0);
         f.rewrite(1, 11, 200, t0);
         assert_eq!(f.rewrite(2, 0, 0, t0).0, 13);
+    }
+
+    #[test]
+    fn a_suppressed_stretch_leaves_no_sequence_gap() {
+        let t0 = Instant::now();
+        let mut f = Forwarder::new(7, 48_000);
+        assert_eq!(f.rewrite(1, 100, 960, t0), (100, 960));
+        assert_eq!(f.rewrite(1, 101, 1_920, t0), (101, 1_920));
+        // 102..=149 were not forwarded.
+        f.resume_after_gap();
+        assert_eq!(
+            f.rewrite(1, 150, 48_000, t0),
+            (102, 48_000),
+            "ts jumps like DTX"
+        );
+        assert_eq!(f.rewrite(1, 151, 48_960, t0), (103, 48_960));
+        // A resume with nothing skipped changes nothing.
+        f.resume_after_gap();
+        assert_eq!(f.rewrite(1, 152, 49_920, t0), (104, 49_920));
+    }
+
+    #[test]
+    fn a_resume_before_the_first_packet_keeps_the_source_numbering() {
+        let t0 = Instant::now();
+        let mut f = Forwarder::new(7, 48_000);
+        f.resume_after_gap();
+        assert_eq!(f.rewrite(1, 500, 960, t0), (500, 960));
     }
 
     #[test]

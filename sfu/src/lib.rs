@@ -12,6 +12,7 @@ mod error;
 mod forwarder;
 mod peer;
 mod quality;
+mod speaker;
 mod worker;
 
 /// What the forwarding benchmark (`benches/forwarding.rs`) needs from the crate's internals.

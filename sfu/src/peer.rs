@@ -25,7 +25,9 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
 use rtc::sansio::Protocol;
 use uuid::Uuid;
 
@@ -33,6 +35,7 @@ use crate::demux::PeerKey;
 use crate::error::EngineError;
 use crate::forwarder::Forwarder;
 use crate::quality::{ReceptionStats, RemoteReports};
+use crate::speaker::{AudioGate, LevelWindow};
 use crate::{ForwardedTrack, MediaKind, PeerRole, RoomId, TrackSource};
 
 /// A peer connection and the engine's bookkeeping for it.
@@ -113,6 +116,13 @@ pub(crate) struct PublishedTrack {
     pub(crate) last_pli: Option<Instant>,
     /// A request arrived inside the 500 ms window; one PLI goes out when it ends.
     pub(crate) pli_pending: bool,
+    /// Audio only: the id the publisher negotiated for `ssrc-audio-level`, looked up once when
+    /// the track opens; `None` when it sends no levels, and then loudest-N never gates it.
+    pub(crate) audio_level_id: Option<u8>,
+    /// Audio only: levels received in the current detection interval.
+    pub(crate) levels: LevelWindow,
+    /// Audio only: whether loudest-N forwards the track.
+    pub(crate) gate: AudioGate,
 }
 
 /// One forwarded track on a subscriber connection.
@@ -388,6 +398,19 @@ fn build_pc(
     let rtc_err = |e: rtc::shared::error::Error| EngineError::Rtc(e.to_string());
     let mut media = RtcMediaEngine::default();
     media.register_default_codecs().map_err(rtc_err)?;
+    if role == PeerRole::Publisher {
+        // Audio levels drive active-speaker detection and loudest-N; rtc's defaults leave the
+        // extension out. Subscribers need none: forwarded packets carry no extensions.
+        media
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: rtc::sdp::extmap::AUDIO_LEVEL_URI.to_owned(),
+                },
+                RtpCodecKind::Audio,
+                None,
+            )
+            .map_err(rtc_err)?;
+    }
     // The default chain keeps rtc's NACK responder on every sender (retransmitting from its
     // buffer, over RTX where negotiated) and its report interceptors: sender reports on a
     // subscriber's legs, whose timestamps the subscriber's receiver reports echo back for RTT,

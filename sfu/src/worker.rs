@@ -8,7 +8,8 @@
 //!    datagrams, then re-arm its timer — rtc has no "output pending" signal, so touched peers are
 //!    swept. Servicing a publisher forwards its packets to its subscribers' legs, which marks
 //!    those subscribers dirty in turn;
-//! 3. reconcile the subscribers whose forwarded set changed, which may produce offers;
+//! 3. reconcile the subscribers whose forwarded set changed, which may produce offers; cut the
+//!    quality reports and, every 200 ms, decide each room's speakers and loudest-N audio when due;
 //! 4. wait for the first of: a command from the async side, a readable socket, the next timer.
 //!
 //! A current-thread tokio runtime provides the waiting; everything else is plain synchronous
@@ -55,6 +56,7 @@ use crate::error::EngineError;
 use crate::forwarder::Forwarder;
 use crate::peer::{self, IceCredentials, Leg, Peer, PublishedTrack};
 use crate::quality::{self, IntervalSum};
+use crate::speaker::{self, DETECTION_INTERVAL, LoudestN, Speakers};
 
 /// Timers are rounded up to this; rounding down would wake before the core's deadline, find
 /// nothing due and spin.
@@ -138,6 +140,7 @@ pub(crate) struct WorkerStats {
     pub(crate) receiver_reports_sent: u64,
     pub(crate) receiver_reports_received: u64,
     pub(crate) dropped: ForwardDrops,
+    pub(crate) audio_suppressed: u64,
     pub(crate) plis_relayed: u64,
     pub(crate) plis_suppressed: u64,
     pub(crate) tracks: Vec<TrackStats>,
@@ -157,6 +160,8 @@ struct ForwardCounters {
     packets: [u64; 2],
     bytes: [u64; 2],
     drops: ForwardDrops,
+    /// Audio packet-legs loudest-N did not forward.
+    audio_suppressed: u64,
 }
 
 /// RTCP the worker has seen go in or out.
@@ -212,6 +217,10 @@ pub(crate) struct Worker {
     /// When the current quality interval began and when it ends.
     quality_since: Instant,
     quality_due: Instant,
+    loudest_n: LoudestN,
+    /// Per room: levels, speakers and their order.
+    speakers: HashMap<RoomId, Speakers>,
+    speakers_due: Instant,
 }
 
 impl Worker {
@@ -220,6 +229,7 @@ impl Worker {
         socket: StdUdpSocket,
         announced: SocketAddr,
         quality_interval: Duration,
+        loudest_n: LoudestN,
         commands: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<EngineEvent>,
     ) {
@@ -275,6 +285,9 @@ impl Worker {
                 quality_interval,
                 quality_since: Instant::now(),
                 quality_due: Instant::now() + quality_interval,
+                loudest_n,
+                speakers: HashMap::new(),
+                speakers_due: Instant::now() + DETECTION_INTERVAL,
             };
             worker.event_loop(recv_socket, commands).await;
         });
@@ -296,6 +309,11 @@ impl Worker {
             if now >= self.quality_due {
                 self.report_quality(now);
             }
+            if now >= self.speakers_due {
+                self.detect_speakers(now);
+            }
+            // An idle worker (no rooms) need not wake for speaker detection.
+            let speakers_due = (!self.rooms.is_empty()).then_some(self.speakers_due);
 
             let wake_at = self
                 .timers
@@ -304,6 +322,7 @@ impl Worker {
                 .into_iter()
                 .chain(self.pli_queue.iter().map(|(at, _, _)| *at))
                 .chain(std::iter::once(self.quality_due))
+                .chain(speakers_due)
                 .min()
                 .unwrap_or_else(|| Instant::now() + IDLE_WAIT);
             tokio::select! {
@@ -555,9 +574,29 @@ impl Worker {
         if packet.payload.is_empty() {
             return;
         }
-        let fanout = std::mem::take(&mut peer.published[idx].fanout);
+        let track = &mut peer.published[idx];
+        let mut resumed = false;
+        if track.kind == MediaKind::Audio {
+            let level = track
+                .audio_level_id
+                .and_then(|id| speaker::audio_level(&packet.header, id));
+            if let Some(dbov) = level {
+                track.levels.observe(dbov);
+            }
+            if !track.gate.is_open() {
+                if !track.gate.on_packet_while_closed(level, now) {
+                    self.forwarding.audio_suppressed += track.fanout.len() as u64;
+                    return;
+                }
+                resumed = true;
+            }
+        }
+        let fanout = std::mem::take(&mut track.fanout);
         for &(sub_key, slot) in &fanout {
             if let Some(sub) = self.peers.get_mut(&sub_key) {
+                if resumed {
+                    resume_leg(sub, slot);
+                }
                 forward(sub, slot, packet, now, arrived, &mut self.forwarding);
                 mark_dirty(&mut self.dirty, sub);
             }
@@ -618,6 +657,63 @@ impl Worker {
                     jitter_ms: sum.jitter_ms(),
                     rtt_ms: sum.rtt_ms(),
                 }));
+            }
+        }
+    }
+
+    /// Ends a speaker-detection interval in every room: each audio track's levels go to the
+    /// room's detector, a changed speaker order is announced, and loudest-N decides which audio
+    /// tracks are forwarded until the next interval.
+    fn detect_speakers(&mut self, now: Instant) {
+        self.speakers_due = now + DETECTION_INTERVAL;
+        self.speakers
+            .retain(|room, _| self.rooms.contains_key(room));
+        let mut reopened: Vec<(PeerKey, usize)> = Vec::new();
+        for (room, members) in &self.rooms {
+            let speakers = self.speakers.entry(*room).or_default();
+            let mut publishers = 0;
+            for (name, member) in members {
+                let Some(peer) = member.publisher.and_then(|k| self.peers.get_mut(&k)) else {
+                    continue;
+                };
+                for track in peer.published.iter_mut() {
+                    if track.kind != MediaKind::Audio || track.codec.is_none() {
+                        continue;
+                    }
+                    publishers += 1;
+                    if track.audio_level_id.is_some() {
+                        speakers.update(name, track.levels.take());
+                    }
+                }
+            }
+            if speakers.tick() {
+                let _ = self.events.send(EngineEvent::ActiveSpeakers {
+                    room: *room,
+                    participants: speakers.order().to_vec(),
+                });
+            }
+            let gating = self.loudest_n.applies(publishers);
+            for (name, member) in members {
+                let Some(peer) = member.publisher.and_then(|k| self.peers.get_mut(&k)) else {
+                    continue;
+                };
+                for track in peer.published.iter_mut() {
+                    if track.kind != MediaKind::Audio {
+                        continue;
+                    }
+                    // A track that sends no levels cannot be ranked, so it is never gated.
+                    let selected = !gating
+                        || track.audio_level_id.is_none()
+                        || speakers.is_selected(name, self.loudest_n.n);
+                    if track.gate.decide(selected, speakers.is_speaking(name), now) {
+                        reopened.extend_from_slice(&track.fanout);
+                    }
+                }
+            }
+        }
+        for (sub_key, slot) in reopened {
+            if let Some(sub) = self.peers.get_mut(&sub_key) {
+                resume_leg(sub, slot);
             }
         }
     }
@@ -1134,6 +1230,7 @@ impl Worker {
             receiver_reports_sent: self.rtcp.receiver_reports_sent,
             receiver_reports_received: self.rtcp.receiver_reports_received,
             dropped: self.forwarding.drops.clone(),
+            audio_suppressed: self.forwarding.audio_suppressed,
             plis_relayed: self.plis_relayed,
             plis_suppressed: self.plis_suppressed,
             tracks,
@@ -1456,6 +1553,13 @@ fn forward(
     }
 }
 
+/// A leg's track is forwarded again after loudest-N held it back.
+fn resume_leg(sub: &mut Peer, slot: usize) {
+    if let Some(Some(leg)) = sub.legs.get_mut(slot) {
+        leg.forwarder.resume_after_gap();
+    }
+}
+
 /// What an event changed that the worker must act on.
 enum PeerChange {
     Connected,
@@ -1510,6 +1614,10 @@ fn on_peer_event(
                 .and_then(|t| t.mid().clone());
             let kind = receiver_kind(peer, init.receiver_id)?;
             let source = track_source(peer, init.receiver_id, kind, &init.track_id);
+            let audio_level_id = match kind {
+                MediaKind::Audio => audio_level_id(peer, init.receiver_id),
+                MediaKind::Video => None,
+            };
             let counters = peer.tracks.entry(init.ssrc).or_default();
             counters.kind = Some(kind);
             counters.mid = mid.clone();
@@ -1522,6 +1630,9 @@ fn on_peer_event(
                 fanout: Vec::new(),
                 last_pli: None,
                 pli_pending: false,
+                audio_level_id,
+                levels: Default::default(),
+                gate: Default::default(),
             });
             if let Some(mid) = mid {
                 let _ = events.send(EngineEvent::TrackPublished {
@@ -1537,6 +1648,17 @@ fn on_peer_event(
         }
         _ => None,
     }
+}
+
+/// The id the publisher's receiver negotiated for the audio-level extension, if any.
+fn audio_level_id(peer: &mut Peer, receiver: RTCRtpReceiverId) -> Option<u8> {
+    let mut r = peer.pc.rtp_receiver(receiver)?;
+    r.get_parameters()
+        .rtp_parameters
+        .header_extensions
+        .iter()
+        .find(|e| e.uri == rtc::sdp::extmap::AUDIO_LEVEL_URI)
+        .and_then(|e| u8::try_from(e.id).ok())
 }
 
 fn receiver_kind(peer: &mut Peer, receiver: RTCRtpReceiverId) -> Option<MediaKind> {

@@ -12,7 +12,7 @@
 //! costs a few atomic increments, and a sent packet one `Bytes` built from a preallocated frame.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
@@ -57,6 +57,23 @@ pub const VIDEO_SSRC: u32 = 0x2222_0002;
 const VP8_CHUNK: usize = 800;
 /// Packets per generated video frame.
 const VP8_PACKETS_PER_FRAME: usize = 3;
+/// RFC 6464 level of silence, in -dBov; what a publisher sends until told otherwise.
+pub const SILENT_DBOV: u8 = 127;
+/// The one-byte audio-level payload for each level (-dBov) with the voice bit set on all but
+/// silence, so a packet's extension is a refcount on static memory rather than an allocation.
+static AUDIO_LEVEL_BYTES: [u8; 128] = {
+    let mut bytes = [0u8; 128];
+    let mut level = 0;
+    while level < 128 {
+        bytes[level] = if level < 127 {
+            0x80 | level as u8
+        } else {
+            level as u8
+        };
+        level += 1;
+    }
+    bytes
+};
 
 /// How a bot's peer is set up. Loopback and no simulated loss by default; a load generator may
 /// pick another address.
@@ -333,6 +350,8 @@ impl PeerConnectionEventHandler for Handler {
             ssrc: AtomicU32::new(0),
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            last_seq: AtomicU32::new(u32::MAX),
+            seq_gaps: AtomicU64::new(0),
             keyframes: AtomicU64::new(0),
             first_packet: OnceLock::new(),
             first_keyframe: OnceLock::new(),
@@ -367,6 +386,15 @@ impl BotPeer {
     async fn new(config: &BotConfig, collect_tracks: bool) -> BotResult<Self> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
+        // As a browser does: a publisher tags its audio with its level, which the server's
+        // speaker detection reads.
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: rtc::sdp::extmap::AUDIO_LEVEL_URI.to_owned(),
+            },
+            RtpCodecKind::Audio,
+            None,
+        )?;
         let mut registry = register_default_interceptors(Registry::new(), &mut media)?
             // Application-most, so every interceptor that acts on RTCP has seen it first.
             .with(Slot::from(14_000), KeyframeRequestMarker::default());
@@ -476,6 +504,10 @@ struct KeyframeState {
 pub struct Publisher {
     peer: BotPeer,
     audio: Arc<TrackLocalStaticRTP>,
+    /// Level every audio packet announces, in -dBov (0 loudest, 127 silence).
+    audio_level: AtomicU8,
+    /// The id negotiated for the audio-level extension; 0 until the answer names one.
+    audio_level_id: AtomicU8,
     video: Arc<TrackLocalStaticRTP>,
     keyframes: Arc<KeyframeState>,
     /// Generator state, kept across `send_media` calls so sequence numbers and timestamps continue.
@@ -537,6 +569,8 @@ impl Publisher {
         Ok(Self {
             peer,
             audio,
+            audio_level: AtomicU8::new(SILENT_DBOV),
+            audio_level_id: AtomicU8::new(0),
             video,
             keyframes: Arc::new(KeyframeState::default()),
             cursor: Mutex::new(Cursor::default()),
@@ -551,13 +585,67 @@ impl Publisher {
         Ok(offer.sdp)
     }
 
-    /// Applies the server's answer.
+    /// Applies the server's answer, and notes the id it gave the audio-level extension.
     pub async fn accept_answer(&self, sdp: String) -> BotResult<()> {
         self.peer
             .pc
             .set_remote_description(RTCSessionDescription::answer(sdp)?)
             .await?;
+        for sender in self.peer.pc.get_senders().await {
+            if sender.track().kind().await != RtpCodecKind::Audio {
+                continue;
+            }
+            let id = sender
+                .get_parameters()
+                .await?
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == rtc::sdp::extmap::AUDIO_LEVEL_URI)
+                .and_then(|e| u8::try_from(e.id).ok())
+                .unwrap_or(0);
+            self.audio_level_id.store(id, Ordering::Relaxed);
+        }
         Ok(())
+    }
+
+    /// Sets the level the following audio packets announce, in -dBov: 0 is the loudest, 127
+    /// (and anything above) silence. Takes effect at the next packet, also while sending.
+    pub fn set_audio_level(&self, dbov: u8) {
+        self.audio_level
+            .store(dbov.min(SILENT_DBOV), Ordering::Relaxed);
+    }
+
+    /// Whether the server's answer accepted the audio-level extension, so levels are sent.
+    pub fn sends_audio_level(&self) -> bool {
+        self.audio_level_id.load(Ordering::Relaxed) != 0
+    }
+
+    /// The header of one generated audio packet, tagged with the current level when the
+    /// extension was negotiated.
+    fn audio_header(&self, sequence_number: u16, timestamp: u32) -> rtp::Header {
+        let id = self.audio_level_id.load(Ordering::Relaxed);
+        let level = usize::from(self.audio_level.load(Ordering::Relaxed).min(SILENT_DBOV));
+        let extensions = if id == 0 {
+            Vec::new()
+        } else {
+            vec![rtp::header::Extension {
+                id,
+                payload: Bytes::from_static(&AUDIO_LEVEL_BYTES[level..=level]),
+            }]
+        };
+        rtp::Header {
+            version: 2,
+            payload_type: OPUS_PT,
+            sequence_number,
+            timestamp,
+            ssrc: AUDIO_SSRC,
+            extension: id != 0,
+            // RFC 8285 one-byte header extensions.
+            extension_profile: if id == 0 { 0 } else { 0xBEDE },
+            extensions,
+            ..Default::default()
+        }
     }
 
     /// Hands a trickled server candidate to the peer.
@@ -623,14 +711,7 @@ impl Publisher {
             tick.tick().await;
             let n = cursor.tick;
             let audio = rtp::Packet {
-                header: rtp::Header {
-                    version: 2,
-                    payload_type: OPUS_PT,
-                    sequence_number: cursor.audio_seq,
-                    timestamp: n.wrapping_mul(960),
-                    ssrc: AUDIO_SSRC,
-                    ..Default::default()
-                },
+                header: self.audio_header(cursor.audio_seq, n.wrapping_mul(960)),
                 payload: audio_payload.clone(),
             };
             self.audio.write_rtp(audio).await?;
@@ -752,6 +833,9 @@ pub struct RemoteTrack {
     ssrc: AtomicU32,
     packets: AtomicU64,
     bytes: AtomicU64,
+    /// Highest sequence number seen, or `u32::MAX` before the first packet.
+    last_seq: AtomicU32,
+    seq_gaps: AtomicU64,
     keyframes: AtomicU64,
     first_packet: OnceLock<Instant>,
     first_keyframe: OnceLock<Instant>,
@@ -769,6 +853,19 @@ impl RemoteTrack {
             self.ssrc.store(packet.header.ssrc, Ordering::Relaxed);
         }
         self.packets.fetch_add(1, Ordering::Relaxed);
+        let seq = packet.header.sequence_number;
+        let last = self.last_seq.load(Ordering::Relaxed);
+        if last == u32::MAX {
+            self.last_seq.store(u32::from(seq), Ordering::Relaxed);
+        } else {
+            // Only forward jumps count; a late or repeated packet moves nothing.
+            let ahead = seq.wrapping_sub(last as u16);
+            if ahead != 0 && ahead < 0x8000 {
+                self.seq_gaps
+                    .fetch_add(u64::from(ahead - 1), Ordering::Relaxed);
+                self.last_seq.store(u32::from(seq), Ordering::Relaxed);
+            }
+        }
         if let Some(loss) = &self.loss
             && let Ok(mut log) = loss.lock()
         {
@@ -795,6 +892,7 @@ impl RemoteTrack {
             ssrc: self.ssrc.load(Ordering::Relaxed),
             packets: self.packets.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
+            seq_gaps: self.seq_gaps.load(Ordering::Relaxed),
             keyframes: self.keyframes.load(Ordering::Relaxed),
             first_packet_at: self.first_packet.get().copied(),
             first_keyframe_at: self.first_keyframe.get().copied(),
@@ -818,6 +916,9 @@ pub struct RemoteTrackStats {
     pub packets: u64,
     /// RTP payload bytes received.
     pub bytes: u64,
+    /// Sequence numbers skipped between packets in order: missing packets, as far as this
+    /// track's numbering tells (a retransmission arriving later does not take them back).
+    pub seq_gaps: u64,
     /// VP8 keyframes received (first packets of keyframes).
     pub keyframes: u64,
     /// When the first packet arrived.
@@ -941,6 +1042,13 @@ mod tests {
         assert!(vp8_is_keyframe(&frames.packet(true, true)));
         assert!(!vp8_is_keyframe(&frames.packet(true, false)));
         assert!(!vp8_is_keyframe(&frames.packet(false, true)));
+    }
+
+    #[test]
+    fn level_bytes_carry_the_voice_bit_except_for_silence() {
+        assert_eq!(AUDIO_LEVEL_BYTES[0], 0x80);
+        assert_eq!(AUDIO_LEVEL_BYTES[30], 0x80 | 30);
+        assert_eq!(AUDIO_LEVEL_BYTES[127], 127);
     }
 
     #[test]
