@@ -436,6 +436,7 @@ impl MediaEngine {
             };
             let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, port))?;
             socket.set_nonblocking(true)?;
+            crate::udp::enlarge_buffers(&socket);
             let local_addr = socket.local_addr()?;
             let announced_addr = SocketAddr::new(announce_ip, local_addr.port());
             let (tx, rx) = mpsc::unbounded_channel();

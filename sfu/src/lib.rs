@@ -13,6 +13,7 @@ mod forwarder;
 mod peer;
 mod quality;
 mod speaker;
+mod udp;
 mod worker;
 
 /// What the forwarding benchmark (`benches/forwarding.rs`) needs from the crate's internals.

@@ -42,6 +42,7 @@ use rtc::rtp_transceiver::{
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -57,14 +58,14 @@ use crate::forwarder::Forwarder;
 use crate::peer::{self, IceCredentials, Leg, Peer, PublishedTrack};
 use crate::quality::{self, IntervalSum};
 use crate::speaker::{self, DETECTION_INTERVAL, LoudestN, Speakers};
+use crate::udp::{Flushed, RecvBatch, SendBatch};
 
 /// Timers are rounded up to this; rounding down would wake before the core's deadline, find
 /// nothing due and spin.
 const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
-/// Upper bound on datagrams read per wake-up, so a flood cannot starve commands and timers.
-const MAX_RECV_BURST: usize = 64;
-/// Large enough for any datagram a WebRTC peer sends (MTU-sized), with headroom.
-const RECV_BUF_LEN: usize = 2048;
+/// Upper bound on `recvmmsg` batches read per wake-up, so a flood cannot starve commands and
+/// timers.
+const MAX_RECV_BATCHES: usize = 4;
 /// How long to sleep when no peer has a deadline; any command or datagram wakes the loop anyway.
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// At most one PLI per source track per this long: every subscriber that joins or loses a packet
@@ -185,6 +186,8 @@ pub(crate) struct Worker {
     /// Sends go through the std handle: a non-blocking `send_to` needs no readiness bookkeeping,
     /// and a full send buffer simply drops the datagram as the network would.
     send_socket: StdUdpSocket,
+    /// Datagrams produced during this loop pass, sent together before the loop waits again.
+    send_batch: SendBatch,
     /// The address every datagram is tagged with; the ICE agent drops anything whose local address
     /// is not exactly one of its candidates.
     announced: SocketAddr,
@@ -261,6 +264,7 @@ impl Worker {
             };
             let mut worker = Worker {
                 send_socket,
+                send_batch: SendBatch::new(),
                 announced,
                 events,
                 demux: Demux::default(),
@@ -298,7 +302,7 @@ impl Worker {
         socket: UdpSocket,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
-        let mut buf = vec![0u8; RECV_BUF_LEN];
+        let mut recv_batch = RecvBatch::new();
         loop {
             let now = Instant::now();
             self.fire_due_timers(now);
@@ -325,6 +329,7 @@ impl Worker {
                 .chain(speakers_due)
                 .min()
                 .unwrap_or_else(|| Instant::now() + IDLE_WAIT);
+            self.send_queued();
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
@@ -340,7 +345,7 @@ impl Worker {
                     }
                 },
                 ready = socket.readable() => match ready {
-                    Ok(()) => self.read_datagrams(&socket, &mut buf),
+                    Ok(()) => self.read_datagrams(&socket, &mut recv_batch),
                     Err(e) => {
                         warn!(error = %e, "media socket failed; worker stops");
                         self.close_all();
@@ -352,11 +357,14 @@ impl Worker {
         }
     }
 
-    /// Reads what the socket holds (up to a burst) and feeds each datagram to its peer.
-    fn read_datagrams(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
-        for _ in 0..MAX_RECV_BURST {
-            let (n, from) = match socket.try_recv_from(buf) {
-                Ok(r) => r,
+    /// Reads what the socket holds (up to a few batches) and feeds each datagram to its peer.
+    fn read_datagrams(&mut self, socket: &UdpSocket, batch: &mut RecvBatch) {
+        for _ in 0..MAX_RECV_BATCHES {
+            // Read through the std handle of the same socket, inside `try_io` so that an empty
+            // socket clears tokio's readiness and the loop sleeps until the next datagram.
+            let io = &self.send_socket;
+            let n = match socket.try_io(Interest::READABLE, || batch.recv(io)) {
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
                     // ICMP errors from earlier sends surface here on some systems; not fatal.
@@ -364,29 +372,43 @@ impl Worker {
                     return;
                 }
             };
-            self.datagrams_received += 1;
-            let datagram = &buf[..n];
-            let Some(key) = self.demux.route(from, datagram) else {
-                continue;
-            };
-            let Some(peer) = self.peers.get_mut(&key) else {
-                continue;
-            };
-            let msg = TaggedBytesMut {
-                now: Instant::now(),
-                transport: TransportContext {
-                    local_addr: self.announced,
-                    peer_addr: from,
-                    ecn: None,
-                    transport_protocol: TransportProtocol::UDP,
-                },
-                message: BytesMut::from(datagram),
-            };
-            if let Err(e) = peer.pc.handle_read(msg) {
-                debug!(error = %e, participant = %peer.participant, "handle_read failed");
+            for i in 0..n {
+                let Some((datagram, from)) = batch.get(i) else {
+                    continue;
+                };
+                self.datagrams_received += 1;
+                let Some(key) = self.demux.route(from, datagram) else {
+                    continue;
+                };
+                let Some(peer) = self.peers.get_mut(&key) else {
+                    continue;
+                };
+                let msg = TaggedBytesMut {
+                    now: Instant::now(),
+                    transport: TransportContext {
+                        local_addr: self.announced,
+                        peer_addr: from,
+                        ecn: None,
+                        transport_protocol: TransportProtocol::UDP,
+                    },
+                    message: BytesMut::from(datagram),
+                };
+                if let Err(e) = peer.pc.handle_read(msg) {
+                    debug!(error = %e, participant = %peer.participant, "handle_read failed");
+                }
+                mark_dirty(&mut self.dirty, peer);
             }
-            mark_dirty(&mut self.dirty, peer);
         }
+    }
+
+    /// Hands the datagrams queued during this pass to the kernel.
+    fn send_queued(&mut self) {
+        let flushed = self.send_batch.flush(&self.send_socket);
+        account_flush(
+            flushed,
+            &mut self.send_dropped,
+            &mut self.forwarding_latency,
+        );
     }
 
     fn fire_due_timers(&mut self, now: Instant) {
@@ -481,17 +503,14 @@ impl Worker {
             return;
         };
         flush_writes(
+            &mut self.send_batch,
             &self.send_socket,
             peer,
             &mut self.demux,
             &mut self.send_dropped,
+            &mut self.forwarding_latency,
             &mut self.rtcp,
         );
-        if let Some(oldest) = peer.oldest_unflushed.take() {
-            let n = std::mem::take(&mut peer.unflushed);
-            self.forwarding_latency
-                .observe(Instant::now().saturating_duration_since(oldest), n);
-        }
         if let Some(deadline) = peer.pc.poll_timeout() {
             let at = round_up(self.epoch, deadline.max(now));
             if peer.armed != Some(at) {
@@ -1155,10 +1174,12 @@ impl Worker {
             debug!(error = %e, participant = %peer.participant, "close failed");
         }
         flush_writes(
+            &mut self.send_batch,
             &self.send_socket,
             &mut peer,
             &mut self.demux,
             &mut self.send_dropped,
+            &mut self.forwarding_latency,
             &mut self.rtcp,
         );
         for leg in peer.legs.iter().flatten() {
@@ -1188,6 +1209,8 @@ impl Worker {
         }
         self.rooms.clear();
         self.sync_queue.clear();
+        // The closes queued DTLS close alerts; send them before the worker stops.
+        self.send_queued();
     }
 
     fn stats(&self) -> WorkerStats {
@@ -1245,16 +1268,22 @@ fn mark_dirty(dirty: &mut Vec<PeerKey>, peer: &mut Peer) {
     }
 }
 
-/// Sends everything the peer has queued. Datagrams led by a sender or receiver report are
-/// counted, which is how a test (and the metrics) can tell that rtc's report interceptors run:
-/// sender reports on subscriber connections, receiver reports on publisher ones.
+/// Queues everything the peer has to send on the worker's send batch, sending the batch
+/// whenever it fills. Datagrams led by a sender or receiver report are counted, which is how a
+/// test (and the metrics) can tell that rtc's report interceptors run: sender reports on
+/// subscriber connections, receiver reports on publisher ones.
 fn flush_writes(
+    batch: &mut SendBatch,
     socket: &StdUdpSocket,
     peer: &mut Peer,
     demux: &mut Demux,
     send_dropped: &mut u64,
+    latency: &mut LatencyHistogram,
     rtcp: &mut RtcpCounters,
 ) {
+    if let Some(oldest) = peer.oldest_unflushed.take() {
+        batch.note_media(std::mem::take(&mut peer.unflushed), oldest);
+    }
     while let Some(msg) = peer.pc.poll_write() {
         // The agent answers only checks with the right credentials: its answer is what ties the
         // client's address to this peer.
@@ -1271,14 +1300,22 @@ fn flush_writes(
                 _ => {}
             }
         }
-        match socket.send_to(&msg.message, msg.transport.peer_addr) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => *send_dropped += 1,
-            Err(e) => {
-                debug!(error = %e, to = %msg.transport.peer_addr, "send failed");
-                *send_dropped += 1;
-            }
+        if batch.is_full() {
+            account_flush(batch.flush(socket), send_dropped, latency);
         }
+        batch.push(msg.message, msg.transport.peer_addr);
+    }
+}
+
+/// Counts what a batch send dropped and how long its media waited in the server: from the
+/// oldest packet's arrival to the batch leaving.
+fn account_flush(flushed: Flushed, send_dropped: &mut u64, latency: &mut LatencyHistogram) {
+    *send_dropped += flushed.dropped;
+    if let Some(oldest) = flushed.oldest_media {
+        latency.observe(
+            Instant::now().saturating_duration_since(oldest),
+            flushed.media,
+        );
     }
 }
 
