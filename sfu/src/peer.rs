@@ -8,10 +8,13 @@ use std::time::Instant;
 use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine as RtcMediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -26,7 +29,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_NACK,
 };
 use rtc::sansio::Protocol;
 use uuid::Uuid;
@@ -416,7 +419,7 @@ fn build_pc(
     // subscriber's legs, whose timestamps the subscriber's receiver reports echo back for RTT,
     // and receiver reports on a publisher's streams. The marker lets the RTCP the worker acts on
     // reach it.
-    let registry = register_default_interceptors(Registry::new(), &mut media)
+    let registry = interceptors(&mut media)
         .map_err(rtc_err)?
         .with(Slot::from(14_000), RtcpMarker::new(role));
     let settings = SettingEngineBuilder::new()
@@ -441,6 +444,39 @@ fn build_pc(
         .with_interceptor_registry(registry)
         .build(now)
         .map_err(rtc_err)
+}
+
+/// How often the NACK generator asks for one lost packet. rtc's generator never sees a repair
+/// that arrives over RTX (it comes under the repair SSRC), so without a cap it asks again every
+/// 100 ms until the packet leaves its window: dozens of redundant retransmissions per loss. Three
+/// requests cover a repair lost once more and a round trip of up to about 300 ms.
+const MAX_NACKS_PER_PACKET: u16 = 3;
+
+/// rtc's default chain (`register_default_interceptors`: NACK generator and responder,
+/// simulcast header extensions, TWCC receiver, RTCP reports) with the NACK generator capped at
+/// [`MAX_NACKS_PER_PACKET`]. Assembled here rather than patched afterwards, because replacing a
+/// registry slot logs a warning on every connection.
+fn interceptors(media: &mut RtcMediaEngine) -> Result<Registry, rtc::shared::error::Error> {
+    for parameter in ["", "pli"] {
+        media.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_NACK.to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                .build(),
+        );
+    configure_simulcast_extension_headers(media)?;
+    let registry = configure_twcc_receiver_only(registry, media)?;
+    Ok(configure_rtcp_reports(registry))
 }
 
 /// Advertises the worker's single host candidate, then end-of-candidates so the connection does
