@@ -171,8 +171,14 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             );
         }
     }
-    // Every participant has a subscriber connection (each receives someone), plus publishers.
-    let expected_connections = u64::from(plan.participants + plan.publishers);
+    // Publisher connections, and a subscriber connection for everyone who has someone else to
+    // receive: with a single publisher, that publisher receives nothing.
+    let subscribers = if plan.publishers >= 2 {
+        plan.participants
+    } else {
+        plan.participants - plan.publishers
+    };
+    let expected_connections = u64::from(subscribers + plan.publishers);
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     while live.connected.load(Ordering::Relaxed) < expected_connections && Instant::now() < deadline
     {
