@@ -116,7 +116,7 @@ pub fn measure(load: FloorLoad, duration: Duration) -> Result<FloorResult, Floor
     let drain = {
         let stop = stop.clone();
         let received = received.clone();
-        std::thread::spawn(move || drain_sinks(&sinks, &stop, &received))
+        std::thread::spawn(move || drain_sinks(sinks, &stop, &received))
     };
     let feed = {
         let stop = stop.clone();
@@ -184,11 +184,39 @@ fn feed(load: FloorLoad, target: SocketAddr, stop: &AtomicBool) -> Result<(), Fl
     Ok(())
 }
 
-fn drain_sinks(sinks: &[UdpSocket], stop: &AtomicBool, received: &AtomicU64) {
+/// Counts what reaches the subscriber sockets. The sinks sleep in epoll like the load
+/// generator's clients do, so the floor pays the same receiver wake-ups the server pays.
+fn drain_sinks(sinks: Vec<UdpSocket>, stop: &AtomicBool, received: &AtomicU64) {
+    let Ok(mut poll) = mio::Poll::new() else {
+        return;
+    };
+    let mut sinks: Vec<mio::net::UdpSocket> = sinks
+        .into_iter()
+        .map(mio::net::UdpSocket::from_std)
+        .collect();
+    for (i, sink) in sinks.iter_mut().enumerate() {
+        if poll
+            .registry()
+            .register(sink, mio::Token(i), mio::Interest::READABLE)
+            .is_err()
+        {
+            return;
+        }
+    }
+    let mut events = mio::Events::with_capacity(256);
     let mut buf = [0u8; DATAGRAM_MAX];
     while !stop.load(Ordering::Relaxed) {
+        if poll
+            .poll(&mut events, Some(Duration::from_millis(100)))
+            .is_err()
+        {
+            continue;
+        }
         let mut got = 0;
-        for sink in sinks {
+        for event in events.iter() {
+            let Some(sink) = sinks.get(event.token().0) else {
+                continue;
+            };
             loop {
                 match sink.recv(&mut buf) {
                     Ok(_) => got += 1,
@@ -198,9 +226,6 @@ fn drain_sinks(sinks: &[UdpSocket], stop: &AtomicBool, received: &AtomicU64) {
             }
         }
         received.fetch_add(got, Ordering::Relaxed);
-        if got == 0 {
-            std::thread::sleep(Duration::from_micros(200));
-        }
     }
 }
 

@@ -21,6 +21,26 @@ fn clock_ticks_per_second() -> u64 {
     u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)
 }
 
+/// Time a process's threads spent runnable but waiting for a CPU, in microseconds, summed
+/// over its threads (`/proc/PID/task/*/schedstat`, second field). Set against the window it
+/// tells a starved server (a busy shared machine) from a slow one.
+pub fn runqueue_wait_us(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(stat) = fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(wait) = stat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|w| w.parse::<u64>().ok())
+        {
+            total += wait / 1000;
+        }
+    }
+    Some(total)
+}
+
 /// Resident set size of a process, in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -79,6 +99,8 @@ mod tests {
         let me = std::process::id();
         assert!(rss_bytes(me).is_some_and(|rss| rss > 0));
         assert!(cpu_us(me).is_some());
+        assert!(runqueue_wait_us(me).is_some());
+        assert_eq!(runqueue_wait_us(u32::MAX), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::scenario::Plan;
 pub struct Sample {
     pub at: Instant,
     pub server_cpu_us: u64,
+    pub server_wait_us: u64,
     pub self_cpu_us: u64,
     pub server_udp_drops: u64,
     pub self_udp_drops: u64,
@@ -26,6 +27,7 @@ impl Sample {
         Sample {
             at: Instant::now(),
             server_cpu_us: procfs::cpu_us(server).unwrap_or(0),
+            server_wait_us: procfs::runqueue_wait_us(server).unwrap_or(0),
             self_cpu_us: procfs::cpu_us(me).unwrap_or(0),
             server_udp_drops: procfs::udp_drops_of_process(server).unwrap_or(0),
             self_udp_drops: procfs::udp_drops_of_process(me).unwrap_or(0),
@@ -45,6 +47,8 @@ pub struct Report {
     pub received: u64,
     pub server_cpu_percent: f64,
     pub server_cpu_us_per_pkt: f64,
+    /// Share of the window the server's threads waited for a CPU, summed over threads.
+    pub server_runqueue_wait_percent: f64,
     pub loadgen_cpu_percent: f64,
     pub loadgen_cpu_us_per_pkt: f64,
     pub loadgen_drops: u64,
@@ -109,6 +113,10 @@ impl Report {
             received,
             server_cpu_percent: server_cpu / window_s / 10_000.0,
             server_cpu_us_per_pkt: per_pkt(server_cpu),
+            server_runqueue_wait_percent: end.server_wait_us.saturating_sub(start.server_wait_us)
+                as f64
+                / window_s
+                / 10_000.0,
             loadgen_cpu_percent: self_cpu / window_s / 10_000.0,
             loadgen_cpu_us_per_pkt: per_pkt(self_cpu),
             loadgen_drops,
@@ -165,6 +173,13 @@ impl Report {
                 format!(
                     "{:.1}% of a core, {:.2} µs per forwarded packet",
                     self.server_cpu_percent, self.server_cpu_us_per_pkt
+                ),
+            ),
+            (
+                "server waiting for a CPU",
+                format!(
+                    "{:.1}% of the window (runnable, not running: the machine is busy)",
+                    self.server_runqueue_wait_percent
                 ),
             ),
             (
@@ -269,6 +284,7 @@ impl Report {
             "forwarded_pps": round(self.forwarded_pps, 1),
             "server_cpu_percent": round(self.server_cpu_percent, 1),
             "server_cpu_us_per_pkt": round(self.server_cpu_us_per_pkt, 3),
+            "server_runqueue_wait_percent": round(self.server_runqueue_wait_percent, 1),
             "floor_cpu_us_per_pkt": self.floor.map(|f| round(f.cpu_us_per_pkt, 3)),
             "floor_pps": self.floor.map(|f| round(f.forwarded_pps, 1)),
             "ratio_to_floor": self.ratio_to_floor().map(|r| round(r, 3)),
