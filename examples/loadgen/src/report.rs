@@ -63,6 +63,8 @@ pub struct Report {
     pub server_rss_mb: f64,
     pub rss_per_participant_mb: f64,
     pub failed_connections: u64,
+    /// Peer connections up when the window opened, of those the plan needs.
+    pub connections: (u64, u64),
     pub keyframe_requests: u64,
     pub keyframes_sent: u64,
     pub floor: Option<FloorResult>,
@@ -137,11 +139,16 @@ impl Report {
                 / 1e6
                 / f64::from(plan.participants.max(1)),
             failed_connections: record.failed_connections,
+            connections: (0, 0),
             keyframe_requests: record.keyframe_requests,
             keyframes_sent: record.keyframes_sent,
             floor: None,
             churn,
         }
+    }
+
+    pub fn set_connections(&mut self, up: u64, expected: u64) {
+        self.connections = (up, expected);
     }
 
     pub fn set_floor(&mut self, floor: FloorResult) {
@@ -163,6 +170,10 @@ impl Report {
                 format!("{} / {}", self.participants, self.publishers),
             ),
             ("window", format!("{:.1} s", self.window_s)),
+            (
+                "peer connections up",
+                format!("{} of {}", self.connections.0, self.connections.1),
+            ),
             ("sent by publishers", format!("{:.0} pps", self.sent_pps)),
             (
                 "forwarded (received)",
@@ -301,6 +312,8 @@ impl Report {
             "loadgen_cpu_percent": round(self.loadgen_cpu_percent, 1),
             "loadgen_cpu_us_per_pkt": round(self.loadgen_cpu_us_per_pkt, 3),
             "failed_connections": self.failed_connections,
+            "connections_up": self.connections.0,
+            "connections_expected": self.connections.1,
         });
         if let Some(c) = &self.churn {
             j["churn_cycles"] = json!(c.cycles);

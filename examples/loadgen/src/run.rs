@@ -193,6 +193,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     progress(&live, pid, Duration::from_secs(args.warmup)).await;
 
     let self_pid = std::process::id();
+    let connections_at_window = live.connected.load(Ordering::Relaxed);
     let start = Sample::take(pid, self_pid);
     window.open(now_us());
     eprintln!("measuring {} s", args.duration);
