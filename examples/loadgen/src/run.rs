@@ -236,6 +236,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     drop(spawned);
 
     let mut report = Report::new(&plan, &record, &start, &end, rss_base, rss_end, churn);
+    report.set_connections(connections_at_window, expected_connections);
     if args.floor_duration > 0 && report.forwarded_pps > 0.0 {
         let load = floor_load(&plan, &record, report.window_s);
         eprintln!(
