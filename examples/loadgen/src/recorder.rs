@@ -30,15 +30,15 @@ impl Window {
     }
 }
 
-/// Latency histogram with 10 µs buckets up to 200 ms; later arrivals land in the last bucket.
+/// Latency histogram with 20 µs buckets up to 2 s; later arrivals land in the last bucket.
 #[derive(Clone)]
 pub struct Histogram {
     buckets: Vec<u64>,
     pub count: u64,
 }
 
-const BUCKET_US: u64 = 10;
-const BUCKETS: usize = 20_000;
+const BUCKET_US: u64 = 20;
+const BUCKETS: usize = 100_000;
 
 impl Default for Histogram {
     fn default() -> Self {
@@ -210,7 +210,7 @@ mod tests {
         record.on_received(9, &payload, 260, &window);
         assert_eq!(record.received_total, 3);
         assert_eq!(record.received.get(&(9, 3, 0)), Some(&1));
-        assert_eq!(record.latency.quantile_ms(0.5), Some(1.005));
+        assert_eq!(record.latency.quantile_ms(0.5), Some(1.01));
     }
 
     #[test]
