@@ -90,6 +90,10 @@ pub struct Client {
     pub socket: UdpSocket,
     pub local: SocketAddr,
     pub connected: bool,
+    /// Latest ICE and connection states, for telling where a connection that never came up
+    /// got stuck.
+    pub ice_state: String,
+    pub pc_state: String,
     pub senders: Vec<Sender>,
     candidate_added: bool,
     /// RTP payloads read this pass, handed to the recorder by the media thread.
@@ -111,6 +115,8 @@ impl Client {
             socket,
             local,
             connected: false,
+            ice_state: "new".to_owned(),
+            pc_state: "new".to_owned(),
             senders: Vec::new(),
             candidate_added: false,
             received: VecDeque::new(),
@@ -284,7 +290,11 @@ impl Client {
             ..Output::default()
         };
         while let Some(event) = self.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) = &event {
+                self.ice_state = state.to_string();
+            }
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                self.pc_state = state.to_string();
                 match state {
                     RTCPeerConnectionState::Connected if !self.connected => {
                         self.connected = true;

@@ -76,6 +76,10 @@ pub enum Command {
     Snapshot {
         reply: oneshot::Sender<Record>,
     },
+    /// Connections that are not up: (participant, role, ICE state, connection state).
+    Stragglers {
+        reply: oneshot::Sender<Vec<(u32, Role, String, String)>>,
+    },
     Shutdown,
 }
 
@@ -401,6 +405,25 @@ impl MediaThread {
             Command::Leave { participant } => self.leave(participant),
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.record.clone());
+            }
+            Command::Stragglers { reply } => {
+                let list = self
+                    .by_participant
+                    .iter()
+                    .flat_map(|(p, slots)| {
+                        [
+                            (Role::Publisher, slots.publisher),
+                            (Role::Subscriber, slots.subscriber),
+                        ]
+                        .into_iter()
+                        .filter_map(move |(role, slot)| Some((*p, role, slot?)))
+                    })
+                    .filter_map(|(p, role, slot)| {
+                        let c = &self.slots.get(slot)?.as_ref()?.client;
+                        (!c.connected).then(|| (p, role, c.ice_state.clone(), c.pc_state.clone()))
+                    })
+                    .collect();
+                let _ = reply.send(list);
             }
             Command::Shutdown => return false,
         }

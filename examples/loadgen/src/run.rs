@@ -187,6 +187,13 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let connected = live.connected.load(Ordering::Relaxed);
     if connected < expected_connections {
         eprintln!("  warning: {connected}/{expected_connections} connections up");
+        for h in &handles {
+            let (reply, rx) = oneshot::channel();
+            h.send(Command::Stragglers { reply });
+            for (p, role, ice, pc) in rx.await.unwrap_or_default() {
+                eprintln!("    participant {p} {role:?}: ICE {ice}, connection {pc}");
+            }
+        }
     }
 
     eprintln!("warm-up {} s", args.warmup);
