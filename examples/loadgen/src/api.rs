@@ -1,0 +1,263 @@
+//! The server's API as a participant and as the host application use it: tokens, the
+//! conversation, and each participant's signaling socket (contract sections 2, 5, 6).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use confab_bot::signaling::{Event, SignalingClient, SignalingError};
+use jsonwebtoken::{EncodingKey, Header};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::client::{ClientError, Role};
+use crate::media::{Command, MediaHandle, MediaSpec};
+use crate::stamp::now_us;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("token: {0}")]
+    Token(#[from] jsonwebtoken::errors::Error),
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Status(String),
+    #[error("signaling: {0}")]
+    Signaling(#[from] SignalingError),
+    #[error("client: {0}")]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Protocol(&'static str),
+}
+
+/// An HS256 token as the host application would mint it.
+pub fn token(secret: &str, user: &str, admin: bool) -> Result<String, ApiError> {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 4 * 3600;
+    let mut claims = json!({ "sub": user, "exp": exp, "name": user });
+    if admin {
+        claims["admin"] = json!(true);
+    }
+    Ok(jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+/// Creates (or replaces) the conversation every participant is a member of.
+pub async fn create_conversation(
+    server: &str,
+    admin_token: &str,
+    id: &str,
+    members: &[String],
+) -> Result<(), ApiError> {
+    let response = reqwest::Client::new()
+        .put(format!("{server}/api/v1/conversations/{id}"))
+        .bearer_auth(admin_token)
+        .json(&json!({ "name": "loadgen", "members": members }))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        return Err(ApiError::Status(format!(
+            "PUT conversation: {status} {body}"
+        )));
+    }
+    Ok(())
+}
+
+/// A participant's signaling side; its media lives on a media thread.
+pub struct Participant {
+    pub index: u32,
+    pub user: String,
+    signaling: Arc<SignalingClient>,
+    media: MediaHandle,
+    pub call_id: Option<String>,
+}
+
+impl Participant {
+    /// Connects the signaling socket and starts answering the server's subscriber offers.
+    pub async fn connect(
+        server: &str,
+        secret: &str,
+        index: u32,
+        user: String,
+        media: MediaHandle,
+    ) -> Result<Participant, ApiError> {
+        let token = token(secret, &user, false)?;
+        let (signaling, events) = SignalingClient::connect(server, &token).await?;
+        tokio::spawn(handle_events(
+            index,
+            signaling.clone(),
+            events,
+            media.clone(),
+        ));
+        Ok(Participant {
+            index,
+            user,
+            signaling,
+            media,
+            call_id: None,
+        })
+    }
+
+    /// Starts the group call as its initiator.
+    pub async fn initiate(
+        &mut self,
+        conversation: &str,
+        invitees: &[String],
+        video: bool,
+    ) -> Result<String, ApiError> {
+        // No join time for the initiator: its first packet waits for someone else to join.
+        let ack = self
+            .signaling
+            .request(
+                "call:initiate",
+                json!({
+                    "conversation_id": conversation,
+                    "invitees": invitees,
+                    "media": if video { "video" } else { "audio" },
+                    "kind": "group",
+                }),
+            )
+            .await?;
+        let id = ack["call"]["id"]
+            .as_str()
+            .ok_or(ApiError::Protocol("call:initiate ack without call.id"))?
+            .to_owned();
+        self.call_id = Some(id.clone());
+        Ok(id)
+    }
+
+    pub async fn join(&mut self, call_id: &str) -> Result<(), ApiError> {
+        self.media.send(Command::JoinStarted {
+            participant: self.index,
+            at_us: now_us(),
+        });
+        self.signaling
+            .request("call:join", json!({ "call_id": call_id }))
+            .await?;
+        self.call_id = Some(call_id.to_owned());
+        Ok(())
+    }
+
+    /// Offers the publisher connection and applies the answer.
+    pub async fn publish(&self, spec: MediaSpec) -> Result<(), ApiError> {
+        let call_id = self
+            .call_id
+            .clone()
+            .ok_or(ApiError::Protocol("publish before joining"))?;
+        let (reply, offer) = oneshot::channel();
+        self.media.send(Command::Publish {
+            participant: self.index,
+            user: self.user.clone(),
+            spec,
+            reply,
+        });
+        let offer = offer
+            .await
+            .map_err(|_| ApiError::Protocol("media thread gone"))??;
+        let ack = self
+            .signaling
+            .request(
+                "rtc:offer",
+                json!({ "call_id": call_id, "target": "publisher", "sdp": offer }),
+            )
+            .await?;
+        let sdp = ack["sdp"]
+            .as_str()
+            .ok_or(ApiError::Protocol("rtc:offer ack without sdp"))?
+            .to_owned();
+        let (reply, done) = oneshot::channel();
+        self.media.send(Command::PublisherAnswer {
+            participant: self.index,
+            sdp,
+            reply,
+        });
+        done.await
+            .map_err(|_| ApiError::Protocol("media thread gone"))??;
+        Ok(())
+    }
+
+    /// Leaves the call and drops the media connections.
+    pub async fn leave(&mut self) {
+        if let Some(call_id) = self.call_id.take() {
+            let _ = self
+                .signaling
+                .request("call:leave", json!({ "call_id": call_id }))
+                .await;
+        }
+        self.media.send(Command::Leave {
+            participant: self.index,
+        });
+    }
+
+    pub async fn close(&self) {
+        self.signaling.close().await;
+    }
+}
+
+/// Answers subscriber offers and hands trickled candidates to the media thread.
+async fn handle_events(
+    index: u32,
+    signaling: Arc<SignalingClient>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    media: MediaHandle,
+) {
+    while let Some(event) = events.recv().await {
+        match event.kind.as_str() {
+            "rtc:offer" if event.data["target"] == "subscriber" => {
+                let call_id = event.data["call_id"].clone();
+                let sdp = event.data["sdp"].as_str().unwrap_or_default().to_owned();
+                let (reply, answer) = oneshot::channel();
+                media.send(Command::SubscriberOffer {
+                    participant: index,
+                    sdp,
+                    reply,
+                });
+                let Ok(Ok(answer)) = answer.await else {
+                    continue;
+                };
+                // Answered in order: the server runs one negotiation at a time.
+                let _ = signaling
+                    .request(
+                        "rtc:answer",
+                        json!({ "call_id": call_id, "target": "subscriber", "sdp": answer }),
+                    )
+                    .await;
+            }
+            "rtc:candidate" => {
+                let role = match event.data["target"].as_str() {
+                    Some("publisher") => Role::Publisher,
+                    Some("subscriber") => Role::Subscriber,
+                    _ => continue,
+                };
+                let Some(init) = candidate_init(&event.data["candidate"]) else {
+                    continue;
+                };
+                media.send(Command::Candidate {
+                    participant: index,
+                    role,
+                    init,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+fn candidate_init(candidate: &Value) -> Option<RTCIceCandidateInit> {
+    Some(RTCIceCandidateInit {
+        candidate: candidate["candidate"].as_str()?.to_owned(),
+        sdp_mid: candidate["sdp_mid"].as_str().map(str::to_owned),
+        sdp_mline_index: candidate["sdp_mline_index"]
+            .as_u64()
+            .and_then(|i| u16::try_from(i).ok()),
+        ..Default::default()
+    })
+}

@@ -1,0 +1,130 @@
+//! `confab-loadgen`: joins publisher and subscriber bots to a Confab call and measures what the
+//! server costs per forwarded packet, next to the floor of a bare SRTP forwarder on the same
+//! machine. See `benches/README.md` for the scenarios and recorded results.
+
+mod api;
+mod client;
+mod floor;
+mod media;
+mod procfs;
+mod recorder;
+mod report;
+mod run;
+mod scenario;
+mod server;
+mod stamp;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Load generator for Confab.
+#[derive(Debug, Parser)]
+#[command(name = "confab-loadgen", version)]
+pub struct Args {
+    /// Base URL of a running server (needs --server-pid); without it a server is started here.
+    #[arg(long)]
+    server: Option<String>,
+    /// HS256 secret the server verifies tokens with.
+    #[arg(long, default_value = "confab-loadgen-secret")]
+    secret: String,
+    /// Pid of the running server, for its CPU time and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// `confab` binary to start (default: the one next to this executable).
+    #[arg(long)]
+    confab_bin: Option<PathBuf>,
+    /// Media worker threads of a server started here (0 = one per core).
+    #[arg(long)]
+    media_workers: Option<usize>,
+    /// audio-50, meeting-50, webinar, churn or custom.
+    #[arg(long, default_value = "audio-50")]
+    scenario: String,
+    /// Seconds of the measurement window.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Seconds of traffic before the window opens.
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
+    /// Participants in the call (overrides the scenario).
+    #[arg(long)]
+    participants: Option<u32>,
+    /// How many of them publish (overrides the scenario).
+    #[arg(long)]
+    publishers: Option<u32>,
+    /// Publishers send no audio.
+    #[arg(long)]
+    no_audio: bool,
+    /// Video bitrate per publisher in kbit/s (0 = no video).
+    #[arg(long)]
+    video_kbps: Option<u32>,
+    /// Video frames per second.
+    #[arg(long)]
+    video_fps: Option<u32>,
+    /// Send three simulcast layers and choose layers per viewer.
+    #[arg(long)]
+    simulcast: bool,
+    /// Join/leave cycles after the window (churn).
+    #[arg(long)]
+    cycles: Option<u32>,
+    /// Media threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Seconds the floor forwarder is measured (0 = skip the floor).
+    #[arg(long, default_value_t = 10)]
+    floor_duration: u64,
+}
+
+/// `confab-loadgen floor-serve`: the floor forwarder child (internal).
+#[derive(Debug, Parser)]
+#[command(name = "confab-loadgen floor-serve")]
+struct FloorServeArgs {
+    #[arg(long)]
+    streams: u32,
+    #[arg(long)]
+    fanout: u32,
+    /// Comma-separated ports of the subscriber sockets on 127.0.0.1.
+    #[arg(long)]
+    sinks: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let mut argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("floor-serve") {
+        argv.remove(1);
+        let args = FloorServeArgs::parse_from(argv);
+        let sinks: Vec<SocketAddr> = args
+            .sinks
+            .split(',')
+            .filter_map(|p| p.parse::<u16>().ok())
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .collect();
+        return match floor::serve(args.streams, args.fanout, &sinks) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("floor: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let args = Args::parse_from(argv);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("confab-loadgen: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! A media thread: owns the client connections of some participants, polls all their sockets
+//! from one loop, generates their media and records what arrives.
+//!
+//! Signaling runs elsewhere (async tasks) and reaches the thread through [`MediaHandle`]
+//! commands; the thread never blocks on anything but its poll.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::{Events, Interest, Poll, Token, Waker};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use tokio::sync::oneshot;
+
+use crate::client::{Client, ClientError, RECV_BUF_LEN, Role};
+use crate::recorder::{Record, SharedLive, Window};
+use crate::stamp::{STREAM_AUDIO, STREAM_VIDEO, Stamp, now_us};
+
+const WAKER: Token = Token(usize::MAX);
+/// Opus: one 20 ms frame per packet, 50 packets per second.
+const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+const AUDIO_TS_STEP: u32 = 960;
+/// Generated Opus payload size (a 32 kbit/s voice frame is about this).
+const AUDIO_PAYLOAD: usize = 80;
+/// Largest generated VP8 packet payload.
+const VIDEO_MTU_PAYLOAD: usize = 1100;
+/// Timers are served at this granularity; rounding deadlines up avoids busy spinning.
+const TICK: Duration = Duration::from_millis(1);
+
+/// What a publisher sends.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaSpec {
+    pub audio: bool,
+    /// Video bitrate in kbit/s; 0 = no video.
+    pub video_kbps: u32,
+    pub video_fps: u32,
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+
+pub enum Command {
+    Publish {
+        participant: u32,
+        user: String,
+        spec: MediaSpec,
+        reply: Reply<String>,
+    },
+    PublisherAnswer {
+        participant: u32,
+        sdp: String,
+        reply: Reply<()>,
+    },
+    SubscriberOffer {
+        participant: u32,
+        sdp: String,
+        reply: Reply<String>,
+    },
+    Candidate {
+        participant: u32,
+        role: Role,
+        init: RTCIceCandidateInit,
+    },
+    /// `call:join` was just sent: the first media packet after this ends the join.
+    JoinStarted {
+        participant: u32,
+        at_us: u64,
+    },
+    Leave {
+        participant: u32,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Record>,
+    },
+    /// Connections that are not up: (participant, role, ICE state, connection state).
+    Stragglers {
+        reply: oneshot::Sender<Vec<(u32, Role, String, String)>>,
+    },
+    Shutdown,
+}
+
+/// The sending side of a media thread.
+#[derive(Clone)]
+pub struct MediaHandle {
+    tx: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl MediaHandle {
+    pub fn send(&self, command: Command) {
+        if self.tx.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Starts a media thread.
+pub fn spawn(
+    index: usize,
+    bind_ip: std::net::IpAddr,
+    window: Arc<Window>,
+    live: SharedLive,
+) -> std::io::Result<(MediaHandle, thread::JoinHandle<()>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::Builder::new()
+        .name(format!("media-{index}"))
+        .spawn(move || {
+            let mut thread = MediaThread {
+                poll,
+                rx,
+                bind_ip,
+                window,
+                live,
+                slots: Vec::new(),
+                by_participant: HashMap::new(),
+                record: Record::default(),
+                join_started: HashMap::new(),
+            };
+            thread.run();
+        })?;
+    Ok((MediaHandle { tx, waker }, handle))
+}
+
+/// A participant's clients on this thread.
+#[derive(Default)]
+struct Participant {
+    publisher: Option<usize>,
+    subscriber: Option<usize>,
+}
+
+/// One client and its generator state.
+struct Slot {
+    participant: u32,
+    client: Client,
+    timeout: Option<Instant>,
+    generator: Option<Generator>,
+}
+
+struct Generator {
+    spec: MediaSpec,
+    audio_seq: u32,
+    video_seq: u32,
+    next_audio: Instant,
+    next_frame: Instant,
+    keyframe: bool,
+    frames: u64,
+}
+
+impl Generator {
+    fn next_due(&self) -> Instant {
+        match (self.spec.audio, self.spec.video_kbps > 0) {
+            (true, true) => self.next_audio.min(self.next_frame),
+            (true, false) => self.next_audio,
+            (false, _) => self.next_frame,
+        }
+    }
+}
+
+struct MediaThread {
+    poll: Poll,
+    rx: mpsc::Receiver<Command>,
+    bind_ip: std::net::IpAddr,
+    window: Arc<Window>,
+    live: SharedLive,
+    slots: Vec<Option<Slot>>,
+    by_participant: HashMap<u32, Participant>,
+    record: Record,
+    join_started: HashMap<u32, u64>,
+}
+
+impl MediaThread {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut buf = vec![0u8; RECV_BUF_LEN];
+        let mut ready: Vec<usize> = Vec::new();
+        loop {
+            while let Ok(command) = self.rx.try_recv() {
+                if !self.handle(command) {
+                    self.close_all();
+                    return;
+                }
+            }
+            let now = Instant::now();
+            self.generate(now);
+            self.fire_timers(now);
+            let wait = self
+                .next_deadline()
+                .map(|at| round_up(at.saturating_duration_since(Instant::now())));
+            if self.poll.poll(&mut events, wait).is_err() {
+                continue;
+            }
+            ready.clear();
+            ready.extend(
+                events
+                    .iter()
+                    .map(|e| e.token())
+                    .filter(|t| *t != WAKER)
+                    .map(|t| t.0),
+            );
+            for &slot in &ready {
+                if let Some(Some(s)) = self.slots.get_mut(slot) {
+                    s.client.read_socket(&mut buf);
+                }
+                self.service(slot);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .flatten()
+            .flat_map(|s| {
+                let generate = s
+                    .generator
+                    .as_ref()
+                    .filter(|_| s.client.connected)
+                    .map(Generator::next_due);
+                s.timeout.into_iter().chain(generate)
+            })
+            .min()
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        for slot in 0..self.slots.len() {
+            let due = matches!(&self.slots[slot], Some(s) if s.timeout.is_some_and(|t| t <= now));
+            if due {
+                if let Some(Some(s)) = self.slots.get_mut(slot) {
+                    s.client.handle_timeout(now);
+                }
+                self.service(slot);
+            }
+        }
+    }
+
+    /// Drains a client and records what it received.
+    fn service(&mut self, slot: usize) {
+        let Some(Some(s)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let out = s.client.service();
+        if out.connected_now {
+            self.live.connected.fetch_add(1, Ordering::Relaxed);
+            if let Some(g) = s.generator.as_mut() {
+                let now = Instant::now();
+                g.next_audio = now;
+                g.next_frame = now;
+            }
+        }
+        if out.failed_now {
+            self.record.failed_connections += 1;
+        }
+        if out.keyframe_requested {
+            self.record.keyframe_requests += 1;
+            if let Some(g) = s.generator.as_mut() {
+                g.keyframe = true;
+            }
+        }
+        let receiver = s.participant;
+        if !s.client.received.is_empty() {
+            let now = now_us();
+            let n = s.client.received.len() as u64;
+            if let Some(started) = self.join_started.remove(&receiver) {
+                self.record
+                    .join_ms
+                    .push(now.saturating_sub(started) as f64 / 1000.0);
+                self.live.joins.fetch_add(1, Ordering::Relaxed);
+            }
+            for payload in s.client.received.drain(..) {
+                self.record
+                    .on_received(receiver, &payload, now, &self.window);
+            }
+            self.live.received.fetch_add(n, Ordering::Relaxed);
+        }
+        s.timeout = s.client.poll_timeout();
+    }
+
+    /// Sends every packet that is due on connected publishers.
+    fn generate(&mut self, now: Instant) {
+        for slot in 0..self.slots.len() {
+            let Some(Some(s)) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            let Some(g) = s.generator.as_mut() else {
+                continue;
+            };
+            if !s.client.connected {
+                continue;
+            }
+            let mut sent = 0u64;
+            while g.spec.audio && g.next_audio <= now {
+                g.next_audio += AUDIO_INTERVAL;
+                let stamp = Stamp {
+                    sent_us: now_us(),
+                    publisher: s.participant,
+                    stream: STREAM_AUDIO,
+                    seq: g.audio_seq,
+                };
+                g.audio_seq += 1;
+                let mut payload = vec![0xF8u8; AUDIO_PAYLOAD];
+                stamp.write(&mut payload);
+                if s.client
+                    .send(0, now, Bytes::from(payload), true, AUDIO_TS_STEP)
+                    .is_ok()
+                {
+                    self.record.on_sent(&stamp, &self.window);
+                    sent += 1;
+                }
+            }
+            let video_sender = usize::from(g.spec.audio);
+            while g.spec.video_kbps > 0 && g.next_frame <= now {
+                let fps = g.spec.video_fps.max(1);
+                g.next_frame += Duration::from_micros(1_000_000 / u64::from(fps));
+                let key = g.frames == 0 || std::mem::take(&mut g.keyframe);
+                g.frames += 1;
+                if key {
+                    self.record.keyframes_sent += 1;
+                }
+                let frame_bytes = (g.spec.video_kbps as usize * 1000 / 8 / fps as usize).max(64);
+                let packets = frame_bytes.div_ceil(VIDEO_MTU_PAYLOAD);
+                let size = (frame_bytes / packets).max(32);
+                for part in 0..packets {
+                    let stamp = Stamp {
+                        sent_us: now_us(),
+                        publisher: s.participant,
+                        stream: STREAM_VIDEO,
+                        seq: g.video_seq,
+                    };
+                    g.video_seq += 1;
+                    let payload = vp8_payload(part == 0, key, size, &stamp);
+                    let last = part + 1 == packets;
+                    if s.client
+                        .send(video_sender, now, payload, last, 90_000 / fps)
+                        .is_ok()
+                    {
+                        self.record.on_sent(&stamp, &self.window);
+                        sent += 1;
+                    }
+                }
+            }
+            if sent > 0 {
+                self.live.sent.fetch_add(sent, Ordering::Relaxed);
+                self.service(slot);
+            }
+        }
+    }
+
+    /// Returns false on shutdown.
+    fn handle(&mut self, command: Command) -> bool {
+        let now = Instant::now();
+        match command {
+            Command::Publish {
+                participant,
+                user,
+                spec,
+                reply,
+            } => {
+                let result = self.publish(participant, &user, spec, now);
+                let _ = reply.send(result);
+            }
+            Command::PublisherAnswer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let result = match self.slot_of(participant, Role::Publisher) {
+                    Some(slot) => {
+                        let r = self.client(slot).map(|c| c.accept_answer(now, sdp));
+                        self.service(slot);
+                        r.unwrap_or(Err(ClientError::State("no publisher")))
+                    }
+                    None => Err(ClientError::State("no publisher")),
+                };
+                let _ = reply.send(result);
+            }
+            Command::SubscriberOffer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let result = self.subscriber_offer(participant, sdp, now);
+                let _ = reply.send(result);
+            }
+            Command::Candidate {
+                participant,
+                role,
+                init,
+            } => {
+                if let Some(slot) = self.slot_of(participant, role) {
+                    if let Some(c) = self.client(slot) {
+                        c.add_remote_candidate(init);
+                    }
+                    self.service(slot);
+                }
+            }
+            Command::JoinStarted { participant, at_us } => {
+                self.join_started.insert(participant, at_us);
+            }
+            Command::Leave { participant } => self.leave(participant),
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.record.clone());
+            }
+            Command::Stragglers { reply } => {
+                let list = self
+                    .by_participant
+                    .iter()
+                    .flat_map(|(p, slots)| {
+                        [
+                            (Role::Publisher, slots.publisher),
+                            (Role::Subscriber, slots.subscriber),
+                        ]
+                        .into_iter()
+                        .filter_map(move |(role, slot)| Some((*p, role, slot?)))
+                    })
+                    .filter_map(|(p, role, slot)| {
+                        let c = &self.slots.get(slot)?.as_ref()?.client;
+                        (!c.connected).then(|| (p, role, c.ice_state.clone(), c.pc_state.clone()))
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn client(&mut self, slot: usize) -> Option<&mut Client> {
+        self.slots
+            .get_mut(slot)
+            .and_then(|s| s.as_mut())
+            .map(|s| &mut s.client)
+    }
+
+    fn slot_of(&self, participant: u32, role: Role) -> Option<usize> {
+        let p = self.by_participant.get(&participant)?;
+        match role {
+            Role::Publisher => p.publisher,
+            Role::Subscriber => p.subscriber,
+        }
+    }
+
+    fn insert(&mut self, slot: Slot) -> Result<usize, ClientError> {
+        let index = match self.slots.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        let mut slot = slot;
+        self.poll
+            .registry()
+            .register(&mut slot.client.socket, Token(index), Interest::READABLE)?;
+        self.slots[index] = Some(slot);
+        Ok(index)
+    }
+
+    fn publish(
+        &mut self,
+        participant: u32,
+        user: &str,
+        spec: MediaSpec,
+        now: Instant,
+    ) -> Result<String, ClientError> {
+        let mut client = Client::new(Role::Publisher, self.bind_ip, now)?;
+        // SSRCs unique per participant, so a receiver can tell streams apart even unstamped.
+        let base = 0x1000_0000 + participant * 16;
+        if spec.audio {
+            client.add_track(user, "microphone", RtpCodecKind::Audio, base)?;
+        }
+        if spec.video_kbps > 0 {
+            client.add_track(user, "camera", RtpCodecKind::Video, base + 1)?;
+        }
+        let sdp = client.offer(now)?;
+        let slot = self.insert(Slot {
+            participant,
+            client,
+            timeout: None,
+            generator: Some(Generator {
+                spec,
+                audio_seq: 0,
+                video_seq: 0,
+                next_audio: now,
+                next_frame: now,
+                keyframe: true,
+                frames: 0,
+            }),
+        })?;
+        self.by_participant
+            .entry(participant)
+            .or_default()
+            .publisher = Some(slot);
+        self.service(slot);
+        Ok(sdp)
+    }
+
+    fn subscriber_offer(
+        &mut self,
+        participant: u32,
+        sdp: String,
+        now: Instant,
+    ) -> Result<String, ClientError> {
+        let slot = match self.slot_of(participant, Role::Subscriber) {
+            Some(slot) => slot,
+            None => {
+                let client = Client::new(Role::Subscriber, self.bind_ip, now)?;
+                let slot = self.insert(Slot {
+                    participant,
+                    client,
+                    timeout: None,
+                    generator: None,
+                })?;
+                self.by_participant
+                    .entry(participant)
+                    .or_default()
+                    .subscriber = Some(slot);
+                slot
+            }
+        };
+        let answer = self
+            .client(slot)
+            .ok_or(ClientError::State("no subscriber"))?
+            .answer(now, sdp);
+        self.service(slot);
+        answer
+    }
+
+    fn leave(&mut self, participant: u32) {
+        self.join_started.remove(&participant);
+        let Some(p) = self.by_participant.remove(&participant) else {
+            return;
+        };
+        for slot in [p.publisher, p.subscriber].into_iter().flatten() {
+            if let Some(mut s) = self.slots.get_mut(slot).and_then(Option::take) {
+                let _ = self.poll.registry().deregister(&mut s.client.socket);
+                if s.client.connected {
+                    self.live.connected.fetch_sub(1, Ordering::Relaxed);
+                }
+                s.client.close();
+            }
+        }
+    }
+
+    fn close_all(&mut self) {
+        let participants: Vec<u32> = self.by_participant.keys().copied().collect();
+        for p in participants {
+            self.leave(p);
+        }
+    }
+}
+
+/// A generated VP8 packet: payload descriptor and frame tag where a depacketizer looks, filler,
+/// and the stamp at the tail.
+fn vp8_payload(first: bool, key: bool, size: usize, stamp: &Stamp) -> Bytes {
+    const KEY_START: &[u8] = &[
+        0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00,
+    ];
+    const DELTA_START: &[u8] = &[0x10, 0x01, 0x00, 0x00];
+    const CONTINUATION: &[u8] = &[0x00];
+    let head = match (first, key) {
+        (true, true) => KEY_START,
+        (true, false) => DELTA_START,
+        (false, _) => CONTINUATION,
+    };
+    let mut payload = Vec::with_capacity(size.max(head.len() + crate::stamp::STAMP_LEN));
+    payload.extend_from_slice(head);
+    payload.resize(size.max(head.len() + crate::stamp::STAMP_LEN), 0x42);
+    stamp.write(&mut payload);
+    Bytes::from(payload)
+}
+
+fn round_up(d: Duration) -> Duration {
+    let ticks = d.as_nanos().div_ceil(TICK.as_nanos());
+    TICK * u32::try_from(ticks).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vp8_packets_keep_their_head_and_carry_the_stamp() {
+        let stamp = Stamp {
+            sent_us: 5,
+            publisher: 1,
+            stream: STREAM_VIDEO,
+            seq: 9,
+        };
+        let key = vp8_payload(true, true, 500, &stamp);
+        assert_eq!(key.len(), 500);
+        assert!(confab_bot::media::vp8_is_keyframe(&key));
+        assert!(!confab_bot::media::vp8_is_keyframe(&vp8_payload(
+            true, false, 500, &stamp
+        )));
+        assert_eq!(Stamp::read(&key), Some(stamp));
+    }
+
+    #[test]
+    fn waits_round_up_to_the_tick() {
+        assert_eq!(round_up(Duration::from_micros(1)), TICK);
+        assert_eq!(round_up(Duration::ZERO), Duration::ZERO);
+        assert_eq!(round_up(Duration::from_micros(1500)), TICK * 2);
+    }
+}

@@ -1,0 +1,332 @@
+//! The end of a run: a table for people and one JSON line for scripts.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::floor::FloorResult;
+use crate::procfs;
+use crate::recorder::{Record, quantile};
+use crate::run::ChurnResult;
+use crate::scenario::Plan;
+
+/// Counters read at the edges of the measurement window.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub at: Instant,
+    pub server_cpu_us: u64,
+    pub server_wait_us: u64,
+    pub self_cpu_us: u64,
+    pub server_udp_drops: u64,
+    pub self_udp_drops: u64,
+    pub rcvbuf_errors: u64,
+}
+
+impl Sample {
+    pub fn take(server: u32, me: u32) -> Sample {
+        Sample {
+            at: Instant::now(),
+            server_cpu_us: procfs::cpu_us(server).unwrap_or(0),
+            server_wait_us: procfs::runqueue_wait_us(server).unwrap_or(0),
+            self_cpu_us: procfs::cpu_us(me).unwrap_or(0),
+            server_udp_drops: procfs::udp_drops_of_process(server).unwrap_or(0),
+            self_udp_drops: procfs::udp_drops_of_process(me).unwrap_or(0),
+            rcvbuf_errors: procfs::udp_rcvbuf_errors().unwrap_or(0),
+        }
+    }
+}
+
+pub struct Report {
+    pub scenario: String,
+    pub participants: u32,
+    pub publishers: u32,
+    pub window_s: f64,
+    pub sent_pps: f64,
+    pub forwarded_pps: f64,
+    pub expected: u64,
+    pub received: u64,
+    pub server_cpu_percent: f64,
+    pub server_cpu_us_per_pkt: f64,
+    /// Share of the window the server's threads waited for a CPU, summed over threads.
+    pub server_runqueue_wait_percent: f64,
+    pub loadgen_cpu_percent: f64,
+    pub loadgen_cpu_us_per_pkt: f64,
+    pub loadgen_drops: u64,
+    pub server_socket_drops: u64,
+    pub rcvbuf_errors: u64,
+    pub server_loss_ratio: f64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub join_p50_ms: Option<f64>,
+    pub join_p99_ms: Option<f64>,
+    pub joins: usize,
+    pub server_rss_mb: f64,
+    pub rss_per_participant_mb: f64,
+    pub failed_connections: u64,
+    /// Peer connections up when the window opened, of those the plan needs.
+    pub connections: (u64, u64),
+    pub keyframe_requests: u64,
+    pub keyframes_sent: u64,
+    pub floor: Option<FloorResult>,
+    pub churn: Option<ChurnResult>,
+}
+
+impl Report {
+    pub fn new(
+        plan: &Plan,
+        record: &Record,
+        start: &Sample,
+        end: &Sample,
+        rss_base: u64,
+        rss_end: u64,
+        churn: Option<ChurnResult>,
+    ) -> Report {
+        let window_s = end.at.duration_since(start.at).as_secs_f64().max(0.001);
+        let sent: u64 = record.sent.values().sum();
+        let received: u64 = record.received.values().sum();
+        let expected = sent * u64::from(plan.receivers_per_stream());
+        let server_cpu = end.server_cpu_us.saturating_sub(start.server_cpu_us) as f64;
+        let self_cpu = end.self_cpu_us.saturating_sub(start.self_cpu_us) as f64;
+        let loadgen_drops = end.self_udp_drops.saturating_sub(start.self_udp_drops);
+        // Packets our own sockets dropped were forwarded by the server: not its loss.
+        let lost = expected
+            .saturating_sub(received)
+            .saturating_sub(loadgen_drops);
+        let per_pkt = |cpu: f64| {
+            if received > 0 {
+                cpu / received as f64
+            } else {
+                0.0
+            }
+        };
+        let mut join_ms = record.join_ms.clone();
+        if let Some(c) = &churn {
+            join_ms.extend_from_slice(&c.join_ms);
+        }
+        let rss_mb = rss_end as f64 / 1e6;
+        Report {
+            scenario: plan.name.clone(),
+            participants: plan.participants,
+            publishers: plan.publishers,
+            window_s,
+            sent_pps: sent as f64 / window_s,
+            forwarded_pps: received as f64 / window_s,
+            expected,
+            received,
+            server_cpu_percent: server_cpu / window_s / 10_000.0,
+            server_cpu_us_per_pkt: per_pkt(server_cpu),
+            server_runqueue_wait_percent: end.server_wait_us.saturating_sub(start.server_wait_us)
+                as f64
+                / window_s
+                / 10_000.0,
+            loadgen_cpu_percent: self_cpu / window_s / 10_000.0,
+            loadgen_cpu_us_per_pkt: per_pkt(self_cpu),
+            loadgen_drops,
+            server_socket_drops: end.server_udp_drops.saturating_sub(start.server_udp_drops),
+            rcvbuf_errors: end.rcvbuf_errors.saturating_sub(start.rcvbuf_errors),
+            server_loss_ratio: if expected > 0 {
+                lost as f64 / expected as f64
+            } else {
+                0.0
+            },
+            latency_p50_ms: record.latency.quantile_ms(0.5),
+            latency_p99_ms: record.latency.quantile_ms(0.99),
+            join_p50_ms: quantile(&join_ms, 0.5),
+            join_p99_ms: quantile(&join_ms, 0.99),
+            joins: join_ms.len(),
+            server_rss_mb: rss_mb,
+            rss_per_participant_mb: rss_end.saturating_sub(rss_base) as f64
+                / 1e6
+                / f64::from(plan.participants.max(1)),
+            failed_connections: record.failed_connections,
+            connections: (0, 0),
+            keyframe_requests: record.keyframe_requests,
+            keyframes_sent: record.keyframes_sent,
+            floor: None,
+            churn,
+        }
+    }
+
+    pub fn set_connections(&mut self, up: u64, expected: u64) {
+        self.connections = (up, expected);
+    }
+
+    pub fn set_floor(&mut self, floor: FloorResult) {
+        self.floor = Some(floor);
+    }
+
+    fn ratio_to_floor(&self) -> Option<f64> {
+        self.floor
+            .filter(|f| f.cpu_us_per_pkt > 0.0)
+            .map(|f| self.server_cpu_us_per_pkt / f.cpu_us_per_pkt)
+    }
+
+    pub fn print(&self) {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} ms"));
+        let rows: Vec<(&str, String)> = vec![
+            ("scenario", self.scenario.clone()),
+            (
+                "participants / publishers",
+                format!("{} / {}", self.participants, self.publishers),
+            ),
+            ("window", format!("{:.1} s", self.window_s)),
+            (
+                "peer connections up",
+                format!("{} of {}", self.connections.0, self.connections.1),
+            ),
+            ("sent by publishers", format!("{:.0} pps", self.sent_pps)),
+            (
+                "forwarded (received)",
+                format!("{:.0} pps", self.forwarded_pps),
+            ),
+            (
+                "server CPU",
+                format!(
+                    "{:.1}% of a core, {:.2} µs per forwarded packet",
+                    self.server_cpu_percent, self.server_cpu_us_per_pkt
+                ),
+            ),
+            (
+                "server waiting for a CPU",
+                format!(
+                    "{:.1}% of the window (runnable, not running: the machine is busy)",
+                    self.server_runqueue_wait_percent
+                ),
+            ),
+            (
+                "floor CPU",
+                self.floor.map_or("-".to_owned(), |f| {
+                    format!(
+                        "{:.2} µs per packet at {:.0} pps ({:.1}% of a core)",
+                        f.cpu_us_per_pkt, f.forwarded_pps, f.cpu_percent
+                    )
+                }),
+            ),
+            (
+                "ratio to floor",
+                self.ratio_to_floor()
+                    .map_or("-".to_owned(), |r| format!("{r:.2}x")),
+            ),
+            (
+                "server loss",
+                format!(
+                    "{:.4}% ({} of {} expected missing; excluded {} dropped by our sockets)",
+                    self.server_loss_ratio * 100.0,
+                    self.expected.saturating_sub(self.received),
+                    self.expected,
+                    self.loadgen_drops
+                ),
+            ),
+            (
+                "socket drops",
+                format!(
+                    "server sockets {}, machine RcvbufErrors {}",
+                    self.server_socket_drops, self.rcvbuf_errors
+                ),
+            ),
+            (
+                "forwarding latency p50 / p99",
+                format!("{} / {}", ms(self.latency_p50_ms), ms(self.latency_p99_ms)),
+            ),
+            (
+                "join time p50 / p99",
+                format!(
+                    "{} / {} ({} joins)",
+                    ms(self.join_p50_ms),
+                    ms(self.join_p99_ms),
+                    self.joins
+                ),
+            ),
+            (
+                "server RSS",
+                format!(
+                    "{:.1} MB, {:.3} MB per participant",
+                    self.server_rss_mb, self.rss_per_participant_mb
+                ),
+            ),
+            (
+                "load generator CPU",
+                format!(
+                    "{:.1}% of a core, {:.2} µs per received packet",
+                    self.loadgen_cpu_percent, self.loadgen_cpu_us_per_pkt
+                ),
+            ),
+            (
+                "keyframes",
+                format!(
+                    "{} requests received, {} sent; {} failed connections",
+                    self.keyframe_requests, self.keyframes_sent, self.failed_connections
+                ),
+            ),
+        ];
+        let mut rows = rows;
+        if let Some(c) = &self.churn {
+            rows.push((
+                "churn",
+                format!(
+                    "{}/{} cycles completed; server RSS {:.1} MB after {} cycles, {:.1} MB at the end ({:+.1} MB)",
+                    c.completed,
+                    c.cycles,
+                    c.rss_after_warm_mb,
+                    (c.cycles / 10).max(1),
+                    c.rss_end_mb,
+                    c.rss_end_mb - c.rss_after_warm_mb
+                ),
+            ));
+        }
+        let width = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        for (k, v) in &rows {
+            println!("{k:<width$}  {v}");
+        }
+        println!("{}", self.json());
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let mut j = json!({
+            "scenario": self.scenario,
+            "participants": self.participants,
+            "publishers": self.publishers,
+            "window_s": round(self.window_s, 2),
+            "sent_pps": round(self.sent_pps, 1),
+            "forwarded_pps": round(self.forwarded_pps, 1),
+            "server_cpu_percent": round(self.server_cpu_percent, 1),
+            "server_cpu_us_per_pkt": round(self.server_cpu_us_per_pkt, 3),
+            "server_runqueue_wait_percent": round(self.server_runqueue_wait_percent, 1),
+            "floor_cpu_us_per_pkt": self.floor.map(|f| round(f.cpu_us_per_pkt, 3)),
+            "floor_pps": self.floor.map(|f| round(f.forwarded_pps, 1)),
+            "ratio_to_floor": self.ratio_to_floor().map(|r| round(r, 3)),
+            "server_loss_ratio": self.server_loss_ratio,
+            "loadgen_socket_drops": self.loadgen_drops,
+            "server_socket_drops": self.server_socket_drops,
+            "latency_p50_ms": self.latency_p50_ms.map(|v| round(v, 3)),
+            "latency_p99_ms": self.latency_p99_ms.map(|v| round(v, 3)),
+            "join_p50_ms": self.join_p50_ms.map(|v| round(v, 1)),
+            "join_p99_ms": self.join_p99_ms.map(|v| round(v, 1)),
+            "joins": self.joins,
+            "server_rss_mb": round(self.server_rss_mb, 2),
+            "rss_per_participant_mb": round(self.rss_per_participant_mb, 3),
+            "loadgen_cpu_percent": round(self.loadgen_cpu_percent, 1),
+            "loadgen_cpu_us_per_pkt": round(self.loadgen_cpu_us_per_pkt, 3),
+            "failed_connections": self.failed_connections,
+            "connections_up": self.connections.0,
+            "connections_expected": self.connections.1,
+        });
+        if let Some(c) = &self.churn {
+            j["churn_cycles"] = json!(c.cycles);
+            j["churn_completed"] = json!(c.completed);
+            j["churn_rss_warm_mb"] = json!(round(c.rss_after_warm_mb, 2));
+            j["churn_rss_end_mb"] = json!(round(c.rss_end_mb, 2));
+            j["churn_rss_growth_mb"] = json!(round(c.rss_end_mb - c.rss_after_warm_mb, 2));
+        }
+        j
+    }
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}
