@@ -327,6 +327,8 @@ pub struct ChurnResult {
     pub rss_after_warm_mb: f64,
     pub rss_end_mb: f64,
     pub join_ms: Vec<f64>,
+    pub join_offer_ms: Vec<f64>,
+    pub join_connected_ms: Vec<f64>,
 }
 
 /// Extra participants join, publish, wait for their first media packet and leave, `cycles`
@@ -398,5 +400,9 @@ async fn churn(
         rss_after_warm_mb: rss_after_warm as f64 / 1e6,
         rss_end_mb: rss_end as f64 / 1e6,
         join_ms: record.join_ms[join_base.min(record.join_ms.len())..].to_vec(),
+        join_offer_ms: record.join_offer_ms[join_base.min(record.join_offer_ms.len())..].to_vec(),
+        join_connected_ms: record.join_connected_ms
+            [join_base.min(record.join_connected_ms.len())..]
+            .to_vec(),
     })
 }
