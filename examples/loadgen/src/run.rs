@@ -81,6 +81,21 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let plan = plan_from(&args)?;
     let (spawned, url, pid) = match (&args.server, args.server_pid) {
         (Some(url), Some(pid)) => (None, url.trim_end_matches('/').to_owned(), pid),
+        (Some(url), None) => {
+            let port = url
+                .trim_end_matches('/')
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or_else(|| RunError::Usage(format!("no port in --server {url}")))?;
+            let pid = procfs::tcp_listener_pid(port).ok_or_else(|| {
+                RunError::Usage(format!(
+                    "no local process listens on port {port}: give --server-pid, or run on the \
+                     server's machine (its CPU and memory are read from /proc)"
+                ))
+            })?;
+            (None, url.trim_end_matches('/').to_owned(), pid)
+        }
         (None, None) => {
             let binary = args
                 .confab_bin
@@ -98,11 +113,9 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             let (url, pid) = (s.url.clone(), s.pid());
             (Some(s), url, pid)
         }
-        _ => {
+        (None, Some(_)) => {
             return Err(RunError::Usage(
-                "--server and --server-pid go together (measure a running server), or give \
-                 neither (start one here)"
-                    .into(),
+                "--server-pid needs --server (the running server's URL)".into(),
             ));
         }
     };
