@@ -13,7 +13,7 @@ use crate::api::{self, ApiError, Participant};
 use crate::floor::{self, FloorLoad};
 use crate::media::{self, Command, MediaHandle, MediaSpec};
 use crate::procfs;
-use crate::recorder::{Live, Record, Window};
+use crate::recorder::{Live, Record, Window, quantile};
 use crate::report::{Report, Sample};
 use crate::scenario::Plan;
 use crate::server::{self, SpawnedServer};
@@ -362,6 +362,7 @@ async fn churn(
     let mut completed = 0;
     let warm = (plan.cycles / 10).max(1);
     let started = Instant::now();
+    let mut last_hundred = started;
     let join_base = snapshot(handles).await.join_ms.len();
     for cycle in 0..plan.cycles {
         let index = plan.participants + (cycle % 2);
@@ -395,13 +396,24 @@ async fn churn(
             rss_after_warm = procfs::rss_bytes(pid).unwrap_or(0);
         }
         if (cycle + 1) % 100 == 0 {
+            // Medians of the last hundred joins, split, show which step slows down if cycles
+            // get slower.
+            let r = snapshot(handles).await;
+            let last = |v: &[f64]| quantile(&v[v.len().saturating_sub(100)..], 0.5).unwrap_or(0.0);
             eprintln!(
-                "  cycle {}/{} ({:.0} s), server rss {:.1} MB",
+                "  cycle {}/{} ({:.0} s, {:.0} ms per cycle), server rss {:.1} MB, cpu {:.1} s; \
+                 last 100 joins p50: offer {:.0} ms, connected {:.0} ms, first packet {:.0} ms",
                 cycle + 1,
                 plan.cycles,
                 started.elapsed().as_secs_f64(),
-                procfs::rss_bytes(pid).unwrap_or(0) as f64 / 1e6
+                last_hundred.elapsed().as_secs_f64() * 10.0,
+                procfs::rss_bytes(pid).unwrap_or(0) as f64 / 1e6,
+                procfs::cpu_us(pid).unwrap_or(0) as f64 / 1e6,
+                last(&r.join_offer_ms),
+                last(&r.join_connected_ms),
+                last(&r.join_ms),
             );
+            last_hundred = Instant::now();
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
