@@ -205,6 +205,12 @@ impl Report {
             (
                 "floor CPU",
                 self.floor.map_or("-".to_owned(), |f| {
+                    if f.cpu_us_per_pkt <= 0.0 {
+                        return format!(
+                            "too little to measure at {:.0} pps (under one CPU clock tick)",
+                            f.forwarded_pps
+                        );
+                    }
                     format!(
                         "{:.2} µs per packet at {:.0} pps ({:.1}% of a core)",
                         f.cpu_us_per_pkt, f.forwarded_pps, f.cpu_percent
@@ -315,7 +321,11 @@ impl Report {
             "server_cpu_percent": round(self.server_cpu_percent, 1),
             "server_cpu_us_per_pkt": round(self.server_cpu_us_per_pkt, 3),
             "server_runqueue_wait_percent": round(self.server_runqueue_wait_percent, 1),
-            "floor_cpu_us_per_pkt": self.floor.map(|f| round(f.cpu_us_per_pkt, 3)),
+            // Zero means the floor used less than one tick of the CPU clock: no figure.
+            "floor_cpu_us_per_pkt": self
+                .floor
+                .filter(|f| f.cpu_us_per_pkt > 0.0)
+                .map(|f| round(f.cpu_us_per_pkt, 3)),
             "floor_pps": self.floor.map(|f| round(f.forwarded_pps, 1)),
             "ratio_to_floor": self.ratio_to_floor().map(|r| round(r, 3)),
             "server_loss_ratio": self.server_loss_ratio,
