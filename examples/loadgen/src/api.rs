@@ -220,16 +220,26 @@ async fn handle_events(
                     sdp,
                     reply,
                 });
-                let Ok(Ok(answer)) = answer.await else {
-                    continue;
+                let answer = match answer.await {
+                    Ok(Ok(answer)) => answer,
+                    // The server waits for this answer before it offers again, so a failure
+                    // here stalls this participant's subscriber: say so.
+                    Ok(Err(e)) => {
+                        eprintln!("  participant {index}: cannot answer a subscriber offer: {e}");
+                        continue;
+                    }
+                    Err(_) => continue,
                 };
                 // Answered in order: the server runs one negotiation at a time.
-                let _ = signaling
+                if let Err(e) = signaling
                     .request(
                         "rtc:answer",
                         json!({ "call_id": call_id, "target": "subscriber", "sdp": answer }),
                     )
-                    .await;
+                    .await
+                {
+                    eprintln!("  participant {index}: rtc:answer refused: {e}");
+                }
             }
             "rtc:candidate" => {
                 let role = match event.data["target"].as_str() {

@@ -27,6 +27,8 @@ use crate::procfs;
 pub const PROFILE: ProtectionProfile = ProtectionProfile::AeadAes128Gcm;
 const SSRC_BASE: u32 = 0x5000_0000;
 const BATCH: usize = 64;
+/// Receivers' keys are numbered after the publishers'.
+const SINK_KEYS: u32 = 1000;
 const DATAGRAM_MAX: usize = 1500;
 
 #[derive(Debug, thiserror::Error)]
@@ -233,7 +235,6 @@ fn drain_sinks(sinks: Vec<UdpSocket>, stop: &AtomicBool, received: &AtomicU64) {
 pub fn serve(streams: u32, fanout: u32, sinks: &[SocketAddr]) -> Result<(), FloorError> {
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     println!("port {}", socket.local_addr()?.port());
-    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -243,15 +244,30 @@ pub fn serve(streams: u32, fanout: u32, sinks: &[SocketAddr]) -> Result<(), Floo
             stop.store(true, Ordering::Relaxed);
         });
     }
+    forward(&socket, streams, fanout, sinks, &stop)
+}
+
+/// The floor's loop: decrypt each packet once, encrypt it once per receiver, send in batches.
+fn forward(
+    socket: &UdpSocket,
+    streams: u32,
+    fanout: u32,
+    sinks: &[SocketAddr],
+    stop: &AtomicBool,
+) -> Result<(), FloorError> {
+    if sinks.is_empty() {
+        return Err(FloorError::Child("no sinks".into()));
+    }
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut inbound: Vec<Context> = (0..streams).map(context).collect::<Result<_, _>>()?;
     let mut outbound: Vec<Context> = (0..sinks.len() as u32)
-        .map(|s| context(1000 + s))
+        .map(|s| context(SINK_KEYS + s))
         .collect::<Result<_, _>>()?;
     let mut rx = MmsgBatch::new(BATCH);
     let mut tx = MmsgBatch::new(BATCH);
     let n_sinks = sinks.len();
     while !stop.load(Ordering::Relaxed) {
-        let n = rx.recv(&socket);
+        let n = rx.recv(socket);
         for i in 0..n {
             let datagram = rx.datagram(i);
             let Some(ssrc) = datagram.get(8..12) else {
@@ -274,11 +290,11 @@ pub fn serve(streams: u32, fanout: u32, sinks: &[SocketAddr]) -> Result<(), Floo
                 };
                 tx.push(&out, sinks[sink]);
                 if tx.is_full() {
-                    tx.send(&socket);
+                    tx.send(socket);
                 }
             }
         }
-        tx.send(&socket);
+        tx.send(socket);
     }
     Ok(())
 }
@@ -398,5 +414,72 @@ impl MmsgBatch {
             }
         }
         self.used = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The floor forwards real SRTP: every receiver can decrypt what it gets with its own keys,
+    /// and gets each of its streams' packets once.
+    #[test]
+    fn each_receiver_decrypts_its_copies() {
+        let floor = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let target = floor.local_addr().expect("addr");
+        let sinks: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let addrs: Vec<SocketAddr> = sinks
+            .iter()
+            .map(|s| s.local_addr().expect("addr"))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let forwarding = {
+            let stop = stop.clone();
+            let addrs = addrs.clone();
+            std::thread::spawn(move || forward(&floor, 2, 2, &addrs, &stop))
+        };
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut publishers: Vec<Context> = (0..2).map(|i| context(i).expect("ctx")).collect();
+        for seq in 0..5u16 {
+            for (stream, ctx) in publishers.iter_mut().enumerate() {
+                let packet = rtp::Packet {
+                    header: rtp::Header {
+                        version: 2,
+                        payload_type: 111,
+                        sequence_number: seq,
+                        ssrc: SSRC_BASE + stream as u32,
+                        ..Default::default()
+                    },
+                    payload: bytes::Bytes::from_static(&[7u8; 40]),
+                };
+                let mut plain = vec![0u8; packet.marshal_size()];
+                packet.marshal_to(&mut plain).expect("marshal");
+                let encrypted = ctx.encrypt_rtp(&plain).expect("encrypt");
+                sender.send_to(&encrypted, target).expect("send");
+            }
+        }
+        // Stream 0 goes to sinks 1 and 2, stream 1 to sinks 2 and 0.
+        let expected = [5, 5, 10];
+        let mut buf = [0u8; DATAGRAM_MAX];
+        for (i, sink) in sinks.iter().enumerate() {
+            sink.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut ctx = context(SINK_KEYS + i as u32).expect("ctx");
+            for _ in 0..expected[i] {
+                let n = sink.recv(&mut buf).expect("a forwarded packet");
+                let plain = ctx
+                    .decrypt_rtp(&buf[..n])
+                    .expect("decrypts with the sink's keys");
+                assert_eq!(&plain[plain.len() - 40..], &[7u8; 40][..]);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        forwarding.join().expect("thread").expect("the floor ran");
+        sinks[0]
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        assert!(sinks[0].recv(&mut buf).is_err(), "no extra copies");
     }
 }

@@ -23,7 +23,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "confab-loadgen", version)]
 pub struct Args {
-    /// Base URL of a running server (needs --server-pid); without it a server is started here.
+    /// Base URL of a running server; without it a server is started here. Its pid is found
+    /// from the listening port unless --server-pid is given.
     #[arg(long)]
     server: Option<String>,
     /// HS256 secret the server verifies tokens with.

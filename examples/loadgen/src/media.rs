@@ -127,6 +127,14 @@ pub fn spawn(
     Ok((MediaHandle { tx, waker }, handle))
 }
 
+/// A join in progress, in stamp microseconds: when `call:join` went out, when the first
+/// subscriber offer arrived and when the subscriber connection came up.
+struct JoinTimer {
+    started: u64,
+    offer: Option<u64>,
+    connected: Option<u64>,
+}
+
 /// A participant's clients on this thread.
 #[derive(Default)]
 struct Participant {
@@ -171,7 +179,7 @@ struct MediaThread {
     slots: Vec<Option<Slot>>,
     by_participant: HashMap<u32, Participant>,
     record: Record,
-    join_started: HashMap<u32, u64>,
+    join_started: HashMap<u32, JoinTimer>,
 }
 
 impl MediaThread {
@@ -247,6 +255,11 @@ impl MediaThread {
         let out = s.client.service();
         if out.connected_now {
             self.live.connected.fetch_add(1, Ordering::Relaxed);
+            if s.generator.is_none()
+                && let Some(t) = self.join_started.get_mut(&s.participant)
+            {
+                t.connected.get_or_insert(now_us());
+            }
             if let Some(g) = s.generator.as_mut() {
                 let now = Instant::now();
                 g.next_audio = now;
@@ -266,10 +279,13 @@ impl MediaThread {
         if !s.client.received.is_empty() {
             let now = now_us();
             let n = s.client.received.len() as u64;
-            if let Some(started) = self.join_started.remove(&receiver) {
+            if let Some(t) = self.join_started.remove(&receiver) {
+                let ms = |at: u64| at.saturating_sub(t.started) as f64 / 1000.0;
+                self.record.join_ms.push(ms(now));
+                self.record.join_offer_ms.push(t.offer.map_or(f64::NAN, ms));
                 self.record
-                    .join_ms
-                    .push(now.saturating_sub(started) as f64 / 1000.0);
+                    .join_connected_ms
+                    .push(t.connected.map_or(f64::NAN, ms));
                 self.live.joins.fetch_add(1, Ordering::Relaxed);
             }
             for payload in s.client.received.drain(..) {
@@ -400,7 +416,14 @@ impl MediaThread {
                 }
             }
             Command::JoinStarted { participant, at_us } => {
-                self.join_started.insert(participant, at_us);
+                self.join_started.insert(
+                    participant,
+                    JoinTimer {
+                        started: at_us,
+                        offer: None,
+                        connected: None,
+                    },
+                );
             }
             Command::Leave { participant } => self.leave(participant),
             Command::Snapshot { reply } => {
@@ -506,6 +529,9 @@ impl MediaThread {
         sdp: String,
         now: Instant,
     ) -> Result<String, ClientError> {
+        if let Some(t) = self.join_started.get_mut(&participant) {
+            t.offer.get_or_insert(now_us());
+        }
         let slot = match self.slot_of(participant, Role::Subscriber) {
             Some(slot) => slot,
             None => {

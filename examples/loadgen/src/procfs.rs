@@ -41,6 +41,54 @@ pub fn runqueue_wait_us(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// The process listening on TCP `port` on this machine (state LISTEN in `/proc/net/tcp` and
+/// `tcp6`, then the process holding that socket inode), so `--server` alone can measure a local
+/// server without being told its pid.
+pub fn tcp_listener_pid(port: u16) -> Option<u32> {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port)
+                && fields.get(3) == Some(&"0A")
+                && let Some(inode) = fields.get(9)
+            {
+                inodes.insert(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for proc_entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = proc_entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = fs::read_link(fd.path())
+                && target.to_str().is_some_and(|t| inodes.contains(t))
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
 /// Resident set size of a process, in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -101,6 +149,15 @@ mod tests {
         assert!(cpu_us(me).is_some());
         assert!(runqueue_wait_us(me).is_some());
         assert_eq!(runqueue_wait_us(u32::MAX), None);
+    }
+
+    #[test]
+    fn the_listener_of_a_port_is_this_process() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert_eq!(tcp_listener_pid(port), Some(std::process::id()));
+        drop(listener);
+        assert_eq!(tcp_listener_pid(port), None);
     }
 
     #[test]

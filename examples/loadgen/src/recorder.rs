@@ -96,6 +96,10 @@ pub struct Record {
     pub payload_bytes_received: u64,
     /// Milliseconds from sending `call:join` to the first media packet, per join.
     pub join_ms: Vec<f64>,
+    /// Per join, in the same order: milliseconds to the first subscriber offer and to the
+    /// subscriber connection being up (NaN when not seen).
+    pub join_offer_ms: Vec<f64>,
+    pub join_connected_ms: Vec<f64>,
     /// Publisher streams a participant received without a readable stamp.
     pub unstamped: u64,
     pub keyframes_sent: u64,
@@ -142,6 +146,9 @@ impl Record {
         self.sent_total += other.sent_total;
         self.payload_bytes_received += other.payload_bytes_received;
         self.join_ms.extend_from_slice(&other.join_ms);
+        self.join_offer_ms.extend_from_slice(&other.join_offer_ms);
+        self.join_connected_ms
+            .extend_from_slice(&other.join_connected_ms);
         self.unstamped += other.unstamped;
         self.keyframes_sent += other.keyframes_sent;
         self.keyframe_requests += other.keyframe_requests;
@@ -166,7 +173,10 @@ pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
-    let mut sorted = values.to_vec();
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    if sorted.is_empty() {
+        return None;
+    }
     sorted.sort_by(f64::total_cmp);
     let rank = ((sorted.len() as f64) * q).ceil().max(1.0) as usize;
     sorted.get(rank - 1).copied()
@@ -218,5 +228,6 @@ mod tests {
         assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.5), Some(2.0));
         assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.99), Some(4.0));
         assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[f64::NAN, 2.0], 0.5), Some(2.0));
     }
 }

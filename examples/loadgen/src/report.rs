@@ -60,6 +60,9 @@ pub struct Report {
     pub join_p50_ms: Option<f64>,
     pub join_p99_ms: Option<f64>,
     pub joins: usize,
+    /// p50 and p99 of the time to the first subscriber offer and to the subscriber connection.
+    pub join_offer_ms: (Option<f64>, Option<f64>),
+    pub join_connected_ms: (Option<f64>, Option<f64>),
     pub server_rss_mb: f64,
     pub rss_per_participant_mb: f64,
     pub failed_connections: u64,
@@ -100,8 +103,12 @@ impl Report {
             }
         };
         let mut join_ms = record.join_ms.clone();
+        let mut offer_ms = record.join_offer_ms.clone();
+        let mut connected_ms = record.join_connected_ms.clone();
         if let Some(c) = &churn {
             join_ms.extend_from_slice(&c.join_ms);
+            offer_ms.extend_from_slice(&c.join_offer_ms);
+            connected_ms.extend_from_slice(&c.join_connected_ms);
         }
         let rss_mb = rss_end as f64 / 1e6;
         Report {
@@ -134,6 +141,8 @@ impl Report {
             join_p50_ms: quantile(&join_ms, 0.5),
             join_p99_ms: quantile(&join_ms, 0.99),
             joins: join_ms.len(),
+            join_offer_ms: (quantile(&offer_ms, 0.5), quantile(&offer_ms, 0.99)),
+            join_connected_ms: (quantile(&connected_ms, 0.5), quantile(&connected_ms, 0.99)),
             server_rss_mb: rss_mb,
             rss_per_participant_mb: rss_end.saturating_sub(rss_base) as f64
                 / 1e6
@@ -196,6 +205,12 @@ impl Report {
             (
                 "floor CPU",
                 self.floor.map_or("-".to_owned(), |f| {
+                    if f.cpu_us_per_pkt <= 0.0 {
+                        return format!(
+                            "too little to measure at {:.0} pps (under one CPU clock tick)",
+                            f.forwarded_pps
+                        );
+                    }
                     format!(
                         "{:.2} µs per packet at {:.0} pps ({:.1}% of a core)",
                         f.cpu_us_per_pkt, f.forwarded_pps, f.cpu_percent
@@ -235,6 +250,16 @@ impl Report {
                     ms(self.join_p50_ms),
                     ms(self.join_p99_ms),
                     self.joins
+                ),
+            ),
+            (
+                "  of which: offer / connected",
+                format!(
+                    "p50 {} / {}, p99 {} / {} (first subscriber offer; subscriber connection up)",
+                    ms(self.join_offer_ms.0),
+                    ms(self.join_connected_ms.0),
+                    ms(self.join_offer_ms.1),
+                    ms(self.join_connected_ms.1)
                 ),
             ),
             (
@@ -296,7 +321,11 @@ impl Report {
             "server_cpu_percent": round(self.server_cpu_percent, 1),
             "server_cpu_us_per_pkt": round(self.server_cpu_us_per_pkt, 3),
             "server_runqueue_wait_percent": round(self.server_runqueue_wait_percent, 1),
-            "floor_cpu_us_per_pkt": self.floor.map(|f| round(f.cpu_us_per_pkt, 3)),
+            // Zero means the floor used less than one tick of the CPU clock: no figure.
+            "floor_cpu_us_per_pkt": self
+                .floor
+                .filter(|f| f.cpu_us_per_pkt > 0.0)
+                .map(|f| round(f.cpu_us_per_pkt, 3)),
             "floor_pps": self.floor.map(|f| round(f.forwarded_pps, 1)),
             "ratio_to_floor": self.ratio_to_floor().map(|r| round(r, 3)),
             "server_loss_ratio": self.server_loss_ratio,
@@ -307,6 +336,10 @@ impl Report {
             "join_p50_ms": self.join_p50_ms.map(|v| round(v, 1)),
             "join_p99_ms": self.join_p99_ms.map(|v| round(v, 1)),
             "joins": self.joins,
+            "join_offer_p50_ms": self.join_offer_ms.0.map(|v| round(v, 1)),
+            "join_offer_p99_ms": self.join_offer_ms.1.map(|v| round(v, 1)),
+            "join_connected_p50_ms": self.join_connected_ms.0.map(|v| round(v, 1)),
+            "join_connected_p99_ms": self.join_connected_ms.1.map(|v| round(v, 1)),
             "server_rss_mb": round(self.server_rss_mb, 2),
             "rss_per_participant_mb": round(self.rss_per_participant_mb, 3),
             "loadgen_cpu_percent": round(self.loadgen_cpu_percent, 1),

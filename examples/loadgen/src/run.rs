@@ -13,7 +13,7 @@ use crate::api::{self, ApiError, Participant};
 use crate::floor::{self, FloorLoad};
 use crate::media::{self, Command, MediaHandle, MediaSpec};
 use crate::procfs;
-use crate::recorder::{Live, Record, Window};
+use crate::recorder::{Live, Record, Window, quantile};
 use crate::report::{Report, Sample};
 use crate::scenario::Plan;
 use crate::server::{self, SpawnedServer};
@@ -81,6 +81,21 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let plan = plan_from(&args)?;
     let (spawned, url, pid) = match (&args.server, args.server_pid) {
         (Some(url), Some(pid)) => (None, url.trim_end_matches('/').to_owned(), pid),
+        (Some(url), None) => {
+            let port = url
+                .trim_end_matches('/')
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or_else(|| RunError::Usage(format!("no port in --server {url}")))?;
+            let pid = procfs::tcp_listener_pid(port).ok_or_else(|| {
+                RunError::Usage(format!(
+                    "no local process listens on port {port}: give --server-pid, or run on the \
+                     server's machine (its CPU and memory are read from /proc)"
+                ))
+            })?;
+            (None, url.trim_end_matches('/').to_owned(), pid)
+        }
         (None, None) => {
             let binary = args
                 .confab_bin
@@ -98,11 +113,9 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             let (url, pid) = (s.url.clone(), s.pid());
             (Some(s), url, pid)
         }
-        _ => {
+        (None, Some(_)) => {
             return Err(RunError::Usage(
-                "--server and --server-pid go together (measure a running server), or give \
-                 neither (start one here)"
-                    .into(),
+                "--server-pid needs --server (the running server's URL)".into(),
             ));
         }
     };
@@ -327,6 +340,8 @@ pub struct ChurnResult {
     pub rss_after_warm_mb: f64,
     pub rss_end_mb: f64,
     pub join_ms: Vec<f64>,
+    pub join_offer_ms: Vec<f64>,
+    pub join_connected_ms: Vec<f64>,
 }
 
 /// Extra participants join, publish, wait for their first media packet and leave, `cycles`
@@ -347,6 +362,7 @@ async fn churn(
     let mut completed = 0;
     let warm = (plan.cycles / 10).max(1);
     let started = Instant::now();
+    let mut last_hundred = started;
     let join_base = snapshot(handles).await.join_ms.len();
     for cycle in 0..plan.cycles {
         let index = plan.participants + (cycle % 2);
@@ -380,13 +396,24 @@ async fn churn(
             rss_after_warm = procfs::rss_bytes(pid).unwrap_or(0);
         }
         if (cycle + 1) % 100 == 0 {
+            // Medians of the last hundred joins, split, show which step slows down if cycles
+            // get slower.
+            let r = snapshot(handles).await;
+            let last = |v: &[f64]| quantile(&v[v.len().saturating_sub(100)..], 0.5).unwrap_or(0.0);
             eprintln!(
-                "  cycle {}/{} ({:.0} s), server rss {:.1} MB",
+                "  cycle {}/{} ({:.0} s, {:.0} ms per cycle), server rss {:.1} MB, cpu {:.1} s; \
+                 last 100 joins p50: offer {:.0} ms, connected {:.0} ms, first packet {:.0} ms",
                 cycle + 1,
                 plan.cycles,
                 started.elapsed().as_secs_f64(),
-                procfs::rss_bytes(pid).unwrap_or(0) as f64 / 1e6
+                last_hundred.elapsed().as_secs_f64() * 10.0,
+                procfs::rss_bytes(pid).unwrap_or(0) as f64 / 1e6,
+                procfs::cpu_us(pid).unwrap_or(0) as f64 / 1e6,
+                last(&r.join_offer_ms),
+                last(&r.join_connected_ms),
+                last(&r.join_ms),
             );
+            last_hundred = Instant::now();
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -398,5 +425,9 @@ async fn churn(
         rss_after_warm_mb: rss_after_warm as f64 / 1e6,
         rss_end_mb: rss_end as f64 / 1e6,
         join_ms: record.join_ms[join_base.min(record.join_ms.len())..].to_vec(),
+        join_offer_ms: record.join_offer_ms[join_base.min(record.join_offer_ms.len())..].to_vec(),
+        join_connected_ms: record.join_connected_ms
+            [join_base.min(record.join_connected_ms.len())..]
+            .to_vec(),
     })
 }
