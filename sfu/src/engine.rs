@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::EngineError;
+use crate::layers::VideoQuality;
 use crate::worker::{Command, Worker, WorkerStats};
 
 /// A room (call) as the engine sees it: an opaque id chosen by signaling.
@@ -351,8 +352,12 @@ pub struct EngineStats {
     pub dropped: ForwardDrops,
     /// Keyframe requests (subscriber PLI/FIR, or a leg starting) sent to publishers as PLI.
     pub plis_relayed: u64,
-    /// Keyframe requests absorbed by the once-per-500-ms limit per source track.
+    /// Keyframe requests absorbed by the once-per-500-ms limit per source track (per simulcast
+    /// layer).
     pub plis_suppressed: u64,
+    /// Video legs that started forwarding a layer at one of its keyframes: a simulcast leg's
+    /// start, a layer switch, or a resume after a pause.
+    pub layer_switches: u64,
     /// Per-track reception counters.
     pub tracks: Vec<TrackStats>,
 }
@@ -541,6 +546,32 @@ impl MediaEngine {
         .await?
     }
 
+    /// Chooses what `subscriber` receives of `publisher`'s camera or screen (`rtc:subscribe`):
+    /// a simulcast layer, or [`VideoQuality::Off`] to pause it. The leg moves to the new layer
+    /// (or resumes) at that layer's next keyframe, which is requested at once; its sequence
+    /// numbers, timestamps and VP8 picture ids continue without a gap. A track without simulcast
+    /// has one layer, which every quality but `Off` selects. The choice is kept for the pair,
+    /// so it also applies to a track published later or re-published. Fails only when the
+    /// subscriber is not in the room.
+    pub async fn set_video_quality(
+        &self,
+        room: RoomId,
+        subscriber: String,
+        publisher: String,
+        source: TrackSource,
+        quality: VideoQuality,
+    ) -> Result<(), EngineError> {
+        self.ask(room, |reply| Command::SetVideoQuality {
+            room,
+            subscriber,
+            publisher,
+            source,
+            quality,
+            reply,
+        })
+        .await?
+    }
+
     /// Sums every worker's counters.
     pub async fn stats(&self) -> Result<EngineStats, EngineError> {
         let mut total = EngineStats::default();
@@ -573,6 +604,7 @@ impl MediaEngine {
             total.dropped.send_failed += s.dropped.send_failed;
             total.plis_relayed += s.plis_relayed;
             total.plis_suppressed += s.plis_suppressed;
+            total.layer_switches += s.layer_switches;
             total.rooms += s.rooms;
             total.demux_ufrags += s.demux_ufrags;
             total.demux_addrs += s.demux_addrs;

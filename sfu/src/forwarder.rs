@@ -62,6 +62,12 @@ impl Forwarder {
         self.clock_rate
     }
 
+    /// Makes the next packet re-base the offsets even if it comes from the same source, so a
+    /// leg resumed after a pause continues its numbering instead of showing the pause as loss.
+    pub fn rebase(&mut self) {
+        self.source = None;
+    }
+
     /// The leg's payload type for a source payload type, if already resolved.
     pub fn payload_type(&self, source_pt: u8) -> Option<u8> {
         match self.pt {
@@ -231,6 +237,17 @@ mod tests {
         f.rewrite(1, 12, 300, t0);
         f.rewrite(1, 11, 200, t0);
         assert_eq!(f.rewrite(2, 0, 0, t0).0, 13);
+    }
+
+    #[test]
+    fn a_resume_continues_the_numbering() {
+        let t0 = Instant::now();
+        let mut f = Forwarder::new(7, 90_000);
+        f.rewrite(1, 10, 100, t0);
+        f.rebase();
+        // The same source, 50 packets later: no gap on the leg.
+        assert_eq!(f.rewrite(1, 60, 5_000, t0).0, 11);
+        assert_eq!(f.rewrite(1, 61, 5_000, t0).0, 12);
     }
 
     #[test]

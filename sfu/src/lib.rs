@@ -10,8 +10,10 @@ mod demux;
 mod engine;
 mod error;
 mod forwarder;
+mod layers;
 mod peer;
 mod quality;
+mod vp8;
 mod worker;
 
 /// What the forwarding benchmark (`benches/forwarding.rs`) needs from the crate's internals.
@@ -19,6 +21,7 @@ mod worker;
 #[doc(hidden)]
 pub mod bench_support {
     pub use crate::forwarder::Forwarder;
+    pub use crate::vp8::Vp8Rewriter;
 }
 
 pub use engine::{
@@ -27,3 +30,4 @@ pub use engine::{
     QualityDirection, QualityReport, RoomId, TrackSource, TrackStats,
 };
 pub use error::EngineError;
+pub use layers::VideoQuality;

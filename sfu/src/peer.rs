@@ -32,7 +32,9 @@ use uuid::Uuid;
 use crate::demux::PeerKey;
 use crate::error::EngineError;
 use crate::forwarder::Forwarder;
+use crate::layers::{LayerView, MAX_LAYERS, Selection, VideoCodec, rid_rank};
 use crate::quality::{ReceptionStats, RemoteReports};
+use crate::vp8::Vp8Rewriter;
 use crate::{ForwardedTrack, MediaKind, PeerRole, RoomId, TrackSource};
 
 /// A peer connection and the engine's bookkeeping for it.
@@ -100,19 +102,77 @@ impl Peer {
 
 /// A publisher's track as the forwarding path sees it.
 pub(crate) struct PublishedTrack {
+    /// The track's identity: the SSRC of its first layer to arrive (its only one without
+    /// simulcast). Legs and fan-out entries name the track by it.
     pub(crate) ssrc: u32,
     pub(crate) receiver_id: RTCRtpReceiverId,
     pub(crate) kind: MediaKind,
     pub(crate) source: TrackSource,
+    /// Whether the track arrives as RID-tagged simulcast layers.
+    pub(crate) simulcast: bool,
+    /// The layers seen so far, lowest first; one entry without simulcast.
+    pub(crate) layers: Vec<Layer>,
     /// The codec of the first packet; the track is offered to subscribers only once it is known,
     /// because a subscriber leg is created for exactly that codec.
     pub(crate) codec: Option<RTCRtpCodec>,
+    pub(crate) video_codec: VideoCodec,
     /// Subscriber legs fed by this track: (subscriber peer, leg slot).
     pub(crate) fanout: Vec<(PeerKey, usize)>,
-    /// When a PLI was last sent upstream for this track.
+}
+
+impl PublishedTrack {
+    pub(crate) fn has_ssrc(&self, ssrc: u32) -> bool {
+        self.layers.iter().any(|l| l.ssrc == ssrc)
+    }
+
+    /// The layers in the form the per-packet path reads.
+    pub(crate) fn layer_view(&self) -> LayerView {
+        let mut ssrcs = [0; MAX_LAYERS];
+        for (slot, layer) in ssrcs.iter_mut().zip(&self.layers) {
+            *slot = layer.ssrc;
+        }
+        LayerView {
+            ssrcs,
+            len: self.layers.len().min(MAX_LAYERS),
+            codec: self.video_codec,
+        }
+    }
+
+    /// Adds a simulcast layer in its place by RID rank (arrival order among equal ranks).
+    pub(crate) fn add_layer(&mut self, ssrc: u32, rid: &str) {
+        if self.has_ssrc(ssrc) || self.layers.len() >= MAX_LAYERS {
+            return;
+        }
+        let rank = rid_rank(rid);
+        let at = self
+            .layers
+            .iter()
+            .position(|l| l.rank > rank)
+            .unwrap_or(self.layers.len());
+        self.layers.insert(at, Layer::new(ssrc, rank));
+    }
+}
+
+/// One encoding of a published track: the only one, or one simulcast layer.
+pub(crate) struct Layer {
+    pub(crate) ssrc: u32,
+    /// [`rid_rank`] of its RID; orders the layers.
+    pub(crate) rank: u8,
+    /// When a PLI was last sent upstream for this layer.
     pub(crate) last_pli: Option<Instant>,
     /// A request arrived inside the 500 ms window; one PLI goes out when it ends.
     pub(crate) pli_pending: bool,
+}
+
+impl Layer {
+    pub(crate) fn new(ssrc: u32, rank: u8) -> Self {
+        Self {
+            ssrc,
+            rank,
+            last_pli: None,
+            pli_pending: false,
+        }
+    }
 }
 
 /// One forwarded track on a subscriber connection.
@@ -122,6 +182,10 @@ pub(crate) struct Leg {
     pub(crate) sender_id: RTCRtpSenderId,
     pub(crate) info: ForwardedTrack,
     pub(crate) forwarder: Forwarder,
+    /// Video only: which layer the subscriber wants and which is being forwarded.
+    pub(crate) selection: Option<Selection>,
+    /// Keeps VP8 picture ids continuous across layer switches and resumes.
+    pub(crate) vp8: Vp8Rewriter,
     /// The client has answered an offer that carries this leg.
     pub(crate) negotiated: bool,
     /// A keyframe was requested for this leg's start.

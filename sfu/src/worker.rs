@@ -53,8 +53,10 @@ use crate::engine::{
 };
 use crate::error::EngineError;
 use crate::forwarder::Forwarder;
-use crate::peer::{self, IceCredentials, Leg, Peer, PublishedTrack};
+use crate::layers::{Decision, LayerView, Selection, VideoCodec, VideoQuality, rid_rank};
+use crate::peer::{self, IceCredentials, Layer, Leg, Peer, PublishedTrack};
 use crate::quality::{self, IntervalSum};
+use crate::vp8::Vp8Rewriter;
 
 /// Timers are rounded up to this; rounding down would wake before the core's deadline, find
 /// nothing due and spin.
@@ -103,6 +105,14 @@ pub(crate) enum Command {
         participant: String,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
+    SetVideoQuality {
+        room: RoomId,
+        subscriber: String,
+        publisher: String,
+        source: TrackSource,
+        quality: VideoQuality,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
     Stats {
         reply: oneshot::Sender<WorkerStats>,
     },
@@ -140,6 +150,7 @@ pub(crate) struct WorkerStats {
     pub(crate) dropped: ForwardDrops,
     pub(crate) plis_relayed: u64,
     pub(crate) plis_suppressed: u64,
+    pub(crate) layer_switches: u64,
     pub(crate) tracks: Vec<TrackStats>,
 }
 
@@ -148,6 +159,10 @@ pub(crate) struct WorkerStats {
 struct Member {
     publisher: Option<PeerKey>,
     subscriber: Option<PeerKey>,
+    /// What the participant chose (`rtc:subscribe`) per (publisher, video source); kept here
+    /// because a choice may come before the track or the subscriber connection exists, and it
+    /// applies to every leg later made for that track.
+    video_quality: HashMap<(String, TrackSource), VideoQuality>,
 }
 
 /// Counters of the forwarding path, kept apart so the hot loop borrows them next to the peers.
@@ -157,6 +172,8 @@ struct ForwardCounters {
     packets: [u64; 2],
     bytes: [u64; 2],
     drops: ForwardDrops,
+    /// Legs that started a layer at a keyframe (a switch, a resume or a simulcast leg's start).
+    layer_switches: u64,
 }
 
 /// RTCP the worker has seen go in or out.
@@ -401,9 +418,9 @@ impl Worker {
                 return true;
             }
             if let Some(peer) = self.peers.get_mut(&publisher)
-                && let Some(track) = peer.published.iter_mut().find(|t| t.ssrc == ssrc)
+                && let Some(layer) = find_layer(peer, ssrc)
             {
-                track.pli_pending = false;
+                layer.pli_pending = false;
                 send_pli(peer, ssrc, now, &mut self.dirty, &mut self.plis_relayed);
             }
             false
@@ -514,7 +531,15 @@ impl Worker {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        let counters = peer.tracks.entry(packet.header.ssrc).or_default();
+        let ssrc = packet.header.ssrc;
+        let idx = peer.published.iter().position(|t| t.has_ssrc(ssrc));
+        let counters = peer.tracks.entry(ssrc).or_default();
+        if counters.clock_rate == 0
+            && let Some(codec) = idx.and_then(|i| peer.published[i].codec.as_ref())
+        {
+            // A simulcast layer after the first: the track's codec is already known.
+            counters.clock_rate = codec.clock_rate;
+        }
         counters.packets += 1;
         counters.bytes += packet.payload.len() as u64;
         counters.reception.on_packet(
@@ -525,11 +550,7 @@ impl Worker {
             self.epoch,
             counters.clock_rate,
         );
-        let Some(idx) = peer
-            .published
-            .iter()
-            .position(|t| t.ssrc == packet.header.ssrc)
-        else {
+        let Some(idx) = idx else {
             return;
         };
         if peer.published[idx].codec.is_none() {
@@ -538,9 +559,10 @@ impl Worker {
             let Some(codec) = codec else {
                 return;
             };
-            if let Some(counters) = peer.tracks.get_mut(&packet.header.ssrc) {
+            if let Some(counters) = peer.tracks.get_mut(&ssrc) {
                 counters.clock_rate = codec.clock_rate;
             }
+            peer.published[idx].video_codec = VideoCodec::from_mime(&codec.mime_type);
             peer.published[idx].codec = Some(codec);
             // The track can be offered now: every other member of the room gets a leg for it.
             let (room, me) = (peer.room, peer.participant.clone());
@@ -555,11 +577,26 @@ impl Worker {
         if packet.payload.is_empty() {
             return;
         }
-        let fanout = std::mem::take(&mut peer.published[idx].fanout);
+        let track = &mut peer.published[idx];
+        let view = track.layer_view();
+        let fanout = std::mem::take(&mut track.fanout);
         for &(sub_key, slot) in &fanout {
             if let Some(sub) = self.peers.get_mut(&sub_key) {
-                forward(sub, slot, packet, now, arrived, &mut self.forwarding);
-                mark_dirty(&mut self.dirty, sub);
+                let out = Outgoing {
+                    packet,
+                    view: &view,
+                    now,
+                    arrived,
+                };
+                if forward(
+                    sub,
+                    slot,
+                    &out,
+                    &mut self.forwarding,
+                    &mut self.keyframe_requests,
+                ) {
+                    mark_dirty(&mut self.dirty, sub);
+                }
             }
         }
         if let Some(track) = self
@@ -628,18 +665,21 @@ impl Worker {
         let Some(peer) = self.peers.get_mut(&publisher) else {
             return;
         };
-        let Some(track) = peer.published.iter_mut().find(|t| t.ssrc == ssrc) else {
+        let Some(track) = peer.published.iter_mut().find(|t| t.has_ssrc(ssrc)) else {
             return;
         };
         if track.kind != MediaKind::Video {
             return;
         }
-        match track.last_pli {
+        let Some(layer) = track.layers.iter_mut().find(|l| l.ssrc == ssrc) else {
+            return;
+        };
+        match layer.last_pli {
             Some(last) if now < last + PLI_INTERVAL => {
-                if track.pli_pending {
+                if layer.pli_pending {
                     self.plis_suppressed += 1;
                 } else {
-                    track.pli_pending = true;
+                    layer.pli_pending = true;
                     self.pli_queue.push((last + PLI_INTERVAL, publisher, ssrc));
                 }
             }
@@ -660,7 +700,11 @@ impl Worker {
         for leg in sub.legs.iter_mut().flatten() {
             if leg.negotiated && !leg.keyframe_requested && leg.info.kind == MediaKind::Video {
                 leg.keyframe_requested = true;
-                requests.push((leg.publisher, leg.source_ssrc));
+                // A leg still waiting for its layer (simulcast, or paused) asks when that
+                // layer's packets reach it; see `forward`.
+                if let Some(current) = leg.selection.as_ref().and_then(|s| s.current) {
+                    requests.push((leg.publisher, current));
+                }
             }
         }
         for (publisher, ssrc) in requests.drain(..) {
@@ -690,6 +734,7 @@ impl Worker {
             kind: MediaKind,
             source: TrackSource,
             codec: RTCRtpCodec,
+            simulcast: bool,
         }
         let Some(members) = self.rooms.get(&room) else {
             return;
@@ -714,10 +759,12 @@ impl Worker {
                         kind: t.kind,
                         source: t.source,
                         codec: codec.clone(),
+                        simulcast: t.simulcast,
                     });
                 }
             }
         }
+        let preferences = member.video_quality.clone();
         let now = Instant::now();
         let sub_key = match member.subscriber {
             Some(key) => key,
@@ -775,7 +822,14 @@ impl Worker {
                 kind: w.kind,
                 source: w.source,
             };
-            match add_leg(sub, info, w.publisher, w.ssrc, w.codec) {
+            let selection = (w.kind == MediaKind::Video).then(|| {
+                let quality = preferences
+                    .get(&(info.publisher.clone(), w.source))
+                    .copied()
+                    .unwrap_or_default();
+                Selection::new(quality, (!w.simulcast).then_some(w.ssrc))
+            });
+            match add_leg(sub, info, w.publisher, w.ssrc, w.codec, selection) {
                 Ok(slot) => added.push((w.publisher, w.ssrc, slot)),
                 Err(e) => warn!(error = %e, "forwarded track not added"),
             }
@@ -911,6 +965,17 @@ impl Worker {
                 let result = self.remove_participant(room, participant);
                 let _ = reply.send(result);
             }
+            Command::SetVideoQuality {
+                room,
+                subscriber,
+                publisher,
+                source,
+                quality,
+                reply,
+            } => {
+                let result = self.set_video_quality(room, subscriber, publisher, source, quality);
+                let _ = reply.send(result);
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
@@ -993,6 +1058,63 @@ impl Worker {
         self.start_legs(key, Instant::now());
         if renegotiate {
             self.sync_queue.push((room, participant));
+        }
+        Ok(())
+    }
+
+    /// Records a subscriber's choice for one publisher's video source and applies it to the
+    /// leg forwarding it, if there is one; a switch asks the publisher for a keyframe of the new
+    /// layer right away rather than waiting for the layer's next packet.
+    fn set_video_quality(
+        &mut self,
+        room: RoomId,
+        subscriber: String,
+        publisher: String,
+        source: TrackSource,
+        quality: VideoQuality,
+    ) -> Result<(), EngineError> {
+        let Some(member) = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|m| m.get_mut(&subscriber))
+        else {
+            return Err(EngineError::UnknownParticipant {
+                room,
+                participant: subscriber,
+            });
+        };
+        member
+            .video_quality
+            .insert((publisher.clone(), source), quality);
+        let sub_key = member.subscriber;
+        let publisher_key = self.member(room, &publisher).and_then(|m| m.publisher);
+        let (Some(sub_key), Some(publisher_key)) = (sub_key, publisher_key) else {
+            return Ok(());
+        };
+        let Some(view) = self.peers.get(&publisher_key).and_then(|p| {
+            p.published
+                .iter()
+                .find(|t| t.kind == MediaKind::Video && t.source == source)
+                .map(|t| (t.ssrc, t.layer_view()))
+        }) else {
+            return Ok(());
+        };
+        let (track_ssrc, view) = view;
+        let now = Instant::now();
+        let Some(sub) = self.peers.get_mut(&sub_key) else {
+            return Ok(());
+        };
+        let mut ask = None;
+        for leg in sub.legs.iter_mut().flatten() {
+            if leg.publisher != publisher_key || leg.source_ssrc != track_ssrc {
+                continue;
+            }
+            if let Some(selection) = leg.selection.as_mut() {
+                ask = selection.set_quality(quality, Some(&view), now);
+            }
+        }
+        if let Some(layer) = ask {
+            self.request_keyframe(publisher_key, layer, now);
         }
         Ok(())
     }
@@ -1136,6 +1258,7 @@ impl Worker {
             dropped: self.forwarding.drops.clone(),
             plis_relayed: self.plis_relayed,
             plis_suppressed: self.plis_suppressed,
+            layer_switches: self.forwarding.layer_switches,
             tracks,
         }
     }
@@ -1185,11 +1308,21 @@ fn flush_writes(
     }
 }
 
+/// The layer of one of a publisher's tracks with that SSRC.
+fn find_layer(peer: &mut Peer, ssrc: u32) -> Option<&mut Layer> {
+    peer.published
+        .iter_mut()
+        .flat_map(|t| t.layers.iter_mut())
+        .find(|l| l.ssrc == ssrc)
+}
+
 fn send_pli(peer: &mut Peer, ssrc: u32, now: Instant, dirty: &mut Vec<PeerKey>, relayed: &mut u64) {
-    let Some(track) = peer.published.iter_mut().find(|t| t.ssrc == ssrc) else {
+    let Some(track) = peer.published.iter_mut().find(|t| t.has_ssrc(ssrc)) else {
         return;
     };
-    track.last_pli = Some(now);
+    if let Some(layer) = track.layers.iter_mut().find(|l| l.ssrc == ssrc) {
+        layer.last_pli = Some(now);
+    }
     let receiver = track.receiver_id;
     let pli = PictureLossIndication {
         sender_ssrc: 0,
@@ -1264,7 +1397,15 @@ fn collect_keyframe_requests(
             .flatten()
             .find(|l| l.forwarder.ssrc() == leg_ssrc)
         {
-            out.push((leg.publisher, leg.source_ssrc));
+            // The layer being forwarded; a leg that is paused or waiting for a layer's
+            // keyframe has asked for it already.
+            let layer = match &leg.selection {
+                Some(selection) => selection.current,
+                None => Some(leg.source_ssrc),
+            };
+            if let Some(layer) = layer {
+                out.push((leg.publisher, layer));
+            }
         }
     };
     for packet in packets {
@@ -1297,6 +1438,7 @@ fn add_leg(
     publisher: PeerKey,
     source_ssrc: u32,
     codec: RTCRtpCodec,
+    selection: Option<Selection>,
 ) -> Result<usize, EngineError> {
     let rtc_err = |e: rtc::shared::error::Error| EngineError::Rtc(e.to_string());
     // A fresh SSRC per leg: the subscriber must not see two legs (or a leg and its RTX) collide.
@@ -1354,6 +1496,8 @@ fn add_leg(
         sender_id,
         info,
         forwarder: Forwarder::new(ssrc, clock_rate),
+        selection,
+        vp8: Vp8Rewriter::default(),
         negotiated: false,
         keyframe_requested: false,
         reports: Default::default(),
@@ -1371,7 +1515,18 @@ fn add_leg(
     Ok(slot)
 }
 
-/// Rewrites one packet for one subscriber leg and hands it to the leg's sender.
+/// One publisher packet on its way to the legs of its track.
+struct Outgoing<'a> {
+    packet: &'a rtp::Packet,
+    /// The track's layers; a single-layer track has one.
+    view: &'a LayerView,
+    now: Instant,
+    /// When its datagram was read, for the forwarding latency.
+    arrived: Instant,
+}
+
+/// Rewrites one packet for one subscriber leg and hands it to the leg's sender; returns whether
+/// the leg was written to (so the subscriber has something to flush).
 ///
 /// This runs once per packet per subscriber, so it allocates nothing itself: the payload is
 /// shared (`Bytes`), and header extensions are dropped rather than copied. They describe the
@@ -1379,14 +1534,24 @@ fn add_leg(
 /// refused on the leg, which gets its own from its sender; audio levels are read by the server,
 /// not needed by subscribers. A failed write is counted and dropped, never retried, so one slow
 /// subscriber cannot hold up the others.
+///
+/// A video leg takes only the layer it forwards; a packet of the layer it switches to is
+/// forwarded from that layer's next keyframe on, and until then asks the publisher for one
+/// (pushed to `keyframe_requests`). VP8 payloads get their picture ids rewritten once a leg has
+/// switched; the copy comes from the leg's arena (see [`Vp8Rewriter`]).
 fn forward(
     sub: &mut Peer,
     slot: usize,
-    packet: &rtp::Packet,
-    now: Instant,
-    arrived: Instant,
+    out: &Outgoing<'_>,
     counters: &mut ForwardCounters,
-) {
+    keyframe_requests: &mut Vec<(PeerKey, u32)>,
+) -> bool {
+    let Outgoing {
+        packet,
+        view,
+        now,
+        arrived,
+    } = *out;
     let Peer {
         legs,
         pc,
@@ -1396,11 +1561,32 @@ fn forward(
         ..
     } = sub;
     let Some(Some(leg)) = legs.get_mut(slot) else {
-        return;
+        return false;
     };
+    let ssrc = packet.header.ssrc;
+    if let Some(selection) = &leg.selection
+        && !selection.wants(view, ssrc)
+    {
+        return false;
+    }
     if !leg.negotiated || !*connected {
         counters.drops.not_ready += 1;
-        return;
+        return false;
+    }
+    if let Some(selection) = leg.selection.as_mut() {
+        match selection.decide(view, ssrc, &packet.payload, now) {
+            Decision::Forward => {}
+            Decision::Switch => {
+                leg.forwarder.rebase();
+                leg.vp8.rebase();
+                counters.layer_switches += 1;
+            }
+            Decision::Skip => return false,
+            Decision::RequestKeyframe(layer) => {
+                keyframe_requests.push((leg.publisher, layer));
+                return false;
+            }
+        }
     }
     let source_pt = packet.header.payload_type;
     let pt = match leg.forwarder.payload_type(source_pt) {
@@ -1429,14 +1615,19 @@ fn forward(
                 }
                 None => {
                     counters.drops.no_codec += 1;
-                    return;
+                    return false;
                 }
             }
         }
     };
+    let payload = if view.codec == VideoCodec::Vp8 && leg.selection.is_some() {
+        leg.vp8.rewrite(ssrc, &packet.payload)
+    } else {
+        packet.payload.clone()
+    };
     let out = rtp::Packet {
         header: leg.forwarder.leg_header(&packet.header, pt, now),
-        payload: packet.payload.clone(),
+        payload,
     };
     let out_len = out.payload.len();
     let len = out_len as u64;
@@ -1454,6 +1645,7 @@ fn forward(
     } else {
         counters.drops.send_failed += 1;
     }
+    true
 }
 
 /// What an event changed that the worker must act on.
@@ -1500,7 +1692,25 @@ fn on_peer_event(
         RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
             if peer.role == PeerRole::Publisher =>
         {
-            if peer.published.iter().any(|t| t.ssrc == init.ssrc) {
+            if peer.published.iter().any(|t| t.has_ssrc(init.ssrc)) {
+                return None;
+            }
+            let rid = init.rid.as_deref().filter(|r| !r.is_empty());
+            if let Some(rid) = rid
+                && let Some(track) = peer
+                    .published
+                    .iter_mut()
+                    .find(|t| t.receiver_id == init.receiver_id)
+            {
+                // Another simulcast layer of a track already announced.
+                track.add_layer(init.ssrc, rid);
+                let (kind, mid) = (
+                    track.kind,
+                    peer.tracks.get(&track.ssrc).and_then(|c| c.mid.clone()),
+                );
+                let counters = peer.tracks.entry(init.ssrc).or_default();
+                counters.kind = Some(kind);
+                counters.mid = mid;
                 return None;
             }
             let transceiver: RTCRtpTransceiverId = init.receiver_id.into();
@@ -1518,10 +1728,11 @@ fn on_peer_event(
                 receiver_id: init.receiver_id,
                 kind,
                 source,
+                simulcast: rid.is_some(),
+                layers: vec![Layer::new(init.ssrc, rid.map_or(0, rid_rank))],
                 codec: None,
+                video_codec: VideoCodec::Other,
                 fanout: Vec::new(),
-                last_pli: None,
-                pli_pending: false,
             });
             if let Some(mid) = mid {
                 let _ = events.send(EngineEvent::TrackPublished {
