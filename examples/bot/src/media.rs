@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use crate::simulcast::{LayerStats, ReceiveLog, SimulcastSender};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
@@ -251,6 +252,20 @@ fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
+/// The media SSRCs that PLI and FIR packets ask keyframes of.
+fn keyframe_request_ssrcs(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for packet in packets {
+        let any = packet.as_any();
+        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            out.push(pli.media_ssrc);
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            out.extend(fir.fir.iter().map(|e| e.ssrc));
+        }
+    }
+    out
+}
+
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
@@ -337,6 +352,7 @@ impl PeerConnectionEventHandler for Handler {
             first_packet: OnceLock::new(),
             first_keyframe: OnceLock::new(),
             ended: AtomicBool::new(false),
+            layers: ReceiveLog::default(),
             remote: track.clone(),
             loss: self.shared.loss.clone(),
         });
@@ -472,12 +488,14 @@ struct KeyframeState {
 }
 
 /// A client with one sendonly Opus and one sendonly VP8 transceiver, in that order (so the server
-/// sees microphone then camera).
+/// sees microphone then camera). The camera is one stream, or two or three simulcast layers
+/// ([`Publisher::with_simulcast`]).
 pub struct Publisher {
     peer: BotPeer,
     audio: Arc<TrackLocalStaticRTP>,
     video: Arc<TrackLocalStaticRTP>,
     keyframes: Arc<KeyframeState>,
+    simulcast: Option<Arc<SimulcastSender>>,
     /// Generator state, kept across `send_media` calls so sequence numbers and timestamps continue.
     cursor: Mutex<Cursor>,
 }
@@ -497,6 +515,16 @@ impl Publisher {
 
     /// A publisher bound as `config` says.
     pub async fn with_config(config: &BotConfig) -> BotResult<Self> {
+        Self::build(config, None).await
+    }
+
+    /// A publisher whose camera is sent as `layers` (2 or 3) RID simulcast layers, `q`, `h` and
+    /// `f`, on [`SIMULCAST_SSRCS`](crate::simulcast::SIMULCAST_SSRCS).
+    pub async fn with_simulcast(config: &BotConfig, layers: usize) -> BotResult<Self> {
+        Self::build(config, Some(Arc::new(SimulcastSender::new(layers)))).await
+    }
+
+    async fn build(config: &BotConfig, simulcast: Option<Arc<SimulcastSender>>) -> BotResult<Self> {
         let peer = BotPeer::new(config, false).await?;
         let audio = local_track(
             "bot",
@@ -511,19 +539,23 @@ impl Publisher {
                 rtcp_feedback: vec![],
             },
         );
-        let video = local_track(
-            "bot",
-            "camera",
-            RtpCodecKind::Video,
-            VIDEO_SSRC,
-            RTCRtpCodec {
-                mime_type: "video/VP8".to_owned(),
-                clock_rate: 90000,
-                channels: 0,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: vec![],
-            },
-        );
+        let vp8 = RTCRtpCodec {
+            mime_type: "video/VP8".to_owned(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        };
+        let video = match &simulcast {
+            Some(sender) => Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                "bot".to_owned(),
+                "camera".to_owned(),
+                "camera".to_owned(),
+                RtpCodecKind::Video,
+                sender.codings(&vp8),
+            ))),
+            None => local_track("bot", "camera", RtpCodecKind::Video, VIDEO_SSRC, vp8),
+        };
         for track in [&audio, &video] {
             let init = RTCRtpTransceiverInit {
                 direction: RTCRtpTransceiverDirection::Sendonly,
@@ -539,6 +571,7 @@ impl Publisher {
             audio,
             video,
             keyframes: Arc::new(KeyframeState::default()),
+            simulcast,
             cursor: Mutex::new(Cursor::default()),
         })
     }
@@ -553,6 +586,9 @@ impl Publisher {
 
     /// Applies the server's answer.
     pub async fn accept_answer(&self, sdp: String) -> BotResult<()> {
+        if let Some(simulcast) = &self.simulcast {
+            simulcast.learn_extensions(&sdp);
+        }
         self.peer
             .pc
             .set_remote_description(RTCSessionDescription::answer(sdp)?)
@@ -580,6 +616,14 @@ impl Publisher {
         self.keyframes.sent.load(Ordering::Relaxed)
     }
 
+    /// Simulcast only: keyframes each layer sent, lowest layer first (empty without simulcast).
+    pub fn layer_keyframes_sent(&self) -> Vec<u64> {
+        self.simulcast
+            .as_ref()
+            .map(|s| s.keyframes_sent())
+            .unwrap_or_default()
+    }
+
     /// PLI/FIR packets received from the server.
     pub fn keyframe_requests(&self) -> u64 {
         self.keyframes.requests.load(Ordering::Relaxed)
@@ -593,6 +637,7 @@ impl Publisher {
         }
         let video = self.video.clone();
         let keyframes = self.keyframes.clone();
+        let simulcast = self.simulcast.clone();
         tokio::spawn(async move {
             while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = video.poll().await {
                 let asked = packets
@@ -602,6 +647,11 @@ impl Publisher {
                 if asked > 0 {
                     keyframes.requests.fetch_add(asked, Ordering::Relaxed);
                     keyframes.wanted.store(true, Ordering::Relaxed);
+                }
+                if let Some(simulcast) = &simulcast {
+                    for ssrc in keyframe_request_ssrcs(&packets) {
+                        simulcast.on_keyframe_request(ssrc);
+                    }
                 }
             }
             keyframes.watching.store(false, Ordering::Relaxed);
@@ -636,7 +686,14 @@ impl Publisher {
             self.audio.write_rtp(audio).await?;
             cursor.audio_seq = cursor.audio_seq.wrapping_add(1);
             a_sent += 1;
-            if n.is_multiple_of(2) {
+            if n.is_multiple_of(2)
+                && let Some(simulcast) = &self.simulcast
+            {
+                for video in simulcast.frame((n / 2).wrapping_mul(3600)) {
+                    self.video.write_rtp(video).await?;
+                    v_sent += 1;
+                }
+            } else if n.is_multiple_of(2) {
                 let key = n == 0 || self.keyframes.wanted.swap(false, Ordering::Relaxed);
                 if key {
                     self.keyframes.sent.fetch_add(1, Ordering::Relaxed);
@@ -756,6 +813,8 @@ pub struct RemoteTrack {
     first_packet: OnceLock<Instant>,
     first_keyframe: OnceLock<Instant>,
     ended: AtomicBool,
+    /// Video only: layers and continuity of what arrived.
+    layers: ReceiveLog,
     /// Kept to send keyframe requests back on the track.
     remote: Arc<dyn TrackRemote>,
     /// Set when the subscriber simulates loss: each packet is checked against the dropped set.
@@ -779,11 +838,15 @@ impl RemoteTrack {
         }
         self.bytes
             .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
-        if self.kind == RtpCodecKind::Video && vp8_is_keyframe(&packet.payload) {
-            self.keyframes.fetch_add(1, Ordering::Relaxed);
-            if self.first_keyframe.get().is_none() {
-                let _ = self.first_keyframe.set(Instant::now());
+        if self.kind == RtpCodecKind::Video {
+            let keyframe = vp8_is_keyframe(&packet.payload);
+            if keyframe {
+                self.keyframes.fetch_add(1, Ordering::Relaxed);
+                if self.first_keyframe.get().is_none() {
+                    let _ = self.first_keyframe.set(Instant::now());
+                }
             }
+            self.layers.record(packet, keyframe);
         }
     }
 
@@ -799,6 +862,7 @@ impl RemoteTrack {
             first_packet_at: self.first_packet.get().copied(),
             first_keyframe_at: self.first_keyframe.get().copied(),
             ended: self.ended.load(Ordering::Relaxed),
+            layers: self.layers.snapshot(),
         }
     }
 }
@@ -826,6 +890,9 @@ pub struct RemoteTrackStats {
     pub first_keyframe_at: Option<Instant>,
     /// Whether the track has ended (removed by renegotiation or closed).
     pub ended: bool,
+    /// Video only: which layers arrived, when the layer changed, and whether the numbering
+    /// stayed continuous.
+    pub layers: LayerStats,
 }
 
 /// A client that answers the server's subscriber offers and counts what it receives.
