@@ -93,6 +93,8 @@ async fn a_requested_layer_starts_at_a_keyframe_and_continues_the_numbering() {
         camera(&carol, "alice")
     );
 
+    // Keyframe requests are limited to one per layer per 500 ms; waiting that long between
+    // choices makes each switch wait only for its own keyframe, which is what is measured.
     let mut latencies = Vec::new();
     for (quality, want) in [
         (VideoQuality::Low, 0),
@@ -113,6 +115,7 @@ async fn a_requested_layer_starts_at_a_keyframe_and_continues_the_numbering() {
         let switch = *track.layers.switches.last().expect("a switch was logged");
         assert_eq!(switch.to, want);
         latencies.push(switch.at.saturating_duration_since(asked));
+        tokio::time::sleep(Duration::from_millis(600)).await;
     }
 
     // Paused: nothing arrives once what was in flight has landed.
@@ -120,14 +123,21 @@ async fn a_requested_layer_starts_at_a_keyframe_and_continues_the_numbering() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let paused_at = video_packets(&bob, "alice");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(video_packets(&bob, "alice"), paused_at, "a paused leg stays silent");
+    assert_eq!(
+        video_packets(&bob, "alice"),
+        paused_at,
+        "a paused leg stays silent"
+    );
 
     // Resumed on the layer it had: the log counts the return after silence as a switch.
     let switches_before = camera(&bob, "alice").expect("track").layers.switches.len();
     choose(&call, "bob", "alice", VideoQuality::Medium).await;
     assert!(
-        eventually(EVENT_TIMEOUT, || camera(&bob, "alice")
-            .is_some_and(|t| t.layers.switches.len() > switches_before))
+        eventually(EVENT_TIMEOUT, || camera(&bob, "alice").is_some_and(|t| t
+            .layers
+            .switches
+            .len()
+            > switches_before))
         .await,
         "video resumes"
     );
@@ -140,7 +150,11 @@ async fn a_requested_layer_starts_at_a_keyframe_and_continues_the_numbering() {
 
     let bob_track = camera(&bob, "alice").expect("bob's camera track");
     assert_clean_switches(&bob_track, true);
-    assert!(bob_track.layers.switches.len() >= 9, "{:?}", bob_track.layers.switches);
+    assert!(
+        bob_track.layers.switches.len() >= 9,
+        "{:?}",
+        bob_track.layers.switches
+    );
     // Carol asked for nothing and kept the top layer throughout.
     let carol_track = camera(&carol, "alice").expect("carol's camera track");
     assert_eq!(carol_track.layers.packets_by_layer[..2], [0, 0]);
@@ -206,9 +220,18 @@ async fn a_single_layer_camera_pauses_and_resumes_at_a_keyframe() {
 
     // Any quality resumes a single-layer track.
     choose(&call, "bob", "alice", VideoQuality::Low).await;
-    assert!(eventually(EVENT_TIMEOUT, || video_packets(&bob, "alice") > paused_at + 20).await);
+    assert!(
+        eventually(EVENT_TIMEOUT, || video_packets(&bob, "alice")
+            > paused_at + 20)
+        .await
+    );
     let track = camera(&bob, "alice").expect("bob's camera track");
-    assert_eq!(track.layers.switches.len(), 2, "{:?}", track.layers.switches);
+    assert_eq!(
+        track.layers.switches.len(),
+        2,
+        "{:?}",
+        track.layers.switches
+    );
     assert_clean_switches(&track, false);
     sending.abort();
     call.leave(&alice).await;

@@ -5,6 +5,6 @@
 //! agnostic (SDP and candidates in and out as strings); [`signaling`] talks to a Confab server.
 
 pub mod media;
-pub mod simulcast;
 pub mod participant;
 pub mod signaling;
+pub mod simulcast;

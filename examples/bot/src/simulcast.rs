@@ -251,7 +251,8 @@ impl SimulcastSender {
                 };
                 if let Some(ext) = &ext {
                     let _ = header.set_extension(ext.mid_id, ext.mid.clone());
-                    let _ = header.set_extension(ext.rid_id, Bytes::from_static(layer.rid.as_bytes()));
+                    let _ =
+                        header.set_extension(ext.rid_id, Bytes::from_static(layer.rid.as_bytes()));
                 }
                 out.push(rtp::Packet {
                     header,
@@ -350,9 +351,11 @@ impl ReceiveLog {
     /// Records one video packet; `keyframe` says whether it starts a keyframe.
     pub(crate) fn record(&self, packet: &rtp::Packet, keyframe: bool) {
         let now = Instant::now();
-        let now_us = u64::try_from(now.duration_since(self.created).as_micros()).unwrap_or(u64::MAX);
+        let now_us =
+            u64::try_from(now.duration_since(self.created).as_micros()).unwrap_or(u64::MAX);
         let last_us = self.last_at_us.swap(now_us, Ordering::Relaxed);
-        let resumed = last_us != 0 && now_us.saturating_sub(last_us) >= RESUME_GAP.as_micros() as u64;
+        let resumed =
+            last_us != 0 && now_us.saturating_sub(last_us) >= RESUME_GAP.as_micros() as u64;
         let seq = u32::from(packet.header.sequence_number);
         let prev = self.seq.swap(seq, Ordering::Relaxed);
         let seq_step = (prev != NONE).then(|| (seq.wrapping_sub(prev) & 0xffff) as u16);
@@ -433,12 +436,18 @@ mod tests {
         assert_eq!(layer_of(&first[5].payload), Some(2));
         let second = sender.frame(3000);
         assert!(!vp8_is_keyframe(&second[0].payload));
-        for p in second.iter().filter(|p| p.header.ssrc == SIMULCAST_SSRCS[2]) {
+        for p in second
+            .iter()
+            .filter(|p| p.header.ssrc == SIMULCAST_SSRCS[2])
+        {
             log.record(p, vp8_is_keyframe(&p.payload));
         }
         let stats = log.snapshot();
         assert_eq!(stats.packets_by_layer, [0, 0, 6]);
-        assert_eq!((stats.seq_gaps, stats.picture_id_gaps, stats.tl0_gaps), (0, 0, 0));
+        assert_eq!(
+            (stats.seq_gaps, stats.picture_id_gaps, stats.tl0_gaps),
+            (0, 0, 0)
+        );
         assert_eq!(stats.switches.len(), 1);
         assert!(stats.switches[0].keyframe);
         // A keyframe request for one layer makes only that layer's next frame a keyframe.
@@ -454,11 +463,19 @@ mod tests {
     fn jumps_in_numbering_are_counted() {
         let sender_a = SimulcastSender::new(2);
         let log = ReceiveLog::default();
-        for p in sender_a.frame(0).iter().filter(|p| p.header.ssrc == SIMULCAST_SSRCS[0]) {
+        for p in sender_a
+            .frame(0)
+            .iter()
+            .filter(|p| p.header.ssrc == SIMULCAST_SSRCS[0])
+        {
             log.record(p, true);
         }
         // The other layer unchanged: its own sequence numbers and picture ids.
-        for p in sender_a.frame(0).iter().filter(|p| p.header.ssrc == SIMULCAST_SSRCS[1]) {
+        for p in sender_a
+            .frame(0)
+            .iter()
+            .filter(|p| p.header.ssrc == SIMULCAST_SSRCS[1])
+        {
             log.record(p, false);
         }
         let stats = log.snapshot();
