@@ -51,6 +51,10 @@ const FAMILIES: &[(&str, &str)] = &[
         "confab_forwarding_latency_seconds",
         "Time from reading a publisher's packet to sending it on",
     ),
+    (
+        "confab_video_layer_switches_total",
+        "Video legs that started a simulcast layer, or resumed, at a keyframe",
+    ),
 ];
 
 impl EngineMetrics {
@@ -208,6 +212,11 @@ impl Collector for EngineMetrics {
                 vec![counter(vec![], stats.plis_relayed)],
             ),
             family(6, MetricType::HISTOGRAM, vec![latency_histogram(&stats)]),
+            family(
+                7,
+                MetricType::COUNTER,
+                vec![counter(vec![], stats.layer_switches)],
+            ),
         ]
     }
 }

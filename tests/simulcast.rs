@@ -117,6 +117,21 @@ async fn rtc_subscribe_changes_the_layer_a_subscriber_receives() {
         assert_eq!(s.seq_step, Some(1), "{s:?}");
         assert_eq!(s.picture_id_step, Some(1), "{s:?}");
     }
+    // The switches are counted in the metrics (copied from the engine once a second).
+    let mut switches = 0.0;
+    for _ in 0..50 {
+        let metrics = server.metrics().await;
+        switches = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("confab_video_layer_switches_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if switches >= 4.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(switches >= 4.0, "start plus three switches: {switches}");
     sending.abort();
     alice.close().await;
     bob.close().await;
