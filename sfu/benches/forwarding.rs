@@ -18,8 +18,8 @@
 //! with a picture id and TL0PICIDX: `plain` is the header rewrite plus a shared payload;
 //! `vp8_untouched` also parses the payload descriptor of a leg that never switched layers (its
 //! payload stays shared); `vp8_rewritten` is a leg that switched, whose payload is copied into
-//! its arena and gets new ids. Forwarded packets are kept for a while (the last 1024, as a NACK
-//! buffer keeps them), so arena chunks are not simply reused.
+//! a new buffer and gets new ids. Forwarded packets are kept for a while (the last 1024, as a
+//! NACK buffer keeps them), so the allocator sees a realistic lifetime.
 //!
 //! Run with `cargo bench -p confab-sfu --bench forwarding`.
 

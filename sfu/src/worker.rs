@@ -1538,7 +1538,7 @@ struct Outgoing<'a> {
 /// A video leg takes only the layer it forwards; a packet of the layer it switches to is
 /// forwarded from that layer's next keyframe on, and until then asks the publisher for one
 /// (pushed to `keyframe_requests`). VP8 payloads get their picture ids rewritten once a leg has
-/// switched; the copy comes from the leg's arena (see [`Vp8Rewriter`]).
+/// switched, which costs that leg one payload copy per packet (see [`Vp8Rewriter`]).
 fn forward(
     sub: &mut Peer,
     slot: usize,
