@@ -493,18 +493,27 @@ impl MediaBridge {
                 let Some(call) = self.calls.live_call(call_id) else {
                     continue;
                 };
-                let frame: Frame = Arc::from(protocol::event(
-                    "call:quality",
-                    json!({
-                        "call_id": call_id,
-                        "user_id": user,
-                        "score": summary.score(),
-                        "packet_loss": summary.packet_loss,
-                        "jitter_ms": summary.jitter_ms,
-                        "rtt_ms": summary.rtt_ms,
-                        "bitrate_bps": summary.bitrate_bps,
-                    }),
-                ));
+                let mut data = json!({
+                    "call_id": call_id,
+                    "user_id": user,
+                    "score": summary.score(),
+                    "packet_loss": summary.packet_loss,
+                    "jitter_ms": summary.jitter_ms,
+                    "rtt_ms": summary.rtt_ms,
+                    "bitrate_bps": summary.bitrate_bps,
+                });
+                if let Some(bps) = summary.available_bitrate_bps {
+                    data["available_bitrate_bps"] = json!(bps);
+                }
+                if let Some(layers) = summary.video_layers {
+                    data["video_layers"] = json!({
+                        "off": layers.off,
+                        "low": layers.low,
+                        "medium": layers.medium,
+                        "high": layers.high,
+                    });
+                }
+                let frame: Frame = Arc::from(protocol::event("call:quality", data));
                 for p in call.joined() {
                     self.hub.send_to_user(p.user_id.as_str(), &frame);
                 }

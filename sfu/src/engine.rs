@@ -162,6 +162,24 @@ pub struct QualityReport {
     /// connection, so it answers no sender report there (the same path's RTT is in the outbound
     /// report).
     pub rtt_ms: Option<f64>,
+    /// Outbound only: the subscriber connection's bandwidth estimate at the end of the interval,
+    /// which its video layers are chosen to fit.
+    pub available_bitrate_bps: Option<u64>,
+    /// Outbound video only: how many of the subscriber's video legs forward which layer.
+    pub video_layers: Option<VideoLayerCounts>,
+}
+
+/// A subscriber's video legs by the layer they forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VideoLayerCounts {
+    /// Forwarding nothing: paused (by choice or for bandwidth) or waiting for a keyframe.
+    pub off: u32,
+    /// The lowest of several layers.
+    pub low: u32,
+    /// A layer between the lowest and the highest.
+    pub medium: u32,
+    /// The highest layer, or the only one of a track without simulcast.
+    pub high: u32,
 }
 
 /// Upper bounds, in microseconds, of the [`LatencyHistogram`] buckets; a final bucket above the

@@ -145,13 +145,6 @@ pub(crate) struct LayerView {
     pub(crate) codec: VideoCodec,
 }
 
-impl LayerView {
-    /// The SSRC of the layer `quality` chooses.
-    pub(crate) fn target(&self, quality: VideoQuality) -> Option<u32> {
-        quality.layer_index(self.len).map(|i| self.ssrcs[i])
-    }
-}
-
 /// What a leg does with one packet of its track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
@@ -166,10 +159,23 @@ pub(crate) enum Decision {
     RequestKeyframe(u32),
 }
 
+/// What congestion control allows a leg, on top of what the subscriber asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// No constraint (yet).
+    None,
+    /// At most this layer index.
+    Layer(usize),
+    /// Nothing: the connection cannot carry even the lowest layer.
+    Paused,
+}
+
 /// One video leg's layer choice: what the subscriber asked for and what is being forwarded.
 #[derive(Debug, Clone)]
 pub(crate) struct Selection {
     pub(crate) quality: VideoQuality,
+    /// What the subscriber's bandwidth allows.
+    pub(crate) limit: Limit,
     /// The layer SSRC being forwarded; `None` while paused or waiting for the first keyframe.
     pub(crate) current: Option<u32>,
     /// The layer a keyframe was asked for, and when.
@@ -182,9 +188,53 @@ impl Selection {
     pub(crate) fn new(quality: VideoQuality, single_layer: Option<u32>) -> Self {
         Self {
             quality,
+            limit: Limit::None,
             current: single_layer.filter(|_| quality != VideoQuality::Off),
             requested: None,
         }
+    }
+
+    /// The layer SSRC to forward: the subscriber's choice, lowered to the bandwidth limit.
+    pub(crate) fn target(&self, view: &LayerView) -> Option<u32> {
+        let index = self.quality.layer_index(view.len)?;
+        let index = match self.limit {
+            Limit::None => index,
+            Limit::Layer(max) => index.min(max),
+            Limit::Paused => return None,
+        };
+        Some(view.ssrcs[index])
+    }
+
+    /// Applies a new bandwidth limit; returns the layer SSRC to ask a keyframe of, if the leg
+    /// now waits for one.
+    pub(crate) fn set_limit(
+        &mut self,
+        limit: Limit,
+        view: &LayerView,
+        now: Instant,
+    ) -> Option<u32> {
+        if limit == self.limit {
+            return None;
+        }
+        self.limit = limit;
+        self.retarget(Some(view), now)
+    }
+
+    /// After the choice or the limit changed: stops a leg that has nothing to forward, and
+    /// asks for a keyframe of a new target.
+    fn retarget(&mut self, view: Option<&LayerView>, now: Instant) -> Option<u32> {
+        let target = view.and_then(|v| self.target(v));
+        if target.is_none() && (self.quality == VideoQuality::Off || self.limit == Limit::Paused) {
+            self.current = None;
+            self.requested = None;
+            return None;
+        }
+        let target = target?;
+        if self.current == Some(target) {
+            return None;
+        }
+        self.requested = Some((target, now));
+        Some(target)
     }
 
     /// Applies a new choice; returns the layer SSRC to ask a keyframe of, if the leg now waits
@@ -196,23 +246,13 @@ impl Selection {
         now: Instant,
     ) -> Option<u32> {
         self.quality = quality;
-        if quality == VideoQuality::Off {
-            self.current = None;
-            self.requested = None;
-            return None;
-        }
-        let target = view.and_then(|v| v.target(quality))?;
-        if self.current == Some(target) {
-            return None;
-        }
-        self.requested = Some((target, now));
-        Some(target)
+        self.retarget(view, now)
     }
 
     /// Whether a packet of layer `ssrc` concerns this leg at all; cheap, checked before anything
     /// else so the layers a leg does not receive cost it nothing.
     pub(crate) fn wants(&self, view: &LayerView, ssrc: u32) -> bool {
-        self.current == Some(ssrc) || view.target(self.quality) == Some(ssrc)
+        self.current == Some(ssrc) || self.target(view) == Some(ssrc)
     }
 
     /// Decides for one packet of layer `ssrc`. The current layer keeps flowing until the target
@@ -227,7 +267,7 @@ impl Selection {
         if self.current == Some(ssrc) {
             return Decision::Forward;
         }
-        if view.target(self.quality) != Some(ssrc) {
+        if self.target(view) != Some(ssrc) {
             return Decision::Skip;
         }
         if view.codec.is_switch_point(payload) {
@@ -298,6 +338,23 @@ mod tests {
         assert_eq!(s.decide(&v, 10, VP8_DELTA, t0), Decision::Skip);
         assert_eq!(s.decide(&v, 10, VP8_KEY, t0), Decision::Switch);
         assert_eq!(s.set_quality(VideoQuality::Low, Some(&v), t0), None);
+    }
+
+    #[test]
+    fn the_bandwidth_limit_lowers_and_pauses() {
+        let t0 = Instant::now();
+        let v = view();
+        let mut s = Selection::new(VideoQuality::High, None);
+        assert_eq!(s.decide(&v, 30, VP8_KEY, t0), Decision::Switch);
+        assert_eq!(s.set_limit(Limit::Layer(1), &v, t0), Some(20));
+        assert_eq!(s.decide(&v, 20, VP8_KEY, t0), Decision::Switch);
+        // The subscriber's own lower choice still wins.
+        assert_eq!(s.set_quality(VideoQuality::Low, Some(&v), t0), Some(10));
+        assert_eq!(s.decide(&v, 10, VP8_KEY, t0), Decision::Switch);
+        assert_eq!(s.set_limit(Limit::Paused, &v, t0), None);
+        assert!(!s.wants(&v, 10));
+        assert_eq!(s.set_limit(Limit::None, &v, t0), Some(10));
+        assert_eq!(s.set_limit(Limit::None, &v, t0), None, "unchanged");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! rest of the server talks to it only through [`MediaEngine`]'s commands and [`EngineEvent`]s
 //! and never sees a webrtc type.
 
+mod bwe;
 mod demux;
 mod engine;
 mod error;
@@ -27,7 +28,7 @@ pub mod bench_support {
 pub use engine::{
     EngineConfig, EngineEvent, EngineEvents, EngineStats, FORWARDING_LATENCY_BOUNDS_US,
     ForwardDrops, ForwardedTrack, LatencyHistogram, MediaEngine, MediaKind, PeerRole,
-    QualityDirection, QualityReport, RoomId, TrackSource, TrackStats,
+    QualityDirection, QualityReport, RoomId, TrackSource, TrackStats, VideoLayerCounts,
 };
 pub use error::EngineError;
 pub use layers::VideoQuality;

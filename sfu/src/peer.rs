@@ -29,6 +29,7 @@ use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use rtc::sansio::Protocol;
 use uuid::Uuid;
 
+use crate::bwe::Estimator;
 use crate::demux::PeerKey;
 use crate::error::EngineError;
 use crate::forwarder::Forwarder;
@@ -69,6 +70,10 @@ pub(crate) struct Peer {
     /// and when the oldest of them was read from the socket, for the forwarding-latency histogram.
     pub(crate) unflushed: u64,
     pub(crate) oldest_unflushed: Option<Instant>,
+    /// Subscriber only: the connection's bandwidth estimate.
+    pub(crate) bwe: Estimator,
+    /// Subscriber only: video payload bytes sent since the last bandwidth interval.
+    pub(crate) video_sent: u64,
 }
 
 impl Peer {
@@ -96,6 +101,8 @@ impl Peer {
             candidate_added: false,
             unflushed: 0,
             oldest_unflushed: None,
+            bwe: Estimator::default(),
+            video_sent: 0,
         }
     }
 }
@@ -162,6 +169,9 @@ pub(crate) struct Layer {
     pub(crate) last_pli: Option<Instant>,
     /// A request arrived inside the 500 ms window; one PLI goes out when it ends.
     pub(crate) pli_pending: bool,
+    /// Payload bitrate over the last bandwidth interval, and the byte count it started from.
+    pub(crate) rate_bps: u64,
+    pub(crate) bytes_seen: u64,
 }
 
 impl Layer {
@@ -171,6 +181,8 @@ impl Layer {
             rank,
             last_pli: None,
             pli_pending: false,
+            rate_bps: 0,
+            bytes_seen: 0,
         }
     }
 }

@@ -46,14 +46,17 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::bwe::{self, VideoDemand};
 use crate::demux::{Demux, PeerKey, is_stun};
 use crate::engine::{
     EngineEvent, ForwardDrops, ForwardedTrack, LatencyHistogram, MediaKind, PeerRole,
-    QualityDirection, QualityReport, RoomId, TrackSource, TrackStats,
+    QualityDirection, QualityReport, RoomId, TrackSource, TrackStats, VideoLayerCounts,
 };
 use crate::error::EngineError;
 use crate::forwarder::Forwarder;
-use crate::layers::{Decision, LayerView, Selection, VideoCodec, VideoQuality, rid_rank};
+use crate::layers::{
+    Decision, LayerView, Limit, MAX_LAYERS, Selection, VideoCodec, VideoQuality, rid_rank,
+};
 use crate::peer::{self, IceCredentials, Layer, Leg, Peer, PublishedTrack};
 use crate::quality::{self, IntervalSum};
 use crate::vp8::Vp8Rewriter;
@@ -72,6 +75,9 @@ const IDLE_WAIT: Duration = Duration::from_secs(3600);
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// Most sending tracks one publisher may offer (contract: microphone; camera and screen).
 const MAX_AUDIO_TRACKS: usize = 1;
+/// How often each subscriber's bandwidth estimate is updated and its video layers re-chosen:
+/// about the receiver-report interval, so each update has fresh loss to go on.
+const BANDWIDTH_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_VIDEO_TRACKS: usize = 2;
 
 /// Requests from the [`MediaEngine`](crate::MediaEngine) handle, each answered on its oneshot.
@@ -229,6 +235,9 @@ pub(crate) struct Worker {
     /// When the current quality interval began and when it ends.
     quality_since: Instant,
     quality_due: Instant,
+    /// When the current bandwidth interval began and when it ends.
+    bandwidth_since: Instant,
+    bandwidth_due: Instant,
 }
 
 impl Worker {
@@ -292,6 +301,8 @@ impl Worker {
                 quality_interval,
                 quality_since: Instant::now(),
                 quality_due: Instant::now() + quality_interval,
+                bandwidth_since: Instant::now(),
+                bandwidth_due: Instant::now() + BANDWIDTH_INTERVAL,
             };
             worker.event_loop(recv_socket, commands).await;
         });
@@ -310,6 +321,10 @@ impl Worker {
             self.service_dirty();
             self.run_sync_queue();
             self.service_dirty();
+            if now >= self.bandwidth_due {
+                self.allocate_bandwidth(now);
+                self.service_dirty();
+            }
             if now >= self.quality_due {
                 self.report_quality(now);
             }
@@ -320,7 +335,7 @@ impl Worker {
                 .map(|Reverse((at, _))| *at)
                 .into_iter()
                 .chain(self.pli_queue.iter().map(|(at, _, _)| *at))
-                .chain(std::iter::once(self.quality_due))
+                .chain([self.quality_due, self.bandwidth_due])
                 .min()
                 .unwrap_or_else(|| Instant::now() + IDLE_WAIT);
             tokio::select! {
@@ -618,6 +633,7 @@ impl Worker {
         let elapsed = now.saturating_duration_since(self.quality_since);
         self.quality_since = now;
         self.quality_due = now + self.quality_interval;
+        let publisher_views = self.layer_views();
         for peer in self.peers.values_mut() {
             let mut sums = [IntervalSum::default(); 2];
             let direction = match peer.role {
@@ -654,9 +670,105 @@ impl Worker {
                     packet_loss: sum.packet_loss(),
                     jitter_ms: sum.jitter_ms(),
                     rtt_ms: sum.rtt_ms(),
+                    available_bitrate_bps: (direction == QualityDirection::Outbound)
+                        .then(|| peer.bwe.bps()),
+                    video_layers: (direction == QualityDirection::Outbound
+                        && kind == MediaKind::Video)
+                        .then(|| video_layers(peer, &publisher_views)),
                 }));
             }
         }
+    }
+
+    /// Every published video track's layers, by (publisher, track SSRC), for the once-per-interval
+    /// passes that need them next to a mutable subscriber.
+    fn layer_views(&self) -> HashMap<(PeerKey, u32), (LayerView, [u64; MAX_LAYERS])> {
+        let mut views = HashMap::new();
+        for peer in self.peers.values() {
+            for t in &peer.published {
+                let mut rates = [0; MAX_LAYERS];
+                for (rate, layer) in rates.iter_mut().zip(&t.layers) {
+                    *rate = layer.rate_bps;
+                }
+                views.insert((peer.key, t.ssrc), (t.layer_view(), rates));
+            }
+        }
+        views
+    }
+
+    /// Ends a bandwidth interval: measures every published layer's bitrate, updates each
+    /// subscriber's estimate from its reports, and re-chooses its video layers to fit; a leg
+    /// whose layer changes asks for that layer's keyframe.
+    fn allocate_bandwidth(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.bandwidth_since);
+        self.bandwidth_since = now;
+        self.bandwidth_due = now + BANDWIDTH_INTERVAL;
+        let micros = elapsed.as_micros().max(1);
+        for peer in self.peers.values_mut() {
+            let Peer {
+                published, tracks, ..
+            } = peer;
+            for layer in published.iter_mut().flat_map(|t| t.layers.iter_mut()) {
+                let bytes = tracks.get(&layer.ssrc).map_or(0, |c| c.bytes);
+                let delta = u128::from(bytes.saturating_sub(layer.bytes_seen));
+                layer.bytes_seen = bytes;
+                layer.rate_bps = u64::try_from(delta * 8 * 1_000_000 / micros).unwrap_or(u64::MAX);
+            }
+        }
+        let views = self.layer_views();
+        let mut requests = std::mem::take(&mut self.keyframe_requests);
+        for sub in self.peers.values_mut() {
+            if sub.role != PeerRole::Subscriber || !sub.connected {
+                continue;
+            }
+            let mut audio_bps = 0u64;
+            let mut video = Vec::new();
+            let mut slots = Vec::new();
+            for (slot, leg) in sub.legs.iter().enumerate() {
+                let Some(leg) = leg else { continue };
+                let Some((view, rates)) = views.get(&(leg.publisher, leg.source_ssrc)) else {
+                    continue;
+                };
+                match &leg.selection {
+                    None => audio_bps += rates[0],
+                    Some(selection) => {
+                        video.push(VideoDemand {
+                            rates_bps: *rates,
+                            layers: view.len,
+                            requested: selection.quality.layer_index(view.len),
+                        });
+                        slots.push((slot, *view));
+                    }
+                }
+            }
+            let demand = audio_bps + video.iter().map(VideoDemand::requested_bps).sum::<u64>();
+            let sending = std::mem::take(&mut sub.video_sent) > 0;
+            let estimate = sub.bwe.update(sending, demand);
+            let chosen = bwe::allocate(estimate.saturating_sub(audio_bps), &video);
+            for ((slot, view), choice) in slots.into_iter().zip(chosen) {
+                let Some(Some(leg)) = sub.legs.get_mut(slot) else {
+                    continue;
+                };
+                let Some(selection) = leg.selection.as_mut() else {
+                    continue;
+                };
+                let requested = selection.quality.layer_index(view.len);
+                let limit = match choice {
+                    // Everything asked for fits: no limit, so a higher choice applies at once
+                    // rather than at the next interval.
+                    _ if choice == requested => Limit::None,
+                    Some(index) => Limit::Layer(index),
+                    None => Limit::Paused,
+                };
+                if let Some(layer) = selection.set_limit(limit, &view, now) {
+                    requests.push((leg.publisher, layer));
+                }
+            }
+        }
+        for (publisher, ssrc) in requests.drain(..) {
+            self.request_keyframe(publisher, ssrc, now);
+        }
+        self.keyframe_requests = requests;
     }
 
     /// Asks the publisher of a track for a keyframe, at most once per [`PLI_INTERVAL`]; a request
@@ -1264,6 +1376,32 @@ impl Worker {
     }
 }
 
+/// How many of a subscriber's video legs forward each layer, by name: the lowest layer is
+/// `low`, the highest (or only) one `high`, one between them `medium`; a leg forwarding
+/// nothing (paused, or waiting for its first keyframe) counts as `off`.
+fn video_layers(
+    sub: &Peer,
+    views: &HashMap<(PeerKey, u32), (LayerView, [u64; MAX_LAYERS])>,
+) -> VideoLayerCounts {
+    let mut counts = VideoLayerCounts::default();
+    for leg in sub.legs.iter().flatten() {
+        let Some(selection) = &leg.selection else {
+            continue;
+        };
+        let view = views.get(&(leg.publisher, leg.source_ssrc)).map(|(v, _)| v);
+        let index = selection.current.and_then(|current| {
+            view.and_then(|v| v.ssrcs[..v.len].iter().position(|&s| s == current))
+        });
+        match (index, view) {
+            (Some(i), Some(v)) if i + 1 == v.len => counts.high += 1,
+            (Some(0), _) => counts.low += 1,
+            (Some(_), _) => counts.medium += 1,
+            (None, _) => counts.off += 1,
+        }
+    }
+    counts
+}
+
 fn mark_dirty(dirty: &mut Vec<PeerKey>, peer: &mut Peer) {
     if !peer.dirty {
         peer.dirty = true;
@@ -1370,6 +1508,7 @@ fn read_subscriber_rtcp(
             else {
                 continue;
             };
+            sub.bwe.on_report(block.fraction_lost);
             let now_ntp = *arrival_ntp.get_or_insert_with(|| quality::ntp_middle_at(arrived));
             let rtt = quality::rtt_ms(now_ntp, block.last_sender_report, block.delay);
             leg.reports.on_report(
@@ -1558,6 +1697,7 @@ fn forward(
         connected,
         unflushed,
         oldest_unflushed,
+        video_sent,
         ..
     } = sub;
     let Some(Some(leg)) = legs.get_mut(slot) else {
@@ -1640,6 +1780,9 @@ fn forward(
         counters.packets[kind] += 1;
         counters.bytes[kind] += len;
         leg.reports.on_sent(out_len);
+        if leg.selection.is_some() {
+            *video_sent += len;
+        }
         *unflushed += 1;
         *oldest_unflushed = Some(oldest_unflushed.map_or(arrived, |o| o.min(arrived)));
     } else {

@@ -11,9 +11,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Call, Client, EVENT_TIMEOUT, eventually};
-use confab_bot::media::{RemoteTrackStats, RtpCodecKind};
+use confab_bot::media::{BotConfig, RemoteTrackStats, RtpCodecKind};
 use confab_bot::simulcast::SIMULCAST_SSRCS;
-use confab_sfu::{EngineEvent, MediaKind, TrackSource, VideoQuality};
+use confab_sfu::{
+    EngineConfig, EngineEvent, MediaKind, QualityDirection, TrackSource, VideoQuality,
+};
 
 /// The live camera track `client` receives from `publisher`.
 fn camera(client: &Client, publisher: &str) -> Option<RemoteTrackStats> {
@@ -236,4 +238,76 @@ async fn a_single_layer_camera_pauses_and_resumes_at_a_keyframe() {
     sending.abort();
     call.leave(&alice).await;
     call.leave(&bob).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_losing_packets_is_moved_to_a_lower_layer() {
+    let mut call = Call::with_engine(common::start_engine_with(EngineConfig {
+        quality_interval: Duration::from_millis(500),
+        ..EngineConfig::default()
+    }));
+    // A third of bob's video never arrives: his receiver reports say so.
+    let lossy = BotConfig {
+        drop_every_nth_video: Some(3),
+        ..BotConfig::default()
+    };
+    let bob = call.add_with("bob", false, &lossy).await;
+    let carol = call.add("carol", false).await;
+    let alice = call.add_simulcast("alice", 3).await;
+    let publisher = alice.publisher.clone().expect("alice publishes");
+    let sending = tokio::spawn(async move { publisher.send_media(Duration::from_secs(90)).await });
+
+    assert!(
+        eventually(EVENT_TIMEOUT, || layer(&bob, "alice") == Some(2)).await,
+        "bob starts on the top layer, as the estimate starts high: {:?}",
+        camera(&bob, "alice")
+    );
+    assert!(
+        eventually(Duration::from_secs(40), || layer(&bob, "alice")
+            .is_some_and(|l| l < 2))
+        .await,
+        "bob is moved down: {:?}",
+        camera(&bob, "alice")
+    );
+    // Carol's clean path keeps the top layer.
+    assert_eq!(layer(&carol, "alice"), Some(2));
+    let carol_track = camera(&carol, "alice").expect("carol's camera");
+    assert_eq!(
+        carol_track.layers.switches.len(),
+        1,
+        "{:?}",
+        carol_track.layers
+    );
+
+    // The outbound quality report carries the estimate and the layers it chose.
+    let report = call
+        .expect_event(|e| {
+            matches!(e, EngineEvent::Quality(q) if q.participant == "bob"
+                && q.direction == QualityDirection::Outbound
+                && q.kind == MediaKind::Video
+                && q.video_layers.is_some_and(|l| l.high == 0))
+        })
+        .await;
+    let EngineEvent::Quality(report) = report else {
+        unreachable!("matched above")
+    };
+    let estimate = report.available_bitrate_bps.expect("an estimate");
+    eprintln!(
+        "bob's estimate {estimate} bps, layers {:?}",
+        report.video_layers
+    );
+    assert!(estimate < 1_500_000, "below where it started: {estimate}");
+    // Switches made for bandwidth start at keyframes too; the simulated loss may have taken
+    // the keyframe's first packet, in which case the sequence number shows the gap.
+    let track = camera(&bob, "alice").expect("bob's camera");
+    for s in &track.layers.switches {
+        assert!(
+            s.keyframe || s.seq_step.is_some_and(|step| step > 1),
+            "{s:?}"
+        );
+    }
+    sending.abort();
+    for c in [&alice, &bob, &carol] {
+        call.leave(c).await;
+    }
 }

@@ -298,8 +298,9 @@ pub struct LayerStats {
     pub layer: Option<u8>,
     /// Packets received per layer.
     pub packets_by_layer: [u64; 3],
-    /// Packets whose sequence number is not the previous one plus one (a loss, a reordering, or
-    /// a server that did not keep the numbering continuous).
+    /// Packets whose sequence number is not the previous one plus one (a loss, or a server that
+    /// did not keep the numbering continuous). Late packets (retransmissions, reordering) are
+    /// left out of every count below and of the layer log.
     pub seq_gaps: u64,
     /// Frame starts whose VP8 picture id is not the previous frame's plus one.
     pub picture_id_gaps: u64,
@@ -357,8 +358,14 @@ impl ReceiveLog {
         let resumed =
             last_us != 0 && now_us.saturating_sub(last_us) >= RESUME_GAP.as_micros() as u64;
         let seq = u32::from(packet.header.sequence_number);
-        let prev = self.seq.swap(seq, Ordering::Relaxed);
+        let prev = self.seq.load(Ordering::Relaxed);
         let seq_step = (prev != NONE).then(|| (seq.wrapping_sub(prev) & 0xffff) as u16);
+        if seq_step.is_some_and(|step| step == 0 || step >= 0x8000) {
+            // A late packet (a retransmission, or reordered): it says nothing about what the
+            // server forwards now.
+            return;
+        }
+        self.seq.store(seq, Ordering::Relaxed);
         if seq_step.is_some_and(|step| step != 1) {
             self.seq_gaps.fetch_add(1, Ordering::Relaxed);
         }
