@@ -118,6 +118,21 @@ mod tests {
     }
 
     #[test]
+    fn summary_keeps_the_latest_estimate_and_layers() {
+        let mut s = QualitySummary::default();
+        let mut outbound = report(QualityDirection::Outbound, 0.0, 1.0, 100);
+        outbound.available_bitrate_bps = Some(800_000);
+        outbound.video_layers = Some(VideoLayerCounts {
+            low: 1,
+            ..VideoLayerCounts::default()
+        });
+        s.add(&outbound, 10.0);
+        s.add(&report(QualityDirection::Inbound, 0.0, 1.0, 100), 10.0);
+        assert_eq!(s.available_bitrate_bps, Some(800_000));
+        assert_eq!(s.video_layers.map(|l| l.low), Some(1));
+    }
+
+    #[test]
     fn scores_fall_with_loss_and_delay() {
         let at = |loss, rtt_ms, jitter_ms| {
             QualitySummary {
@@ -126,6 +141,7 @@ mod tests {
                 jitter_ms,
                 bitrate_bps: 0,
                 fresh: true,
+                ..QualitySummary::default()
             }
             .score()
         };

@@ -41,7 +41,8 @@ async fn until(mut check: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtc_subscribe_changes_the_layer_a_subscriber_receives() {
     let db = TestDb::sqlite();
-    let server = TestServer::start(&db).await;
+    let server =
+        TestServer::start_with(&db, |s| s.quality_interval = Duration::from_millis(700)).await;
     let alice = bot(&server, "alice").await;
     let bob = bot(&server, "bob").await;
     let created = alice
@@ -70,6 +71,25 @@ async fn rtc_subscribe_changes_the_layer_a_subscriber_receives() {
         "bob starts on the top layer: {:?}",
         camera(&bob, "alice")
     );
+    // call:quality about bob carries his subscriber connection's estimate and layers.
+    let mut reported = None;
+    for _ in 0..20 {
+        let Some(event) = bob.event("call:quality", WAIT).await else {
+            break;
+        };
+        if event["user_id"] == "bob" && event["video_layers"]["high"] == 1 {
+            reported = Some(event);
+            break;
+        }
+    }
+    let reported = reported.expect("a call:quality about bob with his layers");
+    assert!(
+        reported["available_bitrate_bps"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "{reported}"
+    );
+
     for (quality, want) in [("low", 0), ("medium", 1), ("high", 2)] {
         let ack = bob
             .request(
@@ -132,6 +152,12 @@ async fn rtc_subscribe_changes_the_layer_a_subscriber_receives() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(switches >= 4.0, "start plus three switches: {switches}");
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("confab_video_legs{layer=\"off\"}")
+            && metrics.contains("confab_subscriber_bandwidth_estimates"),
+        "{metrics}"
+    );
     sending.abort();
     alice.close().await;
     bob.close().await;

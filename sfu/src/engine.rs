@@ -376,6 +376,12 @@ pub struct EngineStats {
     /// Video legs that started forwarding a layer at one of its keyframes: a simulcast leg's
     /// start, a layer switch, or a resume after a pause.
     pub layer_switches: u64,
+    /// Video legs of connected subscribers, by the layer they forward now.
+    pub video_layers: VideoLayerCounts,
+    /// Connected subscriber connections, and the sum of their bandwidth estimates (bits per
+    /// second); their ratio is the mean estimate.
+    pub bandwidth_estimated: u64,
+    pub bandwidth_estimate_bps_sum: u64,
     /// Per-track reception counters.
     pub tracks: Vec<TrackStats>,
 }
@@ -623,6 +629,12 @@ impl MediaEngine {
             total.plis_relayed += s.plis_relayed;
             total.plis_suppressed += s.plis_suppressed;
             total.layer_switches += s.layer_switches;
+            total.video_layers.off += s.video_layers.off;
+            total.video_layers.low += s.video_layers.low;
+            total.video_layers.medium += s.video_layers.medium;
+            total.video_layers.high += s.video_layers.high;
+            total.bandwidth_estimated += s.bandwidth_estimated;
+            total.bandwidth_estimate_bps_sum += s.bandwidth_estimate_bps_sum;
             total.rooms += s.rooms;
             total.demux_ufrags += s.demux_ufrags;
             total.demux_addrs += s.demux_addrs;

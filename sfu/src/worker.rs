@@ -157,6 +157,9 @@ pub(crate) struct WorkerStats {
     pub(crate) plis_relayed: u64,
     pub(crate) plis_suppressed: u64,
     pub(crate) layer_switches: u64,
+    pub(crate) video_layers: VideoLayerCounts,
+    pub(crate) bandwidth_estimated: u64,
+    pub(crate) bandwidth_estimate_bps_sum: u64,
     pub(crate) tracks: Vec<TrackStats>,
 }
 
@@ -1344,6 +1347,21 @@ impl Worker {
                 })
             })
             .collect();
+        let views = self.layer_views();
+        let mut video_layers = VideoLayerCounts::default();
+        let (mut bandwidth_estimated, mut bandwidth_estimate_bps_sum) = (0, 0);
+        for sub in self.peers.values() {
+            if sub.role != PeerRole::Subscriber || !sub.connected {
+                continue;
+            }
+            let layers = self::video_layers(sub, &views);
+            video_layers.off += layers.off;
+            video_layers.low += layers.low;
+            video_layers.medium += layers.medium;
+            video_layers.high += layers.high;
+            bandwidth_estimated += 1;
+            bandwidth_estimate_bps_sum += sub.bwe.bps();
+        }
         WorkerStats {
             peers: self.peers.len(),
             subscriber_peers: self
@@ -1371,6 +1389,9 @@ impl Worker {
             plis_relayed: self.plis_relayed,
             plis_suppressed: self.plis_suppressed,
             layer_switches: self.forwarding.layer_switches,
+            video_layers,
+            bandwidth_estimated,
+            bandwidth_estimate_bps_sum,
             tracks,
         }
     }
