@@ -7,8 +7,10 @@
 //! while video flows to it is treated as congested too, since nothing says its path still
 //! carries what is sent. Growth is how the server probes upward: the estimate climbs while the
 //! path is clean, and a higher layer is taken as soon as it fits, so a path that cannot carry it
-//! shows loss and the estimate falls back. Growth stops at one and a half times what the
-//! subscriber's legs would take unconstrained, so an idle estimate cannot run away.
+//! shows loss and the estimate falls back. An interval in which nothing was sent counts as
+//! clean, so a connection whose video was all paused tries again. Growth stops at one and a
+//! half times what the subscriber's legs would take unconstrained, so an idle estimate cannot
+//! run away.
 //!
 //! The allocation serves audio first (it is never paused for bandwidth), then gives every video
 //! leg its lowest layer, pausing the legs whose lowest layer does not fit, then raises legs one
@@ -63,8 +65,7 @@ impl Estimator {
                 if loss > 0.10 {
                     bps * (1.0 - 0.5 * loss)
                 } else if loss < 0.02 {
-                    // Never shrinks an estimate that is already above the ceiling.
-                    (bps * 1.05).min((ceiling as f64).max(bps))
+                    grow(bps, ceiling)
                 } else {
                     bps
                 }
@@ -77,11 +78,21 @@ impl Estimator {
                     bps
                 }
             }
-            None => bps,
+            // Nothing was sent, so nothing can be learned: grow as on a clean path, so a
+            // connection whose video was all paused for bandwidth tries again.
+            None => {
+                self.silent = 0;
+                grow(bps, ceiling)
+            }
         };
         self.bps = (next as u64).clamp(MIN_BPS, MAX_BPS);
         self.bps
     }
+}
+
+/// 5 % more, up to `ceiling`; an estimate already above the ceiling is not lowered by it.
+fn grow(bps: f64, ceiling: u64) -> f64 {
+    (bps * 1.05).min((ceiling as f64).max(bps))
 }
 
 /// What one video leg could take: its layers' current bitrates (lowest first) and the highest
@@ -182,7 +193,7 @@ mod tests {
         assert_eq!(
             e.update(false, 0),
             INITIAL_BPS,
-            "nothing sent, nothing learned"
+            "nothing sent: grows, but not past the ceiling"
         );
         e.update(true, 0);
         e.update(true, 0);
@@ -193,6 +204,9 @@ mod tests {
             e.update(true, 0);
         }
         assert_eq!(e.bps(), MIN_BPS);
+        // All video paused: the estimate climbs back to try again.
+        e.update(false, 0);
+        assert_eq!(e.bps(), (MIN_BPS as f64 * 1.05) as u64);
     }
 
     #[test]

@@ -75,10 +75,10 @@ const IDLE_WAIT: Duration = Duration::from_secs(3600);
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// Most sending tracks one publisher may offer (contract: microphone; camera and screen).
 const MAX_AUDIO_TRACKS: usize = 1;
+const MAX_VIDEO_TRACKS: usize = 2;
 /// How often each subscriber's bandwidth estimate is updated and its video layers re-chosen:
 /// about the receiver-report interval, so each update has fresh loss to go on.
 const BANDWIDTH_INTERVAL: Duration = Duration::from_secs(1);
-const MAX_VIDEO_TRACKS: usize = 2;
 
 /// Requests from the [`MediaEngine`](crate::MediaEngine) handle, each answered on its oneshot.
 pub(crate) enum Command {
