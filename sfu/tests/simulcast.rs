@@ -311,3 +311,37 @@ async fn a_subscriber_losing_packets_is_moved_to_a_lower_layer() {
         call.leave(c).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_whose_feedback_is_lost_is_moved_to_a_lower_layer() {
+    let call = Call::new(1);
+    let silent = BotConfig {
+        drop_receiver_reports: true,
+        ..BotConfig::default()
+    };
+    let bob = call.add_with("bob", false, &silent).await;
+    let carol = call.add("carol", false).await;
+    let alice = call.add_simulcast("alice", 3).await;
+    let publisher = alice.publisher.clone().expect("alice publishes");
+    let sending = tokio::spawn(async move { publisher.send_media(Duration::from_secs(90)).await });
+
+    assert!(eventually(EVENT_TIMEOUT, || layer(&bob, "alice") == Some(2)).await);
+    assert!(
+        eventually(Duration::from_secs(40), || layer(&bob, "alice")
+            .is_some_and(|l| l < 2))
+        .await,
+        "without reports bob is moved down: {:?}",
+        camera(&bob, "alice")
+    );
+    assert_eq!(
+        layer(&carol, "alice"),
+        Some(2),
+        "carol reports and keeps the top"
+    );
+    let track = camera(&bob, "alice").expect("bob's camera");
+    assert_clean_switches(&track, true);
+    sending.abort();
+    for c in [&alice, &bob, &carol] {
+        call.leave(c).await;
+    }
+}

@@ -23,6 +23,7 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedP
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -70,6 +71,9 @@ pub struct BotConfig {
     /// Retransmissions (RTX, or a repeat of a dropped sequence number) are never dropped. `None`
     /// or `Some(0)` drops nothing; see [`Subscriber::simulated_loss`] for what came back.
     pub drop_every_nth_video: Option<u32>,
+    /// Subscriber only: never send RTCP receiver reports, as a client behind a path that loses
+    /// its feedback would; the server then knows nothing of what arrives.
+    pub drop_receiver_reports: bool,
 }
 
 impl Default for BotConfig {
@@ -77,6 +81,7 @@ impl Default for BotConfig {
         Self {
             bind: "127.0.0.1:0".to_owned(),
             drop_every_nth_video: None,
+            drop_receiver_reports: false,
         }
     }
 }
@@ -233,6 +238,51 @@ impl Interceptor for LossSimulator {
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         self.video.remove(&info.ssrc);
     }
+}
+
+/// Drops every outgoing RTCP compound that carries a receiver report.
+#[derive(Default)]
+struct ReportDropper {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for ReportDropper {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| p.as_any().is::<ReceiverReport>())
+        {
+            return Ok(());
+        }
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for ReportDropper {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// Marks inbound keyframe requests for the application.
@@ -396,6 +446,10 @@ impl BotPeer {
             }
             _ => None,
         };
+        if config.drop_receiver_reports && collect_tracks {
+            // Wire-most, below the loss simulator: the reports are built, then lost.
+            registry = registry.with(Slot::from(400), ReportDropper::default());
+        }
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .build();
