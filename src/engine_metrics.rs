@@ -69,6 +69,10 @@ const FAMILIES: &[(&str, &str)] = &[
         "confab_subscriber_bandwidth_estimates",
         "Connected subscriber connections with a bandwidth estimate",
     ),
+    (
+        "confab_subscriber_bandwidth_twcc",
+        "Connected subscriber connections whose transport-cc feedback gave an estimate",
+    ),
 ];
 
 impl EngineMetrics {
@@ -260,6 +264,11 @@ impl Collector for EngineMetrics {
                 10,
                 MetricType::GAUGE,
                 vec![gauge(vec![], stats.bandwidth_estimated as f64)],
+            ),
+            family(
+                11,
+                MetricType::GAUGE,
+                vec![gauge(vec![], stats.bandwidth_from_twcc as f64)],
             ),
         ]
     }

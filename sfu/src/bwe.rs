@@ -1,7 +1,12 @@
 //! Downstream congestion control for one subscriber connection: a bandwidth estimate from the
-//! subscriber's receiver reports, and the video layers that fit in it.
+//! subscriber's feedback, and the video layers that fit in it.
 //!
-//! The estimate follows the loss-based half of Google Congestion Control
+//! Two estimates are kept and the lower one is used. rtc's GCC runs on the subscriber's
+//! transport-cc feedback about the server's transport-wide sequence numbers (delay and loss, see
+//! `peer::build_pc`); a client that sends no transport-cc feedback leaves it unset, and the
+//! receiver reports are all there is.
+//!
+//! The report-based estimate follows the loss-based half of Google Congestion Control
 //! (draft-ietf-rmcat-gcc, section 6): above 10 % loss it drops in proportion to the loss, below
 //! 2 % it grows by 5 % per interval, in between it holds. A subscriber that stops reporting
 //! while video flows to it is treated as congested too, since nothing says its path still
@@ -18,15 +23,18 @@
 
 /// Where a new connection's estimate starts: enough for a middle layer of a typical camera.
 pub(crate) const INITIAL_BPS: u64 = 1_500_000;
-const MIN_BPS: u64 = 50_000;
-const MAX_BPS: u64 = 50_000_000;
+pub(crate) const MIN_BPS: u64 = 50_000;
+pub(crate) const MAX_BPS: u64 = 50_000_000;
 /// Intervals without any receiver report, while video flows, before the estimate decays.
 const SILENT_INTERVALS: u32 = 3;
 
 /// One subscriber connection's bandwidth estimate.
 #[derive(Debug, Clone)]
 pub(crate) struct Estimator {
+    /// The receiver-report estimate.
     bps: u64,
+    /// The estimate in use: the lower of the receiver-report one and GCC's, when GCC has one.
+    combined: u64,
     /// Worst fraction lost (0..=1) reported since the last interval.
     worst_loss: Option<f64>,
     silent: u32,
@@ -36,6 +44,7 @@ impl Default for Estimator {
     fn default() -> Self {
         Self {
             bps: INITIAL_BPS,
+            combined: INITIAL_BPS,
             worst_loss: None,
             silent: 0,
         }
@@ -43,9 +52,9 @@ impl Default for Estimator {
 }
 
 impl Estimator {
-    /// The current estimate in bits per second.
+    /// The estimate in use, in bits per second.
     pub(crate) fn bps(&self) -> u64 {
-        self.bps
+        self.combined
     }
 
     /// Notes a report block's fraction lost (RFC 3550: lost / expected, in 256ths).
@@ -55,8 +64,15 @@ impl Estimator {
     }
 
     /// Ends an interval. `sending`: video was sent on the connection during it; `demand_bps`:
-    /// what its legs would take at the layers the subscriber asked for.
-    pub(crate) fn update(&mut self, sending: bool, demand_bps: u64) -> u64 {
+    /// what its legs would take at the layers the subscriber asked for; `gcc_bps`: GCC's
+    /// estimate from transport-cc feedback, if there has been any. Returns the estimate to use.
+    pub(crate) fn update(&mut self, sending: bool, demand_bps: u64, gcc_bps: Option<u64>) -> u64 {
+        let reports = self.update_from_reports(sending, demand_bps);
+        self.combined = gcc_bps.map_or(reports, |gcc| gcc.min(reports));
+        self.combined
+    }
+
+    fn update_from_reports(&mut self, sending: bool, demand_bps: u64) -> u64 {
         let ceiling = (demand_bps.saturating_mul(3) / 2).max(INITIAL_BPS);
         let bps = self.bps as f64;
         let next = match self.worst_loss.take() {
@@ -167,14 +183,14 @@ mod tests {
         e.on_report(64); // 25 %
         e.on_report(10);
         assert_eq!(
-            e.update(true, 3_000_000),
+            e.update(true, 3_000_000, None),
             (INITIAL_BPS as f64 * 0.875) as u64
         );
         let low = e.bps();
         e.on_report(12); // ~5 %: hold
-        assert_eq!(e.update(true, 3_000_000), low);
+        assert_eq!(e.update(true, 3_000_000, None), low);
         e.on_report(0);
-        assert_eq!(e.update(true, 3_000_000), (low as f64 * 1.05) as u64);
+        assert_eq!(e.update(true, 3_000_000, None), (low as f64 * 1.05) as u64);
     }
 
     #[test]
@@ -182,30 +198,44 @@ mod tests {
         let mut e = Estimator::default();
         for _ in 0..100 {
             e.on_report(0);
-            e.update(true, 2_000_000);
+            e.update(true, 2_000_000, None);
         }
         assert_eq!(e.bps(), 3_000_000);
+    }
+
+    #[test]
+    fn the_lower_of_gcc_and_the_reports_is_used() {
+        let mut e = Estimator::default();
+        assert_eq!(e.update(true, 1_000_000, Some(400_000)), 400_000);
+        assert_eq!(e.bps(), 400_000);
+        e.on_report(128); // 50 % loss: the reports say less than GCC
+        let reports = (INITIAL_BPS as f64 * 0.75) as u64;
+        assert_eq!(e.update(true, 1_000_000, Some(5_000_000)), reports);
+        assert_eq!(
+            e.update(false, 1_000_000, None),
+            (reports as f64 * 1.05) as u64
+        );
     }
 
     #[test]
     fn silence_while_sending_decays_the_estimate() {
         let mut e = Estimator::default();
         assert_eq!(
-            e.update(false, 0),
+            e.update(false, 0, None),
             INITIAL_BPS,
             "nothing sent: grows, but not past the ceiling"
         );
-        e.update(true, 0);
-        e.update(true, 0);
+        e.update(true, 0, None);
+        e.update(true, 0, None);
         assert_eq!(e.bps(), INITIAL_BPS);
-        e.update(true, 0);
+        e.update(true, 0, None);
         assert!(e.bps() < INITIAL_BPS);
         for _ in 0..200 {
-            e.update(true, 0);
+            e.update(true, 0, None);
         }
         assert_eq!(e.bps(), MIN_BPS);
         // All video paused: the estimate climbs back to try again.
-        e.update(false, 0);
+        e.update(false, 0, None);
         assert_eq!(e.bps(), (MIN_BPS as f64 * 1.05) as u64);
     }
 

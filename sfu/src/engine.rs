@@ -382,6 +382,8 @@ pub struct EngineStats {
     /// second); their ratio is the mean estimate.
     pub bandwidth_estimated: u64,
     pub bandwidth_estimate_bps_sum: u64,
+    /// Of those connections, the ones whose transport-cc feedback gave a GCC estimate.
+    pub bandwidth_from_twcc: u64,
     /// Per-track reception counters.
     pub tracks: Vec<TrackStats>,
 }
@@ -635,6 +637,7 @@ impl MediaEngine {
             total.video_layers.high += s.video_layers.high;
             total.bandwidth_estimated += s.bandwidth_estimated;
             total.bandwidth_estimate_bps_sum += s.bandwidth_estimate_bps_sum;
+            total.bandwidth_from_twcc += s.bandwidth_from_twcc;
             total.rooms += s.rooms;
             total.demux_ufrags += s.demux_ufrags;
             total.demux_addrs += s.demux_addrs;

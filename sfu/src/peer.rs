@@ -3,11 +3,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, CongestionControlBuilder, Gcc, Interceptor, Packet, Registry, Slot, StreamInfo,
+    TaggedPacket, TwccSenderBuilder,
+};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -29,7 +34,7 @@ use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use rtc::sansio::Protocol;
 use uuid::Uuid;
 
-use crate::bwe::Estimator;
+use crate::bwe::{Estimator, INITIAL_BPS, MAX_BPS, MIN_BPS};
 use crate::demux::PeerKey;
 use crate::error::EngineError;
 use crate::forwarder::Forwarder;
@@ -74,6 +79,26 @@ pub(crate) struct Peer {
     pub(crate) bwe: Estimator,
     /// Subscriber only: video payload bytes sent since the last bandwidth interval.
     pub(crate) video_sent: u64,
+    /// Subscriber only: rtc's GCC estimate from the subscriber's transport-cc feedback, in bits
+    /// per second; 0 until the first feedback.
+    pub(crate) twcc_estimate: TwccEstimate,
+}
+
+/// The latest transport-cc based estimate of one connection, written by its interceptor chain
+/// and read by the worker, both on the worker's thread (atomic only because interceptors must
+/// be `Send`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TwccEstimate(Arc<AtomicU64>);
+
+impl TwccEstimate {
+    /// The estimate, once transport-cc feedback produced one.
+    pub(crate) fn get(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|&bps| bps > 0)
+    }
+
+    fn set(&self, bps: f64) {
+        self.0.store(bps.max(1.0) as u64, Ordering::Relaxed);
+    }
 }
 
 impl Peer {
@@ -103,6 +128,7 @@ impl Peer {
             oldest_unflushed: None,
             bwe: Estimator::default(),
             video_sent: 0,
+            twcc_estimate: TwccEstimate::default(),
         }
     }
 }
@@ -250,7 +276,7 @@ pub(crate) fn answer_publisher(
 ) -> Result<(RTCPeerConnection, String), EngineError> {
     let offer = RTCSessionDescription::offer(offer_sdp)
         .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
-    let mut pc = build_pc(now, creds, PeerRole::Publisher)?;
+    let mut pc = build_pc(now, creds, PeerRole::Publisher, None)?;
     pc.set_remote_description(now, offer)
         .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
     let answer = pc
@@ -286,12 +312,14 @@ pub(crate) fn reanswer_publisher(
         .ok_or_else(|| EngineError::Rtc("no local description after answering".into()))
 }
 
-/// Builds an empty subscriber peer connection; transceivers are added before each offer.
+/// Builds an empty subscriber peer connection; transceivers are added before each offer. Its
+/// transport-cc estimate is written to `estimate`.
 pub(crate) fn new_subscriber(
     now: Instant,
     creds: &IceCredentials,
+    estimate: &TwccEstimate,
 ) -> Result<RTCPeerConnection, EngineError> {
-    build_pc(now, creds, PeerRole::Subscriber)
+    build_pc(now, creds, PeerRole::Subscriber, Some(estimate))
 }
 
 /// Creates and applies a subscriber offer (`actpass`, ICE-lite) and returns its SDP. The host
@@ -386,14 +414,18 @@ pub(crate) fn count_sending_tracks(sdp: &str) -> (usize, usize) {
 /// passes only keyframe requests and the rest stays inside the chain.
 struct RtcpMarker {
     deliver_reports: bool,
+    /// Subscriber only: where the transport-cc estimate goes, read off the feedback packets
+    /// rtc's congestion-control interceptor annotates.
+    estimate: Option<TwccEstimate>,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
 
 impl RtcpMarker {
-    fn new(role: PeerRole) -> Self {
+    fn new(role: PeerRole, estimate: Option<TwccEstimate>) -> Self {
         Self {
             deliver_reports: role == PeerRole::Subscriber,
+            estimate,
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),
         }
@@ -426,6 +458,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpMarker {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Some(estimate) = &self.estimate {
+            for attribute in &msg.message.attributes {
+                if let Attribute::TargetBitrateChanged { bits_per_second } = attribute {
+                    estimate.set(*bits_per_second);
+                }
+            }
+        }
         if let Packet::Rtcp(packets) = &msg.message.packet
             && packets.iter().any(|p| self.wanted(p.as_ref()))
         {
@@ -460,6 +499,7 @@ fn build_pc(
     now: Instant,
     creds: &IceCredentials,
     role: PeerRole,
+    estimate: Option<&TwccEstimate>,
 ) -> Result<RTCPeerConnection, EngineError> {
     let rtc_err = |e: rtc::shared::error::Error| EngineError::Rtc(e.to_string());
     let mut media = RtcMediaEngine::default();
@@ -469,9 +509,27 @@ fn build_pc(
     // subscriber's legs, whose timestamps the subscriber's receiver reports echo back for RTT,
     // and receiver reports on a publisher's streams. The marker lets the RTCP the worker acts on
     // reach it.
-    let registry = register_default_interceptors(Registry::new(), &mut media)
+    let mut registry = register_default_interceptors(Registry::new(), &mut media)
         .map_err(rtc_err)?
-        .with(Slot::from(14_000), RtcpMarker::new(role));
+        .with(Slot::from(14_000), RtcpMarker::new(role, estimate.cloned()));
+    if role == PeerRole::Subscriber {
+        // Send-side estimation on what the server forwards: transport-wide sequence numbers on
+        // every packet, and rtc's GCC fed by the subscriber's transport-cc feedback (the
+        // transport-cc feedback type and extension are already registered by the defaults).
+        // No pacer: the engine adapts by choosing layers, not by queueing, so forwarded
+        // packets leave as soon as they arrive.
+        registry = registry
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(Gcc::new(
+                    INITIAL_BPS as f64,
+                    MIN_BPS as f64,
+                    MAX_BPS as f64,
+                ))
+                .build(),
+            )
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+    }
     let settings = SettingEngineBuilder::new()
         // Lite: the server has a reachable address and learns the client's from its checks, so it
         // never needs to send checks or gather; that is what makes one shared socket workable.

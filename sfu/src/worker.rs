@@ -57,7 +57,7 @@ use crate::forwarder::Forwarder;
 use crate::layers::{
     Decision, LayerView, Limit, MAX_LAYERS, Selection, VideoCodec, VideoQuality, rid_rank,
 };
-use crate::peer::{self, IceCredentials, Layer, Leg, Peer, PublishedTrack};
+use crate::peer::{self, IceCredentials, Layer, Leg, Peer, PublishedTrack, TwccEstimate};
 use crate::quality::{self, IntervalSum};
 use crate::vp8::Vp8Rewriter;
 
@@ -160,6 +160,7 @@ pub(crate) struct WorkerStats {
     pub(crate) video_layers: VideoLayerCounts,
     pub(crate) bandwidth_estimated: u64,
     pub(crate) bandwidth_estimate_bps_sum: u64,
+    pub(crate) bandwidth_from_twcc: u64,
     pub(crate) tracks: Vec<TrackStats>,
 }
 
@@ -746,7 +747,7 @@ impl Worker {
             }
             let demand = audio_bps + video.iter().map(VideoDemand::requested_bps).sum::<u64>();
             let sending = std::mem::take(&mut sub.video_sent) > 0;
-            let estimate = sub.bwe.update(sending, demand);
+            let estimate = sub.bwe.update(sending, demand, sub.twcc_estimate.get());
             let chosen = bwe::allocate(estimate.saturating_sub(audio_bps), &video);
             for ((slot, view), choice) in slots.into_iter().zip(chosen) {
                 let Some(Some(leg)) = sub.legs.get_mut(slot) else {
@@ -995,13 +996,13 @@ impl Worker {
         now: Instant,
     ) -> Result<PeerKey, EngineError> {
         let creds = self.fresh_credentials();
-        let pc = peer::new_subscriber(now, &creds)?;
+        let estimate = TwccEstimate::default();
+        let pc = peer::new_subscriber(now, &creds, &estimate)?;
         let key = self.new_key();
         self.demux.add_ufrag(&creds.ufrag, key);
-        self.peers.insert(
-            key,
-            Peer::new(key, room, participant.to_owned(), PeerRole::Subscriber, pc),
-        );
+        let mut sub = Peer::new(key, room, participant.to_owned(), PeerRole::Subscriber, pc);
+        sub.twcc_estimate = estimate;
+        self.peers.insert(key, sub);
         if let Some(member) = self
             .rooms
             .get_mut(&room)
@@ -1350,6 +1351,7 @@ impl Worker {
         let views = self.layer_views();
         let mut video_layers = VideoLayerCounts::default();
         let (mut bandwidth_estimated, mut bandwidth_estimate_bps_sum) = (0, 0);
+        let mut bandwidth_from_twcc = 0;
         for sub in self.peers.values() {
             if sub.role != PeerRole::Subscriber || !sub.connected {
                 continue;
@@ -1361,6 +1363,7 @@ impl Worker {
             video_layers.high += layers.high;
             bandwidth_estimated += 1;
             bandwidth_estimate_bps_sum += sub.bwe.bps();
+            bandwidth_from_twcc += u64::from(sub.twcc_estimate.get().is_some());
         }
         WorkerStats {
             peers: self.peers.len(),
@@ -1392,6 +1395,7 @@ impl Worker {
             video_layers,
             bandwidth_estimated,
             bandwidth_estimate_bps_sum,
+            bandwidth_from_twcc,
             tracks,
         }
     }

@@ -165,6 +165,9 @@ async fn a_requested_layer_starts_at_a_keyframe_and_continues_the_numbering() {
 
     let stats = call.engine.stats().await.expect("stats");
     assert!(stats.layer_switches >= 10, "{}", stats.layer_switches);
+    // Both subscribers' transport-cc feedback reached rtc's GCC.
+    assert_eq!(stats.bandwidth_estimated, 2);
+    assert_eq!(stats.bandwidth_from_twcc, 2, "{stats:?}");
     eprintln!(
         "rtc:subscribe to first packet of the new layer: median {:?} over {:?}",
         median(latencies.clone()),
