@@ -32,7 +32,7 @@ const SILENT_INTERVALS: u32 = 3;
 #[derive(Debug, Clone)]
 pub(crate) struct Estimator {
     /// The receiver-report estimate.
-    bps: u64,
+    from_reports: u64,
     /// The estimate in use: the lower of the receiver-report one and GCC's, when GCC has one.
     combined: u64,
     /// Worst fraction lost (0..=1) reported since the last interval.
@@ -43,7 +43,7 @@ pub(crate) struct Estimator {
 impl Default for Estimator {
     fn default() -> Self {
         Self {
-            bps: INITIAL_BPS,
+            from_reports: INITIAL_BPS,
             combined: INITIAL_BPS,
             worst_loss: None,
             silent: 0,
@@ -74,7 +74,7 @@ impl Estimator {
 
     fn update_from_reports(&mut self, sending: bool, demand_bps: u64) -> u64 {
         let ceiling = (demand_bps.saturating_mul(3) / 2).max(INITIAL_BPS);
-        let bps = self.bps as f64;
+        let bps = self.from_reports as f64;
         let next = match self.worst_loss.take() {
             Some(loss) => {
                 self.silent = 0;
@@ -101,8 +101,8 @@ impl Estimator {
                 grow(bps, ceiling)
             }
         };
-        self.bps = (next as u64).clamp(MIN_BPS, MAX_BPS);
-        self.bps
+        self.from_reports = (next as u64).clamp(MIN_BPS, MAX_BPS);
+        self.from_reports
     }
 }
 
