@@ -244,7 +244,7 @@ async fn a_single_layer_camera_pauses_and_resumes_at_a_keyframe() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_losing_packets_is_moved_to_a_lower_layer() {
+async fn a_subscriber_losing_packets_is_moved_to_a_lower_layer_and_back_up_when_it_heals() {
     let mut call = Call::with_engine(common::start_engine_with(EngineConfig {
         quality_interval: Duration::from_millis(500),
         ..EngineConfig::default()
@@ -258,7 +258,7 @@ async fn a_subscriber_losing_packets_is_moved_to_a_lower_layer() {
     let carol = call.add("carol", false).await;
     let alice = call.add_simulcast("alice", 3).await;
     let publisher = alice.publisher.clone().expect("alice publishes");
-    let sending = tokio::spawn(async move { publisher.send_media(Duration::from_secs(90)).await });
+    let sending = tokio::spawn(async move { publisher.send_media(Duration::from_secs(150)).await });
 
     assert!(
         eventually(EVENT_TIMEOUT, || layer(&bob, "alice") == Some(2)).await,
@@ -309,6 +309,22 @@ async fn a_subscriber_losing_packets_is_moved_to_a_lower_layer() {
             "{s:?}"
         );
     }
+
+    // The path heals: the estimate climbs back and bob returns to the top layer.
+    assert!(bob.subscriber.stop_simulated_loss());
+    let healed = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(60), || layer(&bob, "alice") == Some(2)).await,
+        "bob recovers the top layer: {:?}",
+        camera(&bob, "alice")
+    );
+    eprintln!(
+        "back on the top layer {:?} after the loss stopped",
+        healed.elapsed()
+    );
+    let track = camera(&bob, "alice").expect("bob's camera");
+    let last = track.layers.switches.last().expect("a switch");
+    assert!(last.keyframe && last.seq_step == Some(1), "{last:?}");
     sending.abort();
     for c in [&alice, &bob, &carol] {
         call.leave(c).await;

@@ -98,6 +98,8 @@ struct LossLog {
     rtx_packets: u64,
     /// Repeats of a dropped sequence number on the original SSRC: plain retransmissions.
     plain_retransmissions: u64,
+    /// The path healed: nothing more is dropped.
+    stopped: bool,
     /// Deliveries to the track of a packet that was already recovered (duplicate repairs).
     duplicate_recoveries: u64,
 }
@@ -158,6 +160,9 @@ impl LossSimulator {
         let Ok(mut log) = self.log.lock() else {
             return false;
         };
+        if log.stopped {
+            return false;
+        }
         if self.repair_ssrcs.contains(&header.ssrc) {
             log.rtx_packets += 1;
             return false;
@@ -1018,6 +1023,18 @@ impl Subscriber {
             plain_retransmissions: log.plain_retransmissions,
             duplicate_recoveries: log.duplicate_recoveries,
         })
+    }
+
+    /// Ends the simulated loss of [`BotConfig::drop_every_nth_video`]: from now on every packet
+    /// arrives, as on a path that recovered. Returns whether loss was being simulated.
+    pub fn stop_simulated_loss(&self) -> bool {
+        match self.peer.shared.loss.as_ref().map(|l| l.lock()) {
+            Some(Ok(mut log)) => {
+                log.stopped = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Sends a PLI on every live video track that has received media, as a decoder that lost
