@@ -3,8 +3,10 @@
 //!
 //! Two estimates are kept and the lower one is used. rtc's GCC runs on the subscriber's
 //! transport-cc feedback about the server's transport-wide sequence numbers (delay and loss, see
-//! `peer::build_pc`); a client that sends no transport-cc feedback leaves it unset, and the
-//! receiver reports are all there is.
+//! `peer::build_pc`); it counts only in an interval in which feedback arrived, so a client that
+//! sends none, or a connection with nothing sent to it, is judged by its receiver reports
+//! alone. Otherwise a connection whose video GCC had paused would get no feedback and stay
+//! paused on a stale estimate.
 //!
 //! The report-based estimate follows the loss-based half of Google Congestion Control
 //! (draft-ietf-rmcat-gcc, section 6): above 10 % loss it drops in proportion to the loss, below
@@ -17,9 +19,12 @@
 //! half times what the subscriber's legs would take unconstrained, so an idle estimate cannot
 //! run away.
 //!
-//! The allocation serves audio first (it is never paused for bandwidth), then gives every video
-//! leg its lowest layer, pausing the legs whose lowest layer does not fit, then raises legs one
-//! layer at a time, in turn, while the next layer fits and the subscriber asked for it.
+//! The allocation serves audio first (it is never paused for bandwidth), and video without
+//! simulcast with it: such a track has nothing lower to fall back to, and pausing it on an
+//! estimate that has not yet grown to its bitrate would blank it for every new subscriber. Then
+//! every simulcast leg gets its lowest layer, the legs whose lowest layer does not fit are
+//! paused, and legs are raised one layer at a time, in turn, while the next layer fits and the
+//! subscriber asked for it.
 
 /// Where a new connection's estimate starts: enough for a middle layer of a typical camera.
 pub(crate) const INITIAL_BPS: u64 = 1_500_000;

@@ -27,6 +27,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
@@ -88,16 +89,35 @@ pub(crate) struct Peer {
 /// and read by the worker, both on the worker's thread (atomic only because interceptors must
 /// be `Send`).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct TwccEstimate(Arc<AtomicU64>);
+pub(crate) struct TwccEstimate(Arc<TwccShared>);
+
+#[derive(Debug, Default)]
+pub(crate) struct TwccShared {
+    bps: AtomicU64,
+    /// Transport-cc feedback packets seen since the worker last took the estimate.
+    feedback: AtomicU64,
+}
 
 impl TwccEstimate {
     /// The estimate, once transport-cc feedback produced one.
     pub(crate) fn get(&self) -> Option<u64> {
-        Some(self.0.load(Ordering::Relaxed)).filter(|&bps| bps > 0)
+        Some(self.0.bps.load(Ordering::Relaxed)).filter(|&bps| bps > 0)
+    }
+
+    /// The estimate if transport-cc feedback arrived since the last call: without feedback
+    /// (nothing sent, or a client that stopped reporting) it describes nothing current.
+    pub(crate) fn take_fresh(&self) -> Option<u64> {
+        (self.0.feedback.swap(0, Ordering::Relaxed) > 0)
+            .then(|| self.get())
+            .flatten()
     }
 
     fn set(&self, bps: f64) {
-        self.0.store(bps.max(1.0) as u64, Ordering::Relaxed);
+        self.0.bps.store(bps.max(1.0) as u64, Ordering::Relaxed);
+    }
+
+    fn on_feedback(&self) {
+        self.0.feedback.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -463,6 +483,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpMarker {
                 if let Attribute::TargetBitrateChanged { bits_per_second } = attribute {
                     estimate.set(*bits_per_second);
                 }
+            }
+            if let Packet::Rtcp(packets) = &msg.message.packet
+                && packets.iter().any(|p| p.as_any().is::<TransportLayerCc>())
+            {
+                estimate.on_feedback();
             }
         }
         if let Packet::Rtcp(packets) = &msg.message.packet

@@ -725,7 +725,9 @@ impl Worker {
             if sub.role != PeerRole::Subscriber || !sub.connected {
                 continue;
             }
-            let mut audio_bps = 0u64;
+            // Audio, and video without simulcast, which has no lower layer to fall back to and
+            // is forwarded as before: taken off the budget first, never limited.
+            let mut fixed_bps = 0u64;
             let mut video = Vec::new();
             let mut slots = Vec::new();
             for (slot, leg) in sub.legs.iter().enumerate() {
@@ -734,7 +736,12 @@ impl Worker {
                     continue;
                 };
                 match &leg.selection {
-                    None => audio_bps += rates[0],
+                    None => fixed_bps += rates[0],
+                    Some(selection) if view.len <= 1 => {
+                        if selection.quality != VideoQuality::Off {
+                            fixed_bps += rates[0];
+                        }
+                    }
                     Some(selection) => {
                         video.push(VideoDemand {
                             rates_bps: *rates,
@@ -745,10 +752,12 @@ impl Worker {
                     }
                 }
             }
-            let demand = audio_bps + video.iter().map(VideoDemand::requested_bps).sum::<u64>();
+            let demand = fixed_bps + video.iter().map(VideoDemand::requested_bps).sum::<u64>();
             let sending = std::mem::take(&mut sub.video_sent) > 0;
-            let estimate = sub.bwe.update(sending, demand, sub.twcc_estimate.get());
-            let chosen = bwe::allocate(estimate.saturating_sub(audio_bps), &video);
+            let estimate = sub
+                .bwe
+                .update(sending, demand, sub.twcc_estimate.take_fresh());
+            let chosen = bwe::allocate(estimate.saturating_sub(fixed_bps), &video);
             for ((slot, view), choice) in slots.into_iter().zip(chosen) {
                 let Some(Some(leg)) = sub.legs.get_mut(slot) else {
                     continue;
