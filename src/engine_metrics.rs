@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use confab_sfu::{EngineStats, FORWARDING_LATENCY_BOUNDS_US, MediaEngine};
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
 
 /// How stale an engine family may be at scrape time.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -54,6 +56,26 @@ const FAMILIES: &[(&str, &str)] = &[
     (
         "confab_rtp_audio_suppressed_total",
         "Audio packets loudest-N held back from a subscriber (not a drop)",
+    ),
+    (
+        "confab_video_layer_switches_total",
+        "Video legs that started a simulcast layer, or resumed, at a keyframe",
+    ),
+    (
+        "confab_video_legs",
+        "Video legs of connected subscribers, by the layer they forward",
+    ),
+    (
+        "confab_subscriber_bandwidth_estimate_bps_sum",
+        "Sum of the bandwidth estimates of connected subscriber connections",
+    ),
+    (
+        "confab_subscriber_bandwidth_estimates",
+        "Connected subscriber connections with a bandwidth estimate",
+    ),
+    (
+        "confab_subscriber_bandwidth_twcc",
+        "Connected subscriber connections whose transport-cc feedback gave an estimate",
     ),
 ];
 
@@ -108,6 +130,15 @@ fn counter(labels: Vec<LabelPair>, value: u64) -> Metric {
     let mut m = Metric::default();
     m.set_label(labels);
     m.set_counter(c);
+    m
+}
+
+fn gauge(labels: Vec<LabelPair>, value: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut m = Metric::default();
+    m.set_label(labels);
+    m.set_gauge(g);
     m
 }
 
@@ -168,6 +199,7 @@ impl Collector for EngineMetrics {
             .unwrap_or_default();
         let kind = |k| vec![label("kind", k)];
         let reason = |r| vec![label("reason", r)];
+        let layer = |l| vec![label("layer", l)];
         vec![
             family(
                 0,
@@ -216,6 +248,36 @@ impl Collector for EngineMetrics {
                 7,
                 MetricType::COUNTER,
                 vec![counter(vec![], stats.audio_suppressed)],
+            ),
+            family(
+                8,
+                MetricType::COUNTER,
+                vec![counter(vec![], stats.layer_switches)],
+            ),
+            family(
+                9,
+                MetricType::GAUGE,
+                vec![
+                    gauge(layer("off"), f64::from(stats.video_layers.off)),
+                    gauge(layer("low"), f64::from(stats.video_layers.low)),
+                    gauge(layer("medium"), f64::from(stats.video_layers.medium)),
+                    gauge(layer("high"), f64::from(stats.video_layers.high)),
+                ],
+            ),
+            family(
+                10,
+                MetricType::GAUGE,
+                vec![gauge(vec![], stats.bandwidth_estimate_bps_sum as f64)],
+            ),
+            family(
+                11,
+                MetricType::GAUGE,
+                vec![gauge(vec![], stats.bandwidth_estimated as f64)],
+            ),
+            family(
+                12,
+                MetricType::GAUGE,
+                vec![gauge(vec![], stats.bandwidth_from_twcc as f64)],
             ),
         ]
     }

@@ -10,9 +10,11 @@ use std::sync::Arc;
 
 use confab_sfu::{
     EngineError, EngineEvent, EngineEvents, ForwardedTrack, MediaEngine, MediaKind, PeerRole,
-    QualityDirection, QualityReport, RoomId, TrackSource,
+    QualityDirection, QualityReport, RoomId, TrackSource, VideoQuality as EngineQuality,
 };
-use confab_signaling::protocol::{self, IceCandidate, PeerRole as WirePeerRole, VideoQuality};
+use confab_signaling::protocol::{
+    self, IceCandidate, PeerRole as WirePeerRole, VideoQuality, VideoSource,
+};
 use confab_signaling::{Call, CallId, ErrorCode, SignalingError, UserId};
 use dashmap::DashMap;
 use serde_json::{Value, json};
@@ -236,13 +238,16 @@ impl MediaBridge {
         Ok(json!({}))
     }
 
-    /// `rtc:subscribe`: checked and acknowledged; layer choice arrives with simulcast.
-    pub fn subscribe(
+    /// `rtc:subscribe`: chooses the simulcast layer `user` receives of `publisher`'s camera or
+    /// screen, or pauses it. The choice is kept by the engine for the pair, so it may precede
+    /// the track; the layer changes at its next keyframe, after the ack.
+    pub async fn subscribe(
         &self,
         user: &UserId,
         call_id: CallId,
         publisher: &UserId,
-        _quality: VideoQuality,
+        source: VideoSource,
+        quality: VideoQuality,
     ) -> ApiResult<Value> {
         self.require_joined(call_id, user)?;
         let in_call = self
@@ -254,6 +259,31 @@ impl MediaBridge {
                 "{publisher} is not in this call"
             )));
         }
+        if publisher == user {
+            return Err(ApiError::invalid_argument(
+                "a participant does not receive its own video",
+            ));
+        }
+        let source = match source {
+            VideoSource::Camera => TrackSource::Camera,
+            VideoSource::Screen => TrackSource::Screen,
+        };
+        let quality = match quality {
+            VideoQuality::Off => EngineQuality::Off,
+            VideoQuality::Low => EngineQuality::Low,
+            VideoQuality::Medium => EngineQuality::Medium,
+            VideoQuality::High => EngineQuality::High,
+        };
+        self.engine
+            .set_video_quality(
+                room(call_id),
+                user.as_str().to_owned(),
+                publisher.as_str().to_owned(),
+                source,
+                quality,
+            )
+            .await
+            .map_err(engine_error)?;
         Ok(json!({}))
     }
 
@@ -466,18 +496,27 @@ impl MediaBridge {
                 let Some(call) = self.calls.live_call(call_id) else {
                     continue;
                 };
-                let frame: Frame = Arc::from(protocol::event(
-                    "call:quality",
-                    json!({
-                        "call_id": call_id,
-                        "user_id": user,
-                        "score": summary.score(),
-                        "packet_loss": summary.packet_loss,
-                        "jitter_ms": summary.jitter_ms,
-                        "rtt_ms": summary.rtt_ms,
-                        "bitrate_bps": summary.bitrate_bps,
-                    }),
-                ));
+                let mut data = json!({
+                    "call_id": call_id,
+                    "user_id": user,
+                    "score": summary.score(),
+                    "packet_loss": summary.packet_loss,
+                    "jitter_ms": summary.jitter_ms,
+                    "rtt_ms": summary.rtt_ms,
+                    "bitrate_bps": summary.bitrate_bps,
+                });
+                if let Some(bps) = summary.available_bitrate_bps {
+                    data["available_bitrate_bps"] = json!(bps);
+                }
+                if let Some(layers) = summary.video_layers {
+                    data["video_layers"] = json!({
+                        "off": layers.off,
+                        "low": layers.low,
+                        "medium": layers.medium,
+                        "high": layers.high,
+                    });
+                }
+                let frame: Frame = Arc::from(protocol::event("call:quality", data));
                 for p in call.joined() {
                     self.hub.send_to_user(p.user_id.as_str(), &frame);
                 }

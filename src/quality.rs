@@ -5,7 +5,7 @@
 //! direction, so the summary takes the worst loss and jitter, the latest round-trip time, and
 //! the bitrate the participant sends (what everyone else receives from them).
 
-use confab_sfu::{MediaKind, QualityDirection, QualityReport};
+use confab_sfu::{MediaKind, QualityDirection, QualityReport, VideoLayerCounts};
 
 /// One participant's quality over the last interval, built up from the engine's reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -14,6 +14,12 @@ pub struct QualitySummary {
     pub jitter_ms: f64,
     pub rtt_ms: f64,
     pub bitrate_bps: u64,
+    /// The server's bandwidth estimate towards the participant (its subscriber connection),
+    /// from the latest outbound report.
+    pub available_bitrate_bps: Option<u64>,
+    /// Which layers the participant's video legs forward, from the latest outbound video
+    /// report.
+    pub video_layers: Option<VideoLayerCounts>,
     /// Whether any report arrived since the last summary was sent.
     pub fresh: bool,
 }
@@ -29,6 +35,12 @@ impl QualitySummary {
         self.rtt_ms = rtt_ms;
         if report.direction == QualityDirection::Inbound {
             self.bitrate_bps += report.bitrate_bps;
+        }
+        if let Some(bps) = report.available_bitrate_bps {
+            self.available_bitrate_bps = Some(bps);
+        }
+        if let Some(layers) = report.video_layers {
+            self.video_layers = Some(layers);
         }
     }
 
@@ -81,6 +93,8 @@ mod tests {
             packet_loss: loss,
             jitter_ms: jitter,
             rtt_ms: None,
+            available_bitrate_bps: None,
+            video_layers: None,
         }
     }
 
@@ -104,6 +118,21 @@ mod tests {
     }
 
     #[test]
+    fn summary_keeps_the_latest_estimate_and_layers() {
+        let mut s = QualitySummary::default();
+        let mut outbound = report(QualityDirection::Outbound, 0.0, 1.0, 100);
+        outbound.available_bitrate_bps = Some(800_000);
+        outbound.video_layers = Some(VideoLayerCounts {
+            low: 1,
+            ..VideoLayerCounts::default()
+        });
+        s.add(&outbound, 10.0);
+        s.add(&report(QualityDirection::Inbound, 0.0, 1.0, 100), 10.0);
+        assert_eq!(s.available_bitrate_bps, Some(800_000));
+        assert_eq!(s.video_layers.map(|l| l.low), Some(1));
+    }
+
+    #[test]
     fn scores_fall_with_loss_and_delay() {
         let at = |loss, rtt_ms, jitter_ms| {
             QualitySummary {
@@ -112,6 +141,7 @@ mod tests {
                 jitter_ms,
                 bitrate_bps: 0,
                 fresh: true,
+                ..QualitySummary::default()
             }
             .score()
         };

@@ -14,13 +14,22 @@
 //!
 //! Two payload sizes: an Opus-sized audio packet and an MTU-sized VP8 packet.
 //!
+//! A second group, `vp8_49`, isolates what simulcast adds per leg for an MTU-sized VP8 packet
+//! with a picture id and TL0PICIDX: `plain` is the header rewrite plus a shared payload;
+//! `vp8_untouched` also parses the payload descriptor of a leg that never switched layers (its
+//! payload stays shared); `vp8_rewritten` is a leg that switched, whose payload is copied into
+//! a new buffer and gets new ids. Forwarded packets are kept for a while (the last 1024, as a
+//! NACK buffer keeps them), so the allocator sees a realistic lifetime.
+//!
 //! Run with `cargo bench -p confab-sfu --bench forwarding`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use confab_sfu::bench_support::Forwarder;
+use std::collections::VecDeque;
+
+use confab_sfu::bench_support::{Forwarder, Vp8Rewriter};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rtc::rtp;
 use rtc::shared::marshal::{Marshal, MarshalSize};
@@ -142,12 +151,62 @@ fn forwarding(c: &mut Criterion) {
     group.finish();
 }
 
+/// A frame-start VP8 payload with a 15-bit picture id and TL0PICIDX.
+fn vp8_payload(picture_id: u16, tl0: u8, len: usize) -> Bytes {
+    let [hi, lo] = picture_id.to_be_bytes();
+    let mut p = vec![0x90, 0xe0, 0x80 | hi, lo, tl0, 0x20, 0x01, 0x00, 0x00];
+    p.resize(len, 0xab);
+    Bytes::from(p)
+}
+
+fn vp8(c: &mut Criterion) {
+    let mut group = c.benchmark_group("vp8_49");
+    group.throughput(Throughput::Elements(LEGS as u64));
+    for case in ["plain", "vp8_untouched", "vp8_rewritten"] {
+        let mut legs = legs(None);
+        let mut rewriters: Vec<Vp8Rewriter> = (0..LEGS).map(|_| Vp8Rewriter::default()).collect();
+        if case == "vp8_rewritten" {
+            // Each leg forwarded another layer before, so its offsets are not zero.
+            let before = vp8_payload(9_000, 200, 1100);
+            for r in &mut rewriters {
+                r.rewrite(SOURCE_SSRC ^ 1, &before);
+            }
+        }
+        let mut packet = source_packet(0);
+        packet.payload = vp8_payload(40, 3, 1100);
+        let mut kept: VecDeque<rtp::Packet> = VecDeque::with_capacity(1024);
+        group.bench_function(BenchmarkId::new(case, "video_1100B"), |b| {
+            b.iter(|| {
+                packet.header.sequence_number = packet.header.sequence_number.wrapping_add(1);
+                packet.header.timestamp = packet.header.timestamp.wrapping_add(3000);
+                let now = Instant::now();
+                let mut total = 0;
+                for (leg, r) in legs.iter_mut().zip(rewriters.iter_mut()) {
+                    let header = rewrite_header(leg, &packet, now);
+                    let payload = if case == "plain" {
+                        packet.payload.clone()
+                    } else {
+                        r.rewrite(SOURCE_SSRC, &packet.payload)
+                    };
+                    total += payload.len();
+                    if kept.len() == kept.capacity() {
+                        kept.pop_front();
+                    }
+                    kept.push_back(rtp::Packet { header, payload });
+                }
+                black_box(total)
+            });
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = forwarding
+    targets = forwarding, vp8
 }
 criterion_main!(benches);

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::EngineError;
+use crate::layers::VideoQuality;
 use crate::speaker::LoudestN;
 use crate::worker::{Command, Worker, WorkerStats};
 
@@ -175,6 +176,24 @@ pub struct QualityReport {
     /// connection, so it answers no sender report there (the same path's RTT is in the outbound
     /// report).
     pub rtt_ms: Option<f64>,
+    /// Outbound only: the subscriber connection's bandwidth estimate at the end of the interval,
+    /// which its video layers are chosen to fit.
+    pub available_bitrate_bps: Option<u64>,
+    /// Outbound video only: how many of the subscriber's video legs forward which layer.
+    pub video_layers: Option<VideoLayerCounts>,
+}
+
+/// A subscriber's video legs by the layer they forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VideoLayerCounts {
+    /// Forwarding nothing: paused (by choice or for bandwidth) or waiting for a keyframe.
+    pub off: u32,
+    /// The lowest of several layers.
+    pub low: u32,
+    /// A layer between the lowest and the highest.
+    pub medium: u32,
+    /// The highest layer, or the only one of a track without simulcast.
+    pub high: u32,
 }
 
 /// Upper bounds, in microseconds, of the [`LatencyHistogram`] buckets; a final bucket above the
@@ -377,8 +396,20 @@ pub struct EngineStats {
     pub audio_suppressed: u64,
     /// Keyframe requests (subscriber PLI/FIR, or a leg starting) sent to publishers as PLI.
     pub plis_relayed: u64,
-    /// Keyframe requests absorbed by the once-per-500-ms limit per source track.
+    /// Keyframe requests absorbed by the once-per-500-ms limit per source track (per simulcast
+    /// layer).
     pub plis_suppressed: u64,
+    /// Video legs that started forwarding a layer at one of its keyframes: a simulcast leg's
+    /// start, a layer switch, or a resume after a pause.
+    pub layer_switches: u64,
+    /// Video legs of connected subscribers, by the layer they forward now.
+    pub video_layers: VideoLayerCounts,
+    /// Connected subscriber connections, and the sum of their bandwidth estimates (bits per
+    /// second); their ratio is the mean estimate.
+    pub bandwidth_estimated: u64,
+    pub bandwidth_estimate_bps_sum: u64,
+    /// Of those connections, the ones whose transport-cc feedback gave a GCC estimate.
+    pub bandwidth_from_twcc: u64,
     /// Per-track reception counters.
     pub tracks: Vec<TrackStats>,
 }
@@ -581,6 +612,32 @@ impl MediaEngine {
         .await?
     }
 
+    /// Chooses what `subscriber` receives of `publisher`'s camera or screen (`rtc:subscribe`):
+    /// a simulcast layer, or [`VideoQuality::Off`] to pause it. The leg moves to the new layer
+    /// (or resumes) at that layer's next keyframe, which is requested at once; its sequence
+    /// numbers, timestamps and VP8 picture ids continue without a gap. A track without simulcast
+    /// has one layer, which every quality but `Off` selects. The choice is kept for the pair,
+    /// so it also applies to a track published later or re-published. Fails only when the
+    /// subscriber is not in the room.
+    pub async fn set_video_quality(
+        &self,
+        room: RoomId,
+        subscriber: String,
+        publisher: String,
+        source: TrackSource,
+        quality: VideoQuality,
+    ) -> Result<(), EngineError> {
+        self.ask(room, |reply| Command::SetVideoQuality {
+            room,
+            subscriber,
+            publisher,
+            source,
+            quality,
+            reply,
+        })
+        .await?
+    }
+
     /// Sums every worker's counters.
     pub async fn stats(&self) -> Result<EngineStats, EngineError> {
         let mut total = EngineStats::default();
@@ -614,6 +671,14 @@ impl MediaEngine {
             total.audio_suppressed += s.audio_suppressed;
             total.plis_relayed += s.plis_relayed;
             total.plis_suppressed += s.plis_suppressed;
+            total.layer_switches += s.layer_switches;
+            total.video_layers.off += s.video_layers.off;
+            total.video_layers.low += s.video_layers.low;
+            total.video_layers.medium += s.video_layers.medium;
+            total.video_layers.high += s.video_layers.high;
+            total.bandwidth_estimated += s.bandwidth_estimated;
+            total.bandwidth_estimate_bps_sum += s.bandwidth_estimate_bps_sum;
+            total.bandwidth_from_twcc += s.bandwidth_from_twcc;
             total.rooms += s.rooms;
             total.demux_ufrags += s.demux_ufrags;
             total.demux_addrs += s.demux_addrs;

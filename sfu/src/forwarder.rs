@@ -30,9 +30,6 @@ pub struct Forwarder {
     last_seq: u16,
     last_ts: u32,
     last_at: Option<Instant>,
-    /// The source went on while nothing was forwarded (a suppressed stretch): the next packet
-    /// re-bases the sequence numbers so the leg shows no gap.
-    resync: bool,
 }
 
 /// Whether sequence number `a` comes after `b`, across the 16-bit wrap.
@@ -52,16 +49,7 @@ impl Forwarder {
             last_seq: 0,
             last_ts: 0,
             last_at: None,
-            resync: false,
         }
-    }
-
-    /// Forwarding resumes after a stretch of the source that was deliberately not forwarded
-    /// (loudest-N audio). The next packet continues the leg's sequence numbers, so the
-    /// subscriber sees no loss to conceal or NACK; timestamps keep the source's, which jump by
-    /// the silent stretch as after a DTX pause.
-    pub(crate) fn resume_after_gap(&mut self) {
-        self.resync = true;
     }
 
     /// The leg's SSRC.
@@ -72,6 +60,13 @@ impl Forwarder {
     /// RTP clock rate of the leg's codec, which the subscriber's reported jitter is counted in.
     pub(crate) fn clock_rate(&self) -> u32 {
         self.clock_rate
+    }
+
+    /// Makes the next packet re-base the offsets even if it comes from the same source, so a
+    /// leg resumed after a pause (a paused video, audio loudest-N held back) continues its
+    /// numbering instead of showing the pause as loss, and its timestamps advance by the pause.
+    pub fn rebase(&mut self) {
+        self.source = None;
     }
 
     /// The leg's payload type for a source payload type, if already resolved.
@@ -134,7 +129,6 @@ impl Forwarder {
                 }
             }
             self.source = Some(source);
-            self.resync = false;
             let out = (
                 seq.wrapping_add(self.seq_offset),
                 ts.wrapping_add(self.ts_offset),
@@ -143,9 +137,6 @@ impl Forwarder {
             self.last_ts = out.1;
             self.last_at = Some(now);
             return out;
-        }
-        if std::mem::take(&mut self.resync) && self.last_at.is_some() {
-            self.seq_offset = self.last_seq.wrapping_add(1).wrapping_sub(seq);
         }
         let out_seq = seq.wrapping_add(self.seq_offset);
         let out_ts = ts.wrapping_add(self.ts_offset);
@@ -255,25 +246,34 @@ mod tests {
         let mut f = Forwarder::new(7, 48_000);
         assert_eq!(f.rewrite(1, 100, 960, t0), (100, 960));
         assert_eq!(f.rewrite(1, 101, 1_920, t0), (101, 1_920));
-        // 102..=149 were not forwarded.
-        f.resume_after_gap();
+        // 102..=149 were not forwarded (loudest-N), for one second.
+        f.rebase();
+        let t1 = t0 + Duration::from_secs(1);
         assert_eq!(
-            f.rewrite(1, 150, 48_000, t0),
-            (102, 48_000),
-            "ts jumps like DTX"
+            f.rewrite(1, 150, 48_000, t1),
+            (102, 1_920 + 48_000),
+            "the timestamp advances by the pause, like after DTX"
         );
-        assert_eq!(f.rewrite(1, 151, 48_960, t0), (103, 48_960));
-        // A resume with nothing skipped changes nothing.
-        f.resume_after_gap();
-        assert_eq!(f.rewrite(1, 152, 49_920, t0), (104, 49_920));
+        assert_eq!(f.rewrite(1, 151, 48_960, t1), (103, 1_920 + 48_960));
     }
 
     #[test]
-    fn a_resume_before_the_first_packet_keeps_the_source_numbering() {
+    fn a_rebase_before_the_first_packet_keeps_the_source_numbering() {
         let t0 = Instant::now();
         let mut f = Forwarder::new(7, 48_000);
-        f.resume_after_gap();
+        f.rebase();
         assert_eq!(f.rewrite(1, 500, 960, t0), (500, 960));
+    }
+
+    #[test]
+    fn a_resume_continues_the_numbering() {
+        let t0 = Instant::now();
+        let mut f = Forwarder::new(7, 90_000);
+        f.rewrite(1, 10, 100, t0);
+        f.rebase();
+        // The same source, 50 packets later: no gap on the leg.
+        assert_eq!(f.rewrite(1, 60, 5_000, t0).0, 11);
+        assert_eq!(f.rewrite(1, 61, 5_000, t0).0, 12);
     }
 
     #[test]

@@ -6,14 +6,17 @@
 //! rest of the server talks to it only through [`MediaEngine`]'s commands and [`EngineEvent`]s
 //! and never sees a webrtc type.
 
+mod bwe;
 mod demux;
 mod engine;
 mod error;
 mod forwarder;
+mod layers;
 mod peer;
 mod quality;
 mod speaker;
 mod udp;
+mod vp8;
 mod worker;
 
 /// What the forwarding benchmark (`benches/forwarding.rs`) needs from the crate's internals.
@@ -21,11 +24,13 @@ mod worker;
 #[doc(hidden)]
 pub mod bench_support {
     pub use crate::forwarder::Forwarder;
+    pub use crate::vp8::Vp8Rewriter;
 }
 
 pub use engine::{
     EngineConfig, EngineEvent, EngineEvents, EngineStats, FORWARDING_LATENCY_BOUNDS_US,
     ForwardDrops, ForwardedTrack, LatencyHistogram, MediaEngine, MediaKind, PeerRole,
-    QualityDirection, QualityReport, RoomId, TrackSource, TrackStats,
+    QualityDirection, QualityReport, RoomId, TrackSource, TrackStats, VideoLayerCounts,
 };
 pub use error::EngineError;
+pub use layers::VideoQuality;

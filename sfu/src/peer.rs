@@ -3,12 +3,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
-use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder};
+use rtc::interceptor::{
+    Attribute, CongestionControlBuilder, Gcc, Interceptor, NackGeneratorBuilder,
+    NackResponderBuilder, Packet, Registry, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
+};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -25,6 +29,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
@@ -34,11 +39,14 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use uuid::Uuid;
 
+use crate::bwe::{Estimator, INITIAL_BPS, MAX_BPS, MIN_BPS};
 use crate::demux::PeerKey;
 use crate::error::EngineError;
 use crate::forwarder::Forwarder;
+use crate::layers::{LayerView, MAX_LAYERS, Selection, VideoCodec, rid_rank};
 use crate::quality::{ReceptionStats, RemoteReports};
 use crate::speaker::{AudioGate, LevelWindow};
+use crate::vp8::Vp8Rewriter;
 use crate::{ForwardedTrack, MediaKind, PeerRole, RoomId, TrackSource};
 
 /// A peer connection and the engine's bookkeeping for it.
@@ -73,6 +81,49 @@ pub(crate) struct Peer {
     /// and when the oldest of them was read from the socket, for the forwarding-latency histogram.
     pub(crate) unflushed: u64,
     pub(crate) oldest_unflushed: Option<Instant>,
+    /// Subscriber only: the connection's bandwidth estimate.
+    pub(crate) bwe: Estimator,
+    /// Subscriber only: video payload bytes sent since the last bandwidth interval.
+    pub(crate) video_sent: u64,
+    /// Subscriber only: rtc's GCC estimate from the subscriber's transport-cc feedback, in bits
+    /// per second; 0 until the first feedback.
+    pub(crate) twcc_estimate: TwccEstimate,
+}
+
+/// The latest transport-cc based estimate of one connection, written by its interceptor chain
+/// and read by the worker, both on the worker's thread (atomic only because interceptors must
+/// be `Send`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TwccEstimate(Arc<TwccShared>);
+
+#[derive(Debug, Default)]
+pub(crate) struct TwccShared {
+    bps: AtomicU64,
+    /// Transport-cc feedback packets seen since the worker last took the estimate.
+    feedback: AtomicU64,
+}
+
+impl TwccEstimate {
+    /// The estimate, once transport-cc feedback produced one.
+    pub(crate) fn get(&self) -> Option<u64> {
+        Some(self.0.bps.load(Ordering::Relaxed)).filter(|&bps| bps > 0)
+    }
+
+    /// The estimate if transport-cc feedback arrived since the last call: without feedback
+    /// (nothing sent, or a client that stopped reporting) it describes nothing current.
+    pub(crate) fn take_fresh(&self) -> Option<u64> {
+        (self.0.feedback.swap(0, Ordering::Relaxed) > 0)
+            .then(|| self.get())
+            .flatten()
+    }
+
+    fn set(&self, bps: f64) {
+        self.0.bps.store(bps.max(1.0) as u64, Ordering::Relaxed);
+    }
+
+    fn on_feedback(&self) {
+        self.0.feedback.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Peer {
@@ -100,25 +151,31 @@ impl Peer {
             candidate_added: false,
             unflushed: 0,
             oldest_unflushed: None,
+            bwe: Estimator::default(),
+            video_sent: 0,
+            twcc_estimate: TwccEstimate::default(),
         }
     }
 }
 
 /// A publisher's track as the forwarding path sees it.
 pub(crate) struct PublishedTrack {
+    /// The track's identity: the SSRC of its first layer to arrive (its only one without
+    /// simulcast). Legs and fan-out entries name the track by it.
     pub(crate) ssrc: u32,
     pub(crate) receiver_id: RTCRtpReceiverId,
     pub(crate) kind: MediaKind,
     pub(crate) source: TrackSource,
+    /// Whether the track arrives as RID-tagged simulcast layers.
+    pub(crate) simulcast: bool,
+    /// The layers seen so far, lowest first; one entry without simulcast.
+    pub(crate) layers: Vec<Layer>,
     /// The codec of the first packet; the track is offered to subscribers only once it is known,
     /// because a subscriber leg is created for exactly that codec.
     pub(crate) codec: Option<RTCRtpCodec>,
+    pub(crate) video_codec: VideoCodec,
     /// Subscriber legs fed by this track: (subscriber peer, leg slot).
     pub(crate) fanout: Vec<(PeerKey, usize)>,
-    /// When a PLI was last sent upstream for this track.
-    pub(crate) last_pli: Option<Instant>,
-    /// A request arrived inside the 500 ms window; one PLI goes out when it ends.
-    pub(crate) pli_pending: bool,
     /// Audio only: the id the publisher negotiated for `ssrc-audio-level`, looked up once when
     /// the track opens; `None` when it sends no levels, and then loudest-N never gates it.
     pub(crate) audio_level_id: Option<u8>,
@@ -128,6 +185,66 @@ pub(crate) struct PublishedTrack {
     pub(crate) gate: AudioGate,
 }
 
+impl PublishedTrack {
+    pub(crate) fn has_ssrc(&self, ssrc: u32) -> bool {
+        self.layers.iter().any(|l| l.ssrc == ssrc)
+    }
+
+    /// The layers in the form the per-packet path reads.
+    pub(crate) fn layer_view(&self) -> LayerView {
+        let mut ssrcs = [0; MAX_LAYERS];
+        for (slot, layer) in ssrcs.iter_mut().zip(&self.layers) {
+            *slot = layer.ssrc;
+        }
+        LayerView {
+            ssrcs,
+            len: self.layers.len().min(MAX_LAYERS),
+            codec: self.video_codec,
+        }
+    }
+
+    /// Adds a simulcast layer in its place by RID rank (arrival order among equal ranks).
+    pub(crate) fn add_layer(&mut self, ssrc: u32, rid: &str) {
+        if self.has_ssrc(ssrc) || self.layers.len() >= MAX_LAYERS {
+            return;
+        }
+        let rank = rid_rank(rid);
+        let at = self
+            .layers
+            .iter()
+            .position(|l| l.rank > rank)
+            .unwrap_or(self.layers.len());
+        self.layers.insert(at, Layer::new(ssrc, rank));
+    }
+}
+
+/// One encoding of a published track: the only one, or one simulcast layer.
+pub(crate) struct Layer {
+    pub(crate) ssrc: u32,
+    /// [`rid_rank`] of its RID; orders the layers.
+    pub(crate) rank: u8,
+    /// When a PLI was last sent upstream for this layer.
+    pub(crate) last_pli: Option<Instant>,
+    /// A request arrived inside the 500 ms window; one PLI goes out when it ends.
+    pub(crate) pli_pending: bool,
+    /// Payload bitrate over the last bandwidth interval, and the byte count it started from.
+    pub(crate) rate_bps: u64,
+    pub(crate) bytes_seen: u64,
+}
+
+impl Layer {
+    pub(crate) fn new(ssrc: u32, rank: u8) -> Self {
+        Self {
+            ssrc,
+            rank,
+            last_pli: None,
+            pli_pending: false,
+            rate_bps: 0,
+            bytes_seen: 0,
+        }
+    }
+}
+
 /// One forwarded track on a subscriber connection.
 pub(crate) struct Leg {
     pub(crate) publisher: PeerKey,
@@ -135,6 +252,10 @@ pub(crate) struct Leg {
     pub(crate) sender_id: RTCRtpSenderId,
     pub(crate) info: ForwardedTrack,
     pub(crate) forwarder: Forwarder,
+    /// Video only: which layer the subscriber wants and which is being forwarded.
+    pub(crate) selection: Option<Selection>,
+    /// Keeps VP8 picture ids continuous across layer switches and resumes.
+    pub(crate) vp8: Vp8Rewriter,
     /// The client has answered an offer that carries this leg.
     pub(crate) negotiated: bool,
     /// A keyframe was requested for this leg's start.
@@ -187,7 +308,7 @@ pub(crate) fn answer_publisher(
 ) -> Result<(RTCPeerConnection, String), EngineError> {
     let offer = RTCSessionDescription::offer(offer_sdp)
         .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
-    let mut pc = build_pc(now, creds, PeerRole::Publisher)?;
+    let mut pc = build_pc(now, creds, PeerRole::Publisher, None)?;
     pc.set_remote_description(now, offer)
         .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
     let answer = pc
@@ -223,12 +344,14 @@ pub(crate) fn reanswer_publisher(
         .ok_or_else(|| EngineError::Rtc("no local description after answering".into()))
 }
 
-/// Builds an empty subscriber peer connection; transceivers are added before each offer.
+/// Builds an empty subscriber peer connection; transceivers are added before each offer. Its
+/// transport-cc estimate is written to `estimate`.
 pub(crate) fn new_subscriber(
     now: Instant,
     creds: &IceCredentials,
+    estimate: &TwccEstimate,
 ) -> Result<RTCPeerConnection, EngineError> {
-    build_pc(now, creds, PeerRole::Subscriber)
+    build_pc(now, creds, PeerRole::Subscriber, Some(estimate))
 }
 
 /// Creates and applies a subscriber offer (`actpass`, ICE-lite) and returns its SDP. The host
@@ -323,14 +446,18 @@ pub(crate) fn count_sending_tracks(sdp: &str) -> (usize, usize) {
 /// passes only keyframe requests and the rest stays inside the chain.
 struct RtcpMarker {
     deliver_reports: bool,
+    /// Subscriber only: where the transport-cc estimate goes, read off the feedback packets
+    /// rtc's congestion-control interceptor annotates.
+    estimate: Option<TwccEstimate>,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
 
 impl RtcpMarker {
-    fn new(role: PeerRole) -> Self {
+    fn new(role: PeerRole, estimate: Option<TwccEstimate>) -> Self {
         Self {
             deliver_reports: role == PeerRole::Subscriber,
+            estimate,
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),
         }
@@ -363,6 +490,18 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpMarker {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Some(estimate) = &self.estimate {
+            for attribute in &msg.message.attributes {
+                if let Attribute::TargetBitrateChanged { bits_per_second } = attribute {
+                    estimate.set(*bits_per_second);
+                }
+            }
+            if let Packet::Rtcp(packets) = &msg.message.packet
+                && packets.iter().any(|p| p.as_any().is::<TransportLayerCc>())
+            {
+                estimate.on_feedback();
+            }
+        }
         if let Packet::Rtcp(packets) = &msg.message.packet
             && packets.iter().any(|p| self.wanted(p.as_ref()))
         {
@@ -397,6 +536,7 @@ fn build_pc(
     now: Instant,
     creds: &IceCredentials,
     role: PeerRole,
+    estimate: Option<&TwccEstimate>,
 ) -> Result<RTCPeerConnection, EngineError> {
     let rtc_err = |e: rtc::shared::error::Error| EngineError::Rtc(e.to_string());
     let mut media = RtcMediaEngine::default();
@@ -414,14 +554,32 @@ fn build_pc(
             )
             .map_err(rtc_err)?;
     }
-    // The default chain keeps rtc's NACK responder on every sender (retransmitting from its
+    // The chain keeps rtc's NACK responder on every sender (retransmitting from its
     // buffer, over RTX where negotiated) and its report interceptors: sender reports on a
     // subscriber's legs, whose timestamps the subscriber's receiver reports echo back for RTT,
     // and receiver reports on a publisher's streams. The marker lets the RTCP the worker acts on
     // reach it.
-    let registry = interceptors(&mut media)
+    let mut registry = interceptors(&mut media)
         .map_err(rtc_err)?
-        .with(Slot::from(14_000), RtcpMarker::new(role));
+        .with(Slot::from(14_000), RtcpMarker::new(role, estimate.cloned()));
+    if role == PeerRole::Subscriber {
+        // Send-side estimation on what the server forwards: transport-wide sequence numbers on
+        // every packet, and rtc's GCC fed by the subscriber's transport-cc feedback (the
+        // transport-cc feedback type and extension are already registered by the defaults).
+        // No pacer: the engine adapts by choosing layers, not by queueing, so forwarded
+        // packets leave as soon as they arrive.
+        registry = registry
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(Gcc::new(
+                    INITIAL_BPS as f64,
+                    MIN_BPS as f64,
+                    MAX_BPS as f64,
+                ))
+                .build(),
+            )
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+    }
     let settings = SettingEngineBuilder::new()
         // Lite: the server has a reachable address and learns the client's from its checks, so it
         // never needs to send checks or gather; that is what makes one shared socket workable.

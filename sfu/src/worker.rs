@@ -48,17 +48,22 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::bwe::{self, VideoDemand};
 use crate::demux::{Demux, PeerKey, is_stun};
 use crate::engine::{
     EngineEvent, ForwardDrops, ForwardedTrack, LatencyHistogram, MediaKind, PeerRole,
-    QualityDirection, QualityReport, RoomId, TrackSource, TrackStats,
+    QualityDirection, QualityReport, RoomId, TrackSource, TrackStats, VideoLayerCounts,
 };
 use crate::error::EngineError;
 use crate::forwarder::Forwarder;
-use crate::peer::{self, IceCredentials, Leg, Peer, PublishedTrack};
+use crate::layers::{
+    Decision, LayerView, Limit, MAX_LAYERS, Selection, VideoCodec, VideoQuality, rid_rank,
+};
+use crate::peer::{self, IceCredentials, Layer, Leg, Peer, PublishedTrack, TwccEstimate};
 use crate::quality::{self, IntervalSum};
 use crate::speaker::{self, DETECTION_INTERVAL, LoudestN, Speakers};
 use crate::udp::{Flushed, RecvBatch, SendBatch};
+use crate::vp8::Vp8Rewriter;
 
 /// Timers are rounded up to this; rounding down would wake before the core's deadline, find
 /// nothing due and spin.
@@ -74,6 +79,9 @@ const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// Most sending tracks one publisher may offer (contract: microphone; camera and screen).
 const MAX_AUDIO_TRACKS: usize = 1;
 const MAX_VIDEO_TRACKS: usize = 2;
+/// How often each subscriber's bandwidth estimate is updated and its video layers re-chosen:
+/// about the receiver-report interval, so each update has fresh loss to go on.
+const BANDWIDTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Requests from the [`MediaEngine`](crate::MediaEngine) handle, each answered on its oneshot.
 pub(crate) enum Command {
@@ -104,6 +112,14 @@ pub(crate) enum Command {
     RemoveParticipant {
         room: RoomId,
         participant: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    SetVideoQuality {
+        room: RoomId,
+        subscriber: String,
+        publisher: String,
+        source: TrackSource,
+        quality: VideoQuality,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
     Stats {
@@ -144,6 +160,11 @@ pub(crate) struct WorkerStats {
     pub(crate) audio_suppressed: u64,
     pub(crate) plis_relayed: u64,
     pub(crate) plis_suppressed: u64,
+    pub(crate) layer_switches: u64,
+    pub(crate) video_layers: VideoLayerCounts,
+    pub(crate) bandwidth_estimated: u64,
+    pub(crate) bandwidth_estimate_bps_sum: u64,
+    pub(crate) bandwidth_from_twcc: u64,
     pub(crate) tracks: Vec<TrackStats>,
 }
 
@@ -152,6 +173,10 @@ pub(crate) struct WorkerStats {
 struct Member {
     publisher: Option<PeerKey>,
     subscriber: Option<PeerKey>,
+    /// What the participant chose (`rtc:subscribe`) per (publisher, video source); kept here
+    /// because a choice may come before the track or the subscriber connection exists, and it
+    /// applies to every leg later made for that track.
+    video_quality: HashMap<(String, TrackSource), VideoQuality>,
 }
 
 /// Counters of the forwarding path, kept apart so the hot loop borrows them next to the peers.
@@ -163,6 +188,8 @@ struct ForwardCounters {
     drops: ForwardDrops,
     /// Audio packet-legs loudest-N did not forward.
     audio_suppressed: u64,
+    /// Legs that started a layer at a keyframe (a switch, a resume or a simulcast leg's start).
+    layer_switches: u64,
 }
 
 /// RTCP the worker has seen go in or out.
@@ -224,6 +251,9 @@ pub(crate) struct Worker {
     /// Per room: levels, speakers and their order.
     speakers: HashMap<RoomId, Speakers>,
     speakers_due: Instant,
+    /// When the current bandwidth interval began and when it ends.
+    bandwidth_since: Instant,
+    bandwidth_due: Instant,
 }
 
 impl Worker {
@@ -292,6 +322,8 @@ impl Worker {
                 loudest_n,
                 speakers: HashMap::new(),
                 speakers_due: Instant::now() + DETECTION_INTERVAL,
+                bandwidth_since: Instant::now(),
+                bandwidth_due: Instant::now() + BANDWIDTH_INTERVAL,
             };
             worker.event_loop(recv_socket, commands).await;
         });
@@ -310,6 +342,10 @@ impl Worker {
             self.service_dirty();
             self.run_sync_queue();
             self.service_dirty();
+            if now >= self.bandwidth_due {
+                self.allocate_bandwidth(now);
+                self.service_dirty();
+            }
             if now >= self.quality_due {
                 self.report_quality(now);
             }
@@ -325,7 +361,7 @@ impl Worker {
                 .map(|Reverse((at, _))| *at)
                 .into_iter()
                 .chain(self.pli_queue.iter().map(|(at, _, _)| *at))
-                .chain(std::iter::once(self.quality_due))
+                .chain([self.quality_due, self.bandwidth_due])
                 .chain(speakers_due)
                 .min()
                 .unwrap_or_else(|| Instant::now() + IDLE_WAIT);
@@ -442,9 +478,9 @@ impl Worker {
                 return true;
             }
             if let Some(peer) = self.peers.get_mut(&publisher)
-                && let Some(track) = peer.published.iter_mut().find(|t| t.ssrc == ssrc)
+                && let Some(layer) = find_layer(peer, ssrc)
             {
-                track.pli_pending = false;
+                layer.pli_pending = false;
                 send_pli(peer, ssrc, now, &mut self.dirty, &mut self.plis_relayed);
             }
             false
@@ -552,7 +588,15 @@ impl Worker {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        let counters = peer.tracks.entry(packet.header.ssrc).or_default();
+        let ssrc = packet.header.ssrc;
+        let idx = peer.published.iter().position(|t| t.has_ssrc(ssrc));
+        let counters = peer.tracks.entry(ssrc).or_default();
+        if counters.clock_rate == 0
+            && let Some(codec) = idx.and_then(|i| peer.published[i].codec.as_ref())
+        {
+            // A simulcast layer after the first: the track's codec is already known.
+            counters.clock_rate = codec.clock_rate;
+        }
         counters.packets += 1;
         counters.bytes += packet.payload.len() as u64;
         counters.reception.on_packet(
@@ -563,11 +607,7 @@ impl Worker {
             self.epoch,
             counters.clock_rate,
         );
-        let Some(idx) = peer
-            .published
-            .iter()
-            .position(|t| t.ssrc == packet.header.ssrc)
-        else {
+        let Some(idx) = idx else {
             return;
         };
         if peer.published[idx].codec.is_none() {
@@ -576,9 +616,10 @@ impl Worker {
             let Some(codec) = codec else {
                 return;
             };
-            if let Some(counters) = peer.tracks.get_mut(&packet.header.ssrc) {
+            if let Some(counters) = peer.tracks.get_mut(&ssrc) {
                 counters.clock_rate = codec.clock_rate;
             }
+            peer.published[idx].video_codec = VideoCodec::from_mime(&codec.mime_type);
             peer.published[idx].codec = Some(codec);
             // The track can be offered now: every other member of the room gets a leg for it.
             let (room, me) = (peer.room, peer.participant.clone());
@@ -610,14 +651,28 @@ impl Worker {
                 resumed = true;
             }
         }
+        let view = track.layer_view();
         let fanout = std::mem::take(&mut track.fanout);
         for &(sub_key, slot) in &fanout {
             if let Some(sub) = self.peers.get_mut(&sub_key) {
                 if resumed {
                     resume_leg(sub, slot);
                 }
-                forward(sub, slot, packet, now, arrived, &mut self.forwarding);
-                mark_dirty(&mut self.dirty, sub);
+                let out = Outgoing {
+                    packet,
+                    view: &view,
+                    now,
+                    arrived,
+                };
+                if forward(
+                    sub,
+                    slot,
+                    &out,
+                    &mut self.forwarding,
+                    &mut self.keyframe_requests,
+                ) {
+                    mark_dirty(&mut self.dirty, sub);
+                }
             }
         }
         if let Some(track) = self
@@ -639,6 +694,7 @@ impl Worker {
         let elapsed = now.saturating_duration_since(self.quality_since);
         self.quality_since = now;
         self.quality_due = now + self.quality_interval;
+        let publisher_views = self.layer_views();
         for peer in self.peers.values_mut() {
             let mut sums = [IntervalSum::default(); 2];
             let direction = match peer.role {
@@ -675,6 +731,11 @@ impl Worker {
                     packet_loss: sum.packet_loss(),
                     jitter_ms: sum.jitter_ms(),
                     rtt_ms: sum.rtt_ms(),
+                    available_bitrate_bps: (direction == QualityDirection::Outbound)
+                        .then(|| peer.bwe.bps()),
+                    video_layers: (direction == QualityDirection::Outbound
+                        && kind == MediaKind::Video)
+                        .then(|| video_layers(peer, &publisher_views)),
                 }));
             }
         }
@@ -737,24 +798,127 @@ impl Worker {
         }
     }
 
+    /// Every published video track's layers, by (publisher, track SSRC), for the once-per-interval
+    /// passes that need them next to a mutable subscriber.
+    fn layer_views(&self) -> HashMap<(PeerKey, u32), (LayerView, [u64; MAX_LAYERS])> {
+        let mut views = HashMap::new();
+        for peer in self.peers.values() {
+            for t in &peer.published {
+                let mut rates = [0; MAX_LAYERS];
+                for (rate, layer) in rates.iter_mut().zip(&t.layers) {
+                    *rate = layer.rate_bps;
+                }
+                views.insert((peer.key, t.ssrc), (t.layer_view(), rates));
+            }
+        }
+        views
+    }
+
+    /// Ends a bandwidth interval: measures every published layer's bitrate, updates each
+    /// subscriber's estimate from its reports, and re-chooses its video layers to fit; a leg
+    /// whose layer changes asks for that layer's keyframe.
+    fn allocate_bandwidth(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.bandwidth_since);
+        self.bandwidth_since = now;
+        self.bandwidth_due = now + BANDWIDTH_INTERVAL;
+        let micros = elapsed.as_micros().max(1);
+        for peer in self.peers.values_mut() {
+            let Peer {
+                published, tracks, ..
+            } = peer;
+            for layer in published.iter_mut().flat_map(|t| t.layers.iter_mut()) {
+                let bytes = tracks.get(&layer.ssrc).map_or(0, |c| c.bytes);
+                let delta = u128::from(bytes.saturating_sub(layer.bytes_seen));
+                layer.bytes_seen = bytes;
+                layer.rate_bps = u64::try_from(delta * 8 * 1_000_000 / micros).unwrap_or(u64::MAX);
+            }
+        }
+        let views = self.layer_views();
+        let mut requests = std::mem::take(&mut self.keyframe_requests);
+        for sub in self.peers.values_mut() {
+            if sub.role != PeerRole::Subscriber || !sub.connected {
+                continue;
+            }
+            // Audio, and video without simulcast, which has no lower layer to fall back to and
+            // is forwarded as before: taken off the budget first, never limited.
+            let mut fixed_bps = 0u64;
+            let mut video = Vec::new();
+            let mut slots = Vec::new();
+            for (slot, leg) in sub.legs.iter().enumerate() {
+                let Some(leg) = leg else { continue };
+                let Some((view, rates)) = views.get(&(leg.publisher, leg.source_ssrc)) else {
+                    continue;
+                };
+                match &leg.selection {
+                    None => fixed_bps += rates[0],
+                    Some(selection) if view.len <= 1 => {
+                        if selection.quality != VideoQuality::Off {
+                            fixed_bps += rates[0];
+                        }
+                    }
+                    Some(selection) => {
+                        video.push(VideoDemand {
+                            rates_bps: *rates,
+                            layers: view.len,
+                            requested: selection.quality.layer_index(view.len),
+                        });
+                        slots.push((slot, *view));
+                    }
+                }
+            }
+            let demand = fixed_bps + video.iter().map(VideoDemand::requested_bps).sum::<u64>();
+            let sending = std::mem::take(&mut sub.video_sent) > 0;
+            let estimate = sub
+                .bwe
+                .update(sending, demand, sub.twcc_estimate.take_fresh());
+            let chosen = bwe::allocate(estimate.saturating_sub(fixed_bps), &video);
+            for ((slot, view), choice) in slots.into_iter().zip(chosen) {
+                let Some(Some(leg)) = sub.legs.get_mut(slot) else {
+                    continue;
+                };
+                let Some(selection) = leg.selection.as_mut() else {
+                    continue;
+                };
+                let requested = selection.quality.layer_index(view.len);
+                let limit = match choice {
+                    // Everything asked for fits: no limit, so a higher choice applies at once
+                    // rather than at the next interval.
+                    _ if choice == requested => Limit::None,
+                    Some(index) => Limit::Layer(index),
+                    None => Limit::Paused,
+                };
+                if let Some(layer) = selection.set_limit(limit, &view, now) {
+                    requests.push((leg.publisher, layer));
+                }
+            }
+        }
+        for (publisher, ssrc) in requests.drain(..) {
+            self.request_keyframe(publisher, ssrc, now);
+        }
+        self.keyframe_requests = requests;
+    }
+
     /// Asks the publisher of a track for a keyframe, at most once per [`PLI_INTERVAL`]; a request
     /// inside the window is deferred to its end (once), so the asker still gets a keyframe soon.
     fn request_keyframe(&mut self, publisher: PeerKey, ssrc: u32, now: Instant) {
         let Some(peer) = self.peers.get_mut(&publisher) else {
             return;
         };
-        let Some(track) = peer.published.iter_mut().find(|t| t.ssrc == ssrc) else {
+        let Some(track) = peer.published.iter_mut().find(|t| t.has_ssrc(ssrc)) else {
             return;
         };
         if track.kind != MediaKind::Video {
             return;
         }
-        match track.last_pli {
+        let Some(layer) = track.layers.iter_mut().find(|l| l.ssrc == ssrc) else {
+            return;
+        };
+        match layer.last_pli {
             Some(last) if now < last + PLI_INTERVAL => {
-                if track.pli_pending {
+                if layer.pli_pending {
                     self.plis_suppressed += 1;
                 } else {
-                    track.pli_pending = true;
+                    layer.pli_pending = true;
                     self.pli_queue.push((last + PLI_INTERVAL, publisher, ssrc));
                 }
             }
@@ -775,7 +939,11 @@ impl Worker {
         for leg in sub.legs.iter_mut().flatten() {
             if leg.negotiated && !leg.keyframe_requested && leg.info.kind == MediaKind::Video {
                 leg.keyframe_requested = true;
-                requests.push((leg.publisher, leg.source_ssrc));
+                // A leg still waiting for its layer (simulcast, or paused) asks when that
+                // layer's packets reach it; see `forward`.
+                if let Some(current) = leg.selection.as_ref().and_then(|s| s.current) {
+                    requests.push((leg.publisher, current));
+                }
             }
         }
         for (publisher, ssrc) in requests.drain(..) {
@@ -805,6 +973,7 @@ impl Worker {
             kind: MediaKind,
             source: TrackSource,
             codec: RTCRtpCodec,
+            simulcast: bool,
         }
         let Some(members) = self.rooms.get(&room) else {
             return;
@@ -829,10 +998,12 @@ impl Worker {
                         kind: t.kind,
                         source: t.source,
                         codec: codec.clone(),
+                        simulcast: t.simulcast,
                     });
                 }
             }
         }
+        let preferences = member.video_quality.clone();
         let now = Instant::now();
         let sub_key = match member.subscriber {
             Some(key) => key,
@@ -890,7 +1061,14 @@ impl Worker {
                 kind: w.kind,
                 source: w.source,
             };
-            match add_leg(sub, info, w.publisher, w.ssrc, w.codec) {
+            let selection = (w.kind == MediaKind::Video).then(|| {
+                let quality = preferences
+                    .get(&(info.publisher.clone(), w.source))
+                    .copied()
+                    .unwrap_or_default();
+                Selection::new(quality, (!w.simulcast).then_some(w.ssrc))
+            });
+            match add_leg(sub, info, w.publisher, w.ssrc, w.codec, selection) {
                 Ok(slot) => added.push((w.publisher, w.ssrc, slot)),
                 Err(e) => warn!(error = %e, "forwarded track not added"),
             }
@@ -941,13 +1119,13 @@ impl Worker {
         now: Instant,
     ) -> Result<PeerKey, EngineError> {
         let creds = self.fresh_credentials();
-        let pc = peer::new_subscriber(now, &creds)?;
+        let estimate = TwccEstimate::default();
+        let pc = peer::new_subscriber(now, &creds, &estimate)?;
         let key = self.new_key();
         self.demux.add_ufrag(&creds.ufrag, key);
-        self.peers.insert(
-            key,
-            Peer::new(key, room, participant.to_owned(), PeerRole::Subscriber, pc),
-        );
+        let mut sub = Peer::new(key, room, participant.to_owned(), PeerRole::Subscriber, pc);
+        sub.twcc_estimate = estimate;
+        self.peers.insert(key, sub);
         if let Some(member) = self
             .rooms
             .get_mut(&room)
@@ -1024,6 +1202,17 @@ impl Worker {
                 reply,
             } => {
                 let result = self.remove_participant(room, participant);
+                let _ = reply.send(result);
+            }
+            Command::SetVideoQuality {
+                room,
+                subscriber,
+                publisher,
+                source,
+                quality,
+                reply,
+            } => {
+                let result = self.set_video_quality(room, subscriber, publisher, source, quality);
                 let _ = reply.send(result);
             }
             Command::Stats { reply } => {
@@ -1108,6 +1297,63 @@ impl Worker {
         self.start_legs(key, Instant::now());
         if renegotiate {
             self.sync_queue.push((room, participant));
+        }
+        Ok(())
+    }
+
+    /// Records a subscriber's choice for one publisher's video source and applies it to the
+    /// leg forwarding it, if there is one; a switch asks the publisher for a keyframe of the new
+    /// layer right away rather than waiting for the layer's next packet.
+    fn set_video_quality(
+        &mut self,
+        room: RoomId,
+        subscriber: String,
+        publisher: String,
+        source: TrackSource,
+        quality: VideoQuality,
+    ) -> Result<(), EngineError> {
+        let Some(member) = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|m| m.get_mut(&subscriber))
+        else {
+            return Err(EngineError::UnknownParticipant {
+                room,
+                participant: subscriber,
+            });
+        };
+        member
+            .video_quality
+            .insert((publisher.clone(), source), quality);
+        let sub_key = member.subscriber;
+        let publisher_key = self.member(room, &publisher).and_then(|m| m.publisher);
+        let (Some(sub_key), Some(publisher_key)) = (sub_key, publisher_key) else {
+            return Ok(());
+        };
+        let Some(view) = self.peers.get(&publisher_key).and_then(|p| {
+            p.published
+                .iter()
+                .find(|t| t.kind == MediaKind::Video && t.source == source)
+                .map(|t| (t.ssrc, t.layer_view()))
+        }) else {
+            return Ok(());
+        };
+        let (track_ssrc, view) = view;
+        let now = Instant::now();
+        let Some(sub) = self.peers.get_mut(&sub_key) else {
+            return Ok(());
+        };
+        let mut ask = None;
+        for leg in sub.legs.iter_mut().flatten() {
+            if leg.publisher != publisher_key || leg.source_ssrc != track_ssrc {
+                continue;
+            }
+            if let Some(selection) = leg.selection.as_mut() {
+                ask = selection.set_quality(quality, Some(&view), now);
+            }
+        }
+        if let Some(layer) = ask {
+            self.request_keyframe(publisher_key, layer, now);
         }
         Ok(())
     }
@@ -1229,6 +1475,23 @@ impl Worker {
                 })
             })
             .collect();
+        let views = self.layer_views();
+        let mut video_layers = VideoLayerCounts::default();
+        let (mut bandwidth_estimated, mut bandwidth_estimate_bps_sum) = (0, 0);
+        let mut bandwidth_from_twcc = 0;
+        for sub in self.peers.values() {
+            if sub.role != PeerRole::Subscriber || !sub.connected {
+                continue;
+            }
+            let layers = self::video_layers(sub, &views);
+            video_layers.off += layers.off;
+            video_layers.low += layers.low;
+            video_layers.medium += layers.medium;
+            video_layers.high += layers.high;
+            bandwidth_estimated += 1;
+            bandwidth_estimate_bps_sum += sub.bwe.bps();
+            bandwidth_from_twcc += u64::from(sub.twcc_estimate.get().is_some());
+        }
         WorkerStats {
             peers: self.peers.len(),
             subscriber_peers: self
@@ -1256,9 +1519,40 @@ impl Worker {
             audio_suppressed: self.forwarding.audio_suppressed,
             plis_relayed: self.plis_relayed,
             plis_suppressed: self.plis_suppressed,
+            layer_switches: self.forwarding.layer_switches,
+            video_layers,
+            bandwidth_estimated,
+            bandwidth_estimate_bps_sum,
+            bandwidth_from_twcc,
             tracks,
         }
     }
+}
+
+/// How many of a subscriber's video legs forward each layer, by name: the lowest layer is
+/// `low`, the highest (or only) one `high`, one between them `medium`; a leg forwarding
+/// nothing (paused, or waiting for its first keyframe) counts as `off`.
+fn video_layers(
+    sub: &Peer,
+    views: &HashMap<(PeerKey, u32), (LayerView, [u64; MAX_LAYERS])>,
+) -> VideoLayerCounts {
+    let mut counts = VideoLayerCounts::default();
+    for leg in sub.legs.iter().flatten() {
+        let Some(selection) = &leg.selection else {
+            continue;
+        };
+        let view = views.get(&(leg.publisher, leg.source_ssrc)).map(|(v, _)| v);
+        let index = selection.current.and_then(|current| {
+            view.and_then(|v| v.ssrcs[..v.len].iter().position(|&s| s == current))
+        });
+        match (index, view) {
+            (Some(i), Some(v)) if i + 1 == v.len => counts.high += 1,
+            (Some(0), _) => counts.low += 1,
+            (Some(_), _) => counts.medium += 1,
+            (None, _) => counts.off += 1,
+        }
+    }
+    counts
 }
 
 fn mark_dirty(dirty: &mut Vec<PeerKey>, peer: &mut Peer) {
@@ -1319,11 +1613,21 @@ fn account_flush(flushed: Flushed, send_dropped: &mut u64, latency: &mut Latency
     }
 }
 
+/// The layer of one of a publisher's tracks with that SSRC.
+fn find_layer(peer: &mut Peer, ssrc: u32) -> Option<&mut Layer> {
+    peer.published
+        .iter_mut()
+        .flat_map(|t| t.layers.iter_mut())
+        .find(|l| l.ssrc == ssrc)
+}
+
 fn send_pli(peer: &mut Peer, ssrc: u32, now: Instant, dirty: &mut Vec<PeerKey>, relayed: &mut u64) {
-    let Some(track) = peer.published.iter_mut().find(|t| t.ssrc == ssrc) else {
+    let Some(track) = peer.published.iter_mut().find(|t| t.has_ssrc(ssrc)) else {
         return;
     };
-    track.last_pli = Some(now);
+    if let Some(layer) = track.layers.iter_mut().find(|l| l.ssrc == ssrc) {
+        layer.last_pli = Some(now);
+    }
     let receiver = track.receiver_id;
     let pli = PictureLossIndication {
         sender_ssrc: 0,
@@ -1371,6 +1675,7 @@ fn read_subscriber_rtcp(
             else {
                 continue;
             };
+            sub.bwe.on_report(block.fraction_lost);
             let now_ntp = *arrival_ntp.get_or_insert_with(|| quality::ntp_middle_at(arrived));
             let rtt = quality::rtt_ms(now_ntp, block.last_sender_report, block.delay);
             leg.reports.on_report(
@@ -1398,7 +1703,15 @@ fn collect_keyframe_requests(
             .flatten()
             .find(|l| l.forwarder.ssrc() == leg_ssrc)
         {
-            out.push((leg.publisher, leg.source_ssrc));
+            // The layer being forwarded; a leg that is paused or waiting for a layer's
+            // keyframe has asked for it already.
+            let layer = match &leg.selection {
+                Some(selection) => selection.current,
+                None => Some(leg.source_ssrc),
+            };
+            if let Some(layer) = layer {
+                out.push((leg.publisher, layer));
+            }
         }
     };
     for packet in packets {
@@ -1431,6 +1744,7 @@ fn add_leg(
     publisher: PeerKey,
     source_ssrc: u32,
     codec: RTCRtpCodec,
+    selection: Option<Selection>,
 ) -> Result<usize, EngineError> {
     let rtc_err = |e: rtc::shared::error::Error| EngineError::Rtc(e.to_string());
     // A fresh SSRC per leg: the subscriber must not see two legs (or a leg and its RTX) collide.
@@ -1488,6 +1802,8 @@ fn add_leg(
         sender_id,
         info,
         forwarder: Forwarder::new(ssrc, clock_rate),
+        selection,
+        vp8: Vp8Rewriter::default(),
         negotiated: false,
         keyframe_requested: false,
         reports: Default::default(),
@@ -1505,7 +1821,18 @@ fn add_leg(
     Ok(slot)
 }
 
-/// Rewrites one packet for one subscriber leg and hands it to the leg's sender.
+/// One publisher packet on its way to the legs of its track.
+struct Outgoing<'a> {
+    packet: &'a rtp::Packet,
+    /// The track's layers; a single-layer track has one.
+    view: &'a LayerView,
+    now: Instant,
+    /// When its datagram was read, for the forwarding latency.
+    arrived: Instant,
+}
+
+/// Rewrites one packet for one subscriber leg and hands it to the leg's sender; returns whether
+/// the leg was written to (so the subscriber has something to flush).
 ///
 /// This runs once per packet per subscriber, so it allocates nothing itself: the payload is
 /// shared (`Bytes`), and header extensions are dropped rather than copied. They describe the
@@ -1513,28 +1840,60 @@ fn add_leg(
 /// refused on the leg, which gets its own from its sender; audio levels are read by the server,
 /// not needed by subscribers. A failed write is counted and dropped, never retried, so one slow
 /// subscriber cannot hold up the others.
+///
+/// A video leg takes only the layer it forwards; a packet of the layer it switches to is
+/// forwarded from that layer's next keyframe on, and until then asks the publisher for one
+/// (pushed to `keyframe_requests`). VP8 payloads get their picture ids rewritten once a leg has
+/// switched, which costs that leg one payload copy per packet (see [`Vp8Rewriter`]).
 fn forward(
     sub: &mut Peer,
     slot: usize,
-    packet: &rtp::Packet,
-    now: Instant,
-    arrived: Instant,
+    out: &Outgoing<'_>,
     counters: &mut ForwardCounters,
-) {
+    keyframe_requests: &mut Vec<(PeerKey, u32)>,
+) -> bool {
+    let Outgoing {
+        packet,
+        view,
+        now,
+        arrived,
+    } = *out;
     let Peer {
         legs,
         pc,
         connected,
         unflushed,
         oldest_unflushed,
+        video_sent,
         ..
     } = sub;
     let Some(Some(leg)) = legs.get_mut(slot) else {
-        return;
+        return false;
     };
+    let ssrc = packet.header.ssrc;
+    if let Some(selection) = &leg.selection
+        && !selection.wants(view, ssrc)
+    {
+        return false;
+    }
     if !leg.negotiated || !*connected {
         counters.drops.not_ready += 1;
-        return;
+        return false;
+    }
+    if let Some(selection) = leg.selection.as_mut() {
+        match selection.decide(view, ssrc, &packet.payload, now) {
+            Decision::Forward => {}
+            Decision::Switch => {
+                leg.forwarder.rebase();
+                leg.vp8.rebase();
+                counters.layer_switches += 1;
+            }
+            Decision::Skip => return false,
+            Decision::RequestKeyframe(layer) => {
+                keyframe_requests.push((leg.publisher, layer));
+                return false;
+            }
+        }
     }
     let source_pt = packet.header.payload_type;
     let pt = match leg.forwarder.payload_type(source_pt) {
@@ -1563,14 +1922,19 @@ fn forward(
                 }
                 None => {
                     counters.drops.no_codec += 1;
-                    return;
+                    return false;
                 }
             }
         }
     };
+    let payload = if view.codec == VideoCodec::Vp8 && leg.selection.is_some() {
+        leg.vp8.rewrite(ssrc, &packet.payload)
+    } else {
+        packet.payload.clone()
+    };
     let out = rtp::Packet {
         header: leg.forwarder.leg_header(&packet.header, pt, now),
-        payload: packet.payload.clone(),
+        payload,
     };
     let out_len = out.payload.len();
     let len = out_len as u64;
@@ -1583,17 +1947,21 @@ fn forward(
         counters.packets[kind] += 1;
         counters.bytes[kind] += len;
         leg.reports.on_sent(out_len);
+        if leg.selection.is_some() {
+            *video_sent += len;
+        }
         *unflushed += 1;
         *oldest_unflushed = Some(oldest_unflushed.map_or(arrived, |o| o.min(arrived)));
     } else {
         counters.drops.send_failed += 1;
     }
+    true
 }
 
 /// A leg's track is forwarded again after loudest-N held it back.
 fn resume_leg(sub: &mut Peer, slot: usize) {
     if let Some(Some(leg)) = sub.legs.get_mut(slot) {
-        leg.forwarder.resume_after_gap();
+        leg.forwarder.rebase();
     }
 }
 
@@ -1641,7 +2009,25 @@ fn on_peer_event(
         RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
             if peer.role == PeerRole::Publisher =>
         {
-            if peer.published.iter().any(|t| t.ssrc == init.ssrc) {
+            if peer.published.iter().any(|t| t.has_ssrc(init.ssrc)) {
+                return None;
+            }
+            let rid = init.rid.as_deref().filter(|r| !r.is_empty());
+            if let Some(rid) = rid
+                && let Some(track) = peer
+                    .published
+                    .iter_mut()
+                    .find(|t| t.receiver_id == init.receiver_id)
+            {
+                // Another simulcast layer of a track already announced.
+                track.add_layer(init.ssrc, rid);
+                let (kind, mid) = (
+                    track.kind,
+                    peer.tracks.get(&track.ssrc).and_then(|c| c.mid.clone()),
+                );
+                let counters = peer.tracks.entry(init.ssrc).or_default();
+                counters.kind = Some(kind);
+                counters.mid = mid;
                 return None;
             }
             let transceiver: RTCRtpTransceiverId = init.receiver_id.into();
@@ -1663,10 +2049,11 @@ fn on_peer_event(
                 receiver_id: init.receiver_id,
                 kind,
                 source,
+                simulcast: rid.is_some(),
+                layers: vec![Layer::new(init.ssrc, rid.map_or(0, rid_rank))],
                 codec: None,
+                video_codec: VideoCodec::Other,
                 fanout: Vec::new(),
-                last_pli: None,
-                pli_pending: false,
                 audio_level_id,
                 levels: Default::default(),
                 gate: Default::default(),

@@ -242,13 +242,15 @@ async fn loudest_n_holds_audio_fan_out_at_n() {
     let stats = call.engine.stats().await.expect("stats");
     assert!(stats.audio_suppressed > 0, "{stats:?}");
     assert_eq!(stats.dropped.send_failed, 0, "suppression is not a drop");
-    // Every held-back stretch is hundreds of packets long; a leg that showed them as gaps would
-    // be far above the odd packet loopback may lose under load.
+    // Every held-back stretch is hundreds of packets long (p1 alone was held back for seconds at
+    // 50 packets a second); a leg that showed them as gaps would count about as many missing
+    // packets as the listener received. A starved test machine does lose the odd burst on
+    // loopback, hence a tenth and not zero.
     let received: u64 = audio_from(&listener, &all).values().sum();
     let gaps = audio_gaps(&listener);
     eprintln!("listener: {received} audio packets, {gaps} sequence gaps");
     assert!(
-        gaps * 100 <= received,
+        gaps * 10 <= received,
         "held-back stretches leave no sequence gaps: {gaps} missing of {received}"
     );
     for task in senders {

@@ -101,6 +101,10 @@ pub async fn handle(
         }
         ClientRequest::Answer(d) => media.answer(me, d.call_id, d.target, d.sdp).await,
         ClientRequest::Candidate(d) => media.candidate(me, d.call_id, d.target, d.candidate).await,
-        ClientRequest::Subscribe(d) => media.subscribe(me, d.call_id, &d.user_id, d.quality),
+        ClientRequest::Subscribe(d) => {
+            media
+                .subscribe(me, d.call_id, &d.user_id, d.source, d.quality)
+                .await
+        }
     }
 }

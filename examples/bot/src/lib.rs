@@ -7,3 +7,4 @@
 pub mod media;
 pub mod participant;
 pub mod signaling;
+pub mod simulcast;

@@ -16,12 +16,14 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::simulcast::{LayerStats, ReceiveLog, SimulcastSender};
 use bytes::Bytes;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
@@ -86,6 +88,9 @@ pub struct BotConfig {
     /// Retransmissions (RTX, or a repeat of a dropped sequence number) are never dropped. `None`
     /// or `Some(0)` drops nothing; see [`Subscriber::simulated_loss`] for what came back.
     pub drop_every_nth_video: Option<u32>,
+    /// Subscriber only: never send RTCP receiver reports, as a client behind a path that loses
+    /// its feedback would; the server then knows nothing of what arrives.
+    pub drop_receiver_reports: bool,
 }
 
 impl Default for BotConfig {
@@ -93,6 +98,7 @@ impl Default for BotConfig {
         Self {
             bind: "127.0.0.1:0".to_owned(),
             drop_every_nth_video: None,
+            drop_receiver_reports: false,
         }
     }
 }
@@ -109,6 +115,8 @@ struct LossLog {
     rtx_packets: u64,
     /// Repeats of a dropped sequence number on the original SSRC: plain retransmissions.
     plain_retransmissions: u64,
+    /// The path healed: nothing more is dropped.
+    stopped: bool,
     /// Deliveries to the track of a packet that was already recovered (duplicate repairs).
     duplicate_recoveries: u64,
 }
@@ -169,6 +177,9 @@ impl LossSimulator {
         let Ok(mut log) = self.log.lock() else {
             return false;
         };
+        if log.stopped {
+            return false;
+        }
         if self.repair_ssrcs.contains(&header.ssrc) {
             log.rtx_packets += 1;
             return false;
@@ -251,6 +262,51 @@ impl Interceptor for LossSimulator {
     }
 }
 
+/// Drops every outgoing RTCP compound that carries a receiver report.
+#[derive(Default)]
+struct ReportDropper {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for ReportDropper {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| p.as_any().is::<ReceiverReport>())
+        {
+            return Ok(());
+        }
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for ReportDropper {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
 /// Marks inbound keyframe requests for the application.
 ///
 /// Inbound RTCP stops at the end of rtc's interceptor chain unless something marks it
@@ -266,6 +322,20 @@ struct KeyframeRequestMarker {
 fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// The media SSRCs that PLI and FIR packets ask keyframes of.
+fn keyframe_request_ssrcs(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for packet in packets {
+        let any = packet.as_any();
+        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            out.push(pli.media_ssrc);
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            out.extend(fir.fir.iter().map(|e| e.ssrc));
+        }
+    }
+    out
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
@@ -356,6 +426,7 @@ impl PeerConnectionEventHandler for Handler {
             first_packet: OnceLock::new(),
             first_keyframe: OnceLock::new(),
             ended: AtomicBool::new(false),
+            layers: ReceiveLog::default(),
             remote: track.clone(),
             loss: self.shared.loss.clone(),
         });
@@ -408,6 +479,10 @@ impl BotPeer {
             }
             _ => None,
         };
+        if config.drop_receiver_reports && collect_tracks {
+            // Wire-most, below the loss simulator: the reports are built, then lost.
+            registry = registry.with(Slot::from(400), ReportDropper::default());
+        }
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .build();
@@ -500,7 +575,8 @@ struct KeyframeState {
 }
 
 /// A client with one sendonly Opus and one sendonly VP8 transceiver, in that order (so the server
-/// sees microphone then camera).
+/// sees microphone then camera). The camera is one stream, or two or three simulcast layers
+/// ([`Publisher::with_simulcast`]).
 pub struct Publisher {
     peer: BotPeer,
     audio: Arc<TrackLocalStaticRTP>,
@@ -510,6 +586,7 @@ pub struct Publisher {
     audio_level_id: AtomicU8,
     video: Arc<TrackLocalStaticRTP>,
     keyframes: Arc<KeyframeState>,
+    simulcast: Option<Arc<SimulcastSender>>,
     /// Generator state, kept across `send_media` calls so sequence numbers and timestamps continue.
     cursor: Mutex<Cursor>,
 }
@@ -529,6 +606,16 @@ impl Publisher {
 
     /// A publisher bound as `config` says.
     pub async fn with_config(config: &BotConfig) -> BotResult<Self> {
+        Self::build(config, None).await
+    }
+
+    /// A publisher whose camera is sent as `layers` (2 or 3) RID simulcast layers, `q`, `h` and
+    /// `f`, on [`SIMULCAST_SSRCS`](crate::simulcast::SIMULCAST_SSRCS).
+    pub async fn with_simulcast(config: &BotConfig, layers: usize) -> BotResult<Self> {
+        Self::build(config, Some(Arc::new(SimulcastSender::new(layers)))).await
+    }
+
+    async fn build(config: &BotConfig, simulcast: Option<Arc<SimulcastSender>>) -> BotResult<Self> {
         let peer = BotPeer::new(config, false).await?;
         let audio = local_track(
             "bot",
@@ -543,19 +630,23 @@ impl Publisher {
                 rtcp_feedback: vec![],
             },
         );
-        let video = local_track(
-            "bot",
-            "camera",
-            RtpCodecKind::Video,
-            VIDEO_SSRC,
-            RTCRtpCodec {
-                mime_type: "video/VP8".to_owned(),
-                clock_rate: 90000,
-                channels: 0,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: vec![],
-            },
-        );
+        let vp8 = RTCRtpCodec {
+            mime_type: "video/VP8".to_owned(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        };
+        let video = match &simulcast {
+            Some(sender) => Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                "bot".to_owned(),
+                "camera".to_owned(),
+                "camera".to_owned(),
+                RtpCodecKind::Video,
+                sender.codings(&vp8),
+            ))),
+            None => local_track("bot", "camera", RtpCodecKind::Video, VIDEO_SSRC, vp8),
+        };
         for track in [&audio, &video] {
             let init = RTCRtpTransceiverInit {
                 direction: RTCRtpTransceiverDirection::Sendonly,
@@ -573,6 +664,7 @@ impl Publisher {
             audio_level_id: AtomicU8::new(0),
             video,
             keyframes: Arc::new(KeyframeState::default()),
+            simulcast,
             cursor: Mutex::new(Cursor::default()),
         })
     }
@@ -587,6 +679,9 @@ impl Publisher {
 
     /// Applies the server's answer, and notes the id it gave the audio-level extension.
     pub async fn accept_answer(&self, sdp: String) -> BotResult<()> {
+        if let Some(simulcast) = &self.simulcast {
+            simulcast.learn_extensions(&sdp);
+        }
         self.peer
             .pc
             .set_remote_description(RTCSessionDescription::answer(sdp)?)
@@ -668,6 +763,14 @@ impl Publisher {
         self.keyframes.sent.load(Ordering::Relaxed)
     }
 
+    /// Simulcast only: keyframes each layer sent, lowest layer first (empty without simulcast).
+    pub fn layer_keyframes_sent(&self) -> Vec<u64> {
+        self.simulcast
+            .as_ref()
+            .map(|s| s.keyframes_sent())
+            .unwrap_or_default()
+    }
+
     /// PLI/FIR packets received from the server.
     pub fn keyframe_requests(&self) -> u64 {
         self.keyframes.requests.load(Ordering::Relaxed)
@@ -681,6 +784,7 @@ impl Publisher {
         }
         let video = self.video.clone();
         let keyframes = self.keyframes.clone();
+        let simulcast = self.simulcast.clone();
         tokio::spawn(async move {
             while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = video.poll().await {
                 let asked = packets
@@ -690,6 +794,11 @@ impl Publisher {
                 if asked > 0 {
                     keyframes.requests.fetch_add(asked, Ordering::Relaxed);
                     keyframes.wanted.store(true, Ordering::Relaxed);
+                }
+                if let Some(simulcast) = &simulcast {
+                    for ssrc in keyframe_request_ssrcs(&packets) {
+                        simulcast.on_keyframe_request(ssrc);
+                    }
                 }
             }
             keyframes.watching.store(false, Ordering::Relaxed);
@@ -717,7 +826,14 @@ impl Publisher {
             self.audio.write_rtp(audio).await?;
             cursor.audio_seq = cursor.audio_seq.wrapping_add(1);
             a_sent += 1;
-            if n.is_multiple_of(2) {
+            if n.is_multiple_of(2)
+                && let Some(simulcast) = &self.simulcast
+            {
+                for video in simulcast.frame((n / 2).wrapping_mul(3600)) {
+                    self.video.write_rtp(video).await?;
+                    v_sent += 1;
+                }
+            } else if n.is_multiple_of(2) {
                 let key = n == 0 || self.keyframes.wanted.swap(false, Ordering::Relaxed);
                 if key {
                     self.keyframes.sent.fetch_add(1, Ordering::Relaxed);
@@ -840,6 +956,8 @@ pub struct RemoteTrack {
     first_packet: OnceLock<Instant>,
     first_keyframe: OnceLock<Instant>,
     ended: AtomicBool,
+    /// Video only: layers and continuity of what arrived.
+    layers: ReceiveLog,
     /// Kept to send keyframe requests back on the track.
     remote: Arc<dyn TrackRemote>,
     /// Set when the subscriber simulates loss: each packet is checked against the dropped set.
@@ -876,11 +994,15 @@ impl RemoteTrack {
         }
         self.bytes
             .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
-        if self.kind == RtpCodecKind::Video && vp8_is_keyframe(&packet.payload) {
-            self.keyframes.fetch_add(1, Ordering::Relaxed);
-            if self.first_keyframe.get().is_none() {
-                let _ = self.first_keyframe.set(Instant::now());
+        if self.kind == RtpCodecKind::Video {
+            let keyframe = vp8_is_keyframe(&packet.payload);
+            if keyframe {
+                self.keyframes.fetch_add(1, Ordering::Relaxed);
+                if self.first_keyframe.get().is_none() {
+                    let _ = self.first_keyframe.set(Instant::now());
+                }
             }
+            self.layers.record(packet, keyframe);
         }
     }
 
@@ -897,6 +1019,7 @@ impl RemoteTrack {
             first_packet_at: self.first_packet.get().copied(),
             first_keyframe_at: self.first_keyframe.get().copied(),
             ended: self.ended.load(Ordering::Relaxed),
+            layers: self.layers.snapshot(),
         }
     }
 }
@@ -927,6 +1050,9 @@ pub struct RemoteTrackStats {
     pub first_keyframe_at: Option<Instant>,
     /// Whether the track has ended (removed by renegotiation or closed).
     pub ended: bool,
+    /// Video only: which layers arrived, when the layer changed, and whether the numbering
+    /// stayed continuous.
+    pub layers: LayerStats,
 }
 
 /// A client that answers the server's subscriber offers and counts what it receives.
@@ -998,6 +1124,18 @@ impl Subscriber {
             plain_retransmissions: log.plain_retransmissions,
             duplicate_recoveries: log.duplicate_recoveries,
         })
+    }
+
+    /// Ends the simulated loss of [`BotConfig::drop_every_nth_video`]: from now on every packet
+    /// arrives, as on a path that recovered. Returns whether loss was being simulated.
+    pub fn stop_simulated_loss(&self) -> bool {
+        match self.peer.shared.loss.as_ref().map(|l| l.lock()) {
+            Some(Ok(mut log)) => {
+                log.stopped = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Sends a PLI on every live video track that has received media, as a decoder that lost

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
-use crate::media::{BotResult, Publisher, Subscriber};
+use crate::media::{BotConfig, BotResult, Publisher, Subscriber};
 use crate::signaling::{Event, SignalingClient};
 
 pub struct BotParticipant {
@@ -103,7 +103,22 @@ impl BotParticipant {
     /// Offers a publisher connection (Opus + VP8) for the call and applies the server's
     /// answer; the connection then comes up on its own.
     pub async fn publish(&self, call_id: &str) -> BotResult<Arc<Publisher>> {
-        let publisher = Arc::new(Publisher::new().await?);
+        self.publish_with(call_id, Publisher::new().await?).await
+    }
+
+    /// Like [`BotParticipant::publish`], with the camera sent as `layers` (2 or 3) simulcast
+    /// layers.
+    pub async fn publish_simulcast(
+        &self,
+        call_id: &str,
+        layers: usize,
+    ) -> BotResult<Arc<Publisher>> {
+        let publisher = Publisher::with_simulcast(&BotConfig::default(), layers).await?;
+        self.publish_with(call_id, publisher).await
+    }
+
+    async fn publish_with(&self, call_id: &str, publisher: Publisher) -> BotResult<Arc<Publisher>> {
+        let publisher = Arc::new(publisher);
         let offer = publisher.offer().await?;
         let ack = self
             .request(

@@ -115,17 +115,7 @@ impl Call {
             .insert(name.to_owned(), subscriber.clone());
         let publisher = if publish {
             let bot = Publisher::new().await.expect("publisher bot builds");
-            let offer = bot.offer().await.expect("bot offers");
-            let answer = self
-                .engine
-                .publish(self.room, name.to_owned(), offer)
-                .await
-                .expect("engine answers");
-            bot.accept_answer(answer).await.expect("bot accepts answer");
-            bot.wait_connected(CONNECT_TIMEOUT)
-                .await
-                .expect("publisher connects");
-            Some(Arc::new(bot))
+            Some(self.publish(name, bot).await)
         } else {
             self.engine
                 .join(self.room, name.to_owned())
@@ -138,6 +128,39 @@ impl Call {
             publisher,
             subscriber,
         }
+    }
+
+    /// Adds a participant that publishes its camera as `layers` simulcast layers.
+    pub async fn add_simulcast(&self, name: &str, layers: usize) -> Client {
+        let subscriber = Arc::new(Subscriber::new().await.expect("subscriber bot builds"));
+        self.subscribers
+            .lock()
+            .expect("harness lock")
+            .insert(name.to_owned(), subscriber.clone());
+        let bot = Publisher::with_simulcast(&BotConfig::default(), layers)
+            .await
+            .expect("simulcast publisher bot builds");
+        let publisher = Some(self.publish(name, bot).await);
+        Client {
+            name: name.to_owned(),
+            publisher,
+            subscriber,
+        }
+    }
+
+    /// Offers, answers and connects a publisher bot.
+    async fn publish(&self, name: &str, bot: Publisher) -> Arc<Publisher> {
+        let offer = bot.offer().await.expect("bot offers");
+        let answer = self
+            .engine
+            .publish(self.room, name.to_owned(), offer)
+            .await
+            .expect("engine answers");
+        bot.accept_answer(answer).await.expect("bot accepts answer");
+        bot.wait_connected(CONNECT_TIMEOUT)
+            .await
+            .expect("publisher connects");
+        Arc::new(bot)
     }
 
     /// Waits for the first event matching `pred`, skipping others.
