@@ -213,8 +213,20 @@ async function startCall(page, invitees, conversation) {
 
 const callId = (page) => page.evaluate(() => window.confabApp.state.call?.id ?? null);
 
-async function historyTop(page, id) {
+/**
+ * The history panel's entry for call `id`. With `status`, waits until the entry shows it: the
+ * panel may still hold an entry fetched while the call was live until its refresh lands.
+ */
+async function historyTop(page, id, status) {
   await until(page, `history lists call ${id}`, (i) => !!document.querySelector(`#history-list [data-call-id="${i}"]`), id);
+  if (status) {
+    await until(
+      page,
+      `history shows call ${id} as ${status}`,
+      ([i, st]) => document.querySelector(`#history-list [data-call-id="${i}"]`)?.dataset.status === st,
+      [id, status],
+    ).catch(() => {}); // the caller's eq() reports what the entry says instead
+  }
   return page.evaluate((i) => {
     const li = document.querySelector(`#history-list [data-call-id="${i}"]`);
     return { status: li.dataset.status, text: li.textContent.replace(/\s+/g, ' ').trim() };
@@ -738,7 +750,7 @@ async function main() {
     });
     await step('the history panel lists the call as completed on both pages', async () => {
       for (const page of [alice, bob]) {
-        const top = await historyTop(page, first);
+        const top = await historyTop(page, first, 'completed');
         eq(top.status, 'completed', 'history status');
       }
       assert((await historyTop(alice, first)).text.includes(nameOf(B)), "alice's entry names Bob");
@@ -761,8 +773,8 @@ async function main() {
       assert(new RegExp(`${A} declined`, 'i').test(await bob.textContent('#toasts')), 'a toast says alice declined');
     });
     await step('history shows it rejected', async () => {
-      eq((await historyTop(bob, id)).status, 'rejected', "bob's history");
-      eq((await historyTop(alice, id)).status, 'rejected', "alice's history");
+      eq((await historyTop(bob, id, 'rejected')).status, 'rejected', "bob's history");
+      eq((await historyTop(alice, id, 'rejected')).status, 'rejected', "alice's history");
     });
   });
 
@@ -789,7 +801,7 @@ async function main() {
       await alice.click('#btn-end');
       await visible(alice, '#lobby-view');
       await visible(bob, '#lobby-view');
-      eq((await historyTop(bob, id)).status, 'completed', "bob's history");
+      eq((await historyTop(bob, id, 'completed')).status, 'completed', "bob's history");
     });
   });
 
