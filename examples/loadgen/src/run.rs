@@ -66,11 +66,11 @@ fn plan_from(args: &Args) -> Result<Plan, RunError> {
         ));
     }
     if args.simulcast {
-        // Confab's engine has no simulcast yet: no rid handling, no rtc:subscribe. Sending layers
-        // would measure something the server cannot do.
+        // The server takes RID layers and rtc:subscribe, but these bots do not send layers or
+        // choose them yet; a flag that silently did nothing would mislabel the run.
         return Err(RunError::Usage(
-            "--simulcast: the server does not support simulcast yet (no rid layers, no \
-             rtc:subscribe); run meeting-50 without it (single-layer video to everyone)"
+            "--simulcast: the load generator's bots do not send simulcast layers yet; run \
+             meeting-50 without it (single-layer video to everyone)"
                 .into(),
         ));
     }

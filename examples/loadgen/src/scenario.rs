@@ -35,8 +35,8 @@ impl Plan {
         Ok(match name {
             // 50 talkers, everyone hears everyone: 50 x 49 x 50 pps = 122,500 forwarded pps.
             "audio-50" => plan(50, 50, audio, 0),
-            // Without simulcast in the server every camera goes to everyone, so the single
-            // layer is a low one (150 kbit/s, 15 fps) that a 25-tile grid would use.
+            // The bots send no simulcast, so every camera goes to everyone; the single layer
+            // is a low one (150 kbit/s, 15 fps) that a 25-tile grid would use.
             "meeting-50" => plan(
                 50,
                 50,
@@ -64,8 +64,9 @@ impl Plan {
         })
     }
 
-    /// Receivers of each published stream: everyone else (the server forwards every track to
-    /// every other participant; no loudest-N, no simulcast layer choice yet).
+    /// Receivers of each published stream: everyone else. The bots send no audio levels, which
+    /// the server's loudest-N needs to hold a stream back, and no simulcast layers, so the
+    /// server forwards every track to every other participant.
     pub fn receivers_per_stream(&self) -> u32 {
         self.participants.saturating_sub(1)
     }
