@@ -141,11 +141,39 @@ const FLAGS = [
   '--disable-background-timer-throttling',
   '--disable-renderer-backgrounding',
   '--disable-backgrounding-occluded-windows',
+  // The talking microphone below is a WebAudio graph, which must run without a click.
+  '--autoplay-policy=no-user-gesture-required',
   // --user-data-dir=<fresh temp dir>: passed by launchPersistentContext below.
 ];
 
 const pageErrors = [];
 const foreignRequests = [];
+
+/**
+ * Runs in a page before its scripts: microphones become a steady loud tone (an oscillator),
+ * camera video stays Chromium's fake one. Chromium's own fake microphone only beeps once a
+ * second, which speaker detection rightly does not take for speech; this page talks.
+ */
+function talkingMicrophone() {
+  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    const stream = await original(constraints);
+    if (!constraints?.audio) return stream;
+    const ctx = new AudioContext();
+    const tone = ctx.createOscillator();
+    const gain = ctx.createGain();
+    gain.gain.value = 0.5; // about -9 dBov: a raised voice
+    const out = ctx.createMediaStreamDestination();
+    tone.connect(gain).connect(out);
+    tone.start();
+    for (const t of stream.getAudioTracks()) {
+      stream.removeTrack(t);
+      t.stop();
+    }
+    stream.addTrack(out.stream.getAudioTracks()[0]);
+    return stream;
+  };
+}
 
 /** A tab with its diagnostics hooked up. */
 async function openPage(context, label, origin) {
@@ -488,6 +516,7 @@ async function main() {
   });
   const alice = await openPage(context, A, origin);
   const bob = await openPage(context, B, origin);
+  await bob.addInitScript(talkingMicrophone);
   const carol = await openPage(context, C, origin);
   const pages = { [A]: alice, [B]: bob, [C]: carol };
 
@@ -544,6 +573,11 @@ async function main() {
       }
       // Let the quality indicators (call:quality, every 5 s) arrive before the pictures.
       await until(alice, 'a quality indicator', () => !!document.querySelector('#grid .tile[data-quality]'), undefined, MEDIA_TIMEOUT_MS);
+      // Bob's microphone is a steady tone (talkingMicrophone); the others' fake ones only beep.
+      for (const page of [alice, carol]) {
+        await until(page, `${B} is the active speaker (call:active-speakers)`, (u) => window.confabApp.state.speakers[0] === u, B, MEDIA_TIMEOUT_MS);
+        await visible(page, `${tile(B)}.speaking`);
+      }
       const seen = await alice.evaluate(() => ({
         quality: [...window.confabApp.state.quality.values()].map((q) => `${q.user_id}=${q.score}`),
         speakers: window.confabApp.state.speakers,
