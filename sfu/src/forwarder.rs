@@ -69,6 +69,13 @@ impl Forwarder {
         self.source = None;
     }
 
+    /// The leg is taken over by another source (a reused transceiver): its numbering goes on,
+    /// as after a pause, and the payload type is resolved afresh for the new source.
+    pub(crate) fn take_over(&mut self) {
+        self.rebase();
+        self.pt = None;
+    }
+
     /// The leg's payload type for a source payload type, if already resolved.
     pub fn payload_type(&self, source_pt: u8) -> Option<u8> {
         match self.pt {

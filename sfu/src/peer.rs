@@ -70,6 +70,9 @@ pub(crate) struct Peer {
     /// Subscriber only: forwarded tracks, in slots that never move so the publishers' fan-out
     /// lists can point at them by index; a freed slot is reused by the next track.
     pub(crate) legs: Vec<Option<Leg>>,
+    /// Subscriber only: transceivers whose leg was removed, ready to carry the next track of
+    /// their kind on their m-line.
+    pub(crate) free_transceivers: Vec<FreeTransceiver>,
     /// Subscriber only: an offer is out and its answer not applied yet.
     pub(crate) offer_pending: bool,
     /// Subscriber only: the forwarded set changed while an offer was out; offer again once the
@@ -146,6 +149,7 @@ impl Peer {
             tracks: HashMap::new(),
             published: Vec::new(),
             legs: Vec::new(),
+            free_transceivers: Vec::new(),
             offer_pending: false,
             renegotiate: false,
             candidate_added: false,
@@ -243,6 +247,17 @@ impl Layer {
             bytes_seen: 0,
         }
     }
+}
+
+/// A subscriber transceiver whose leg was removed. The next track of its kind takes it over
+/// with the same SSRC and a continuing [`Forwarder`], so to the client its m-line simply goes
+/// on with a new `msid`: a client that maps packets to receivers by SSRC (aiortc registers a
+/// receiver's SSRCs once) keeps working, and a long call's SDP does not grow with every join.
+pub(crate) struct FreeTransceiver {
+    /// The transceiver's index, which is what rtc's sender ids wrap.
+    pub(crate) index: usize,
+    pub(crate) kind: MediaKind,
+    pub(crate) forwarder: Forwarder,
 }
 
 /// One forwarded track on a subscriber connection.

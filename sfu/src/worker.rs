@@ -59,7 +59,9 @@ use crate::forwarder::Forwarder;
 use crate::layers::{
     Decision, LayerView, Limit, MAX_LAYERS, Selection, VideoCodec, VideoQuality, rid_rank,
 };
-use crate::peer::{self, IceCredentials, Layer, Leg, Peer, PublishedTrack, TwccEstimate};
+use crate::peer::{
+    self, FreeTransceiver, IceCredentials, Layer, Leg, Peer, PublishedTrack, TwccEstimate,
+};
 use crate::quality::{self, IntervalSum};
 use crate::speaker::{self, DETECTION_INTERVAL, LoudestN, Speakers};
 use crate::udp::{Flushed, RecvBatch, SendBatch};
@@ -1032,8 +1034,13 @@ impl Worker {
             {
                 continue;
             }
-            if let Err(e) = sub.pc.remove_track(leg.sender_id) {
-                debug!(error = %e, "removing a forwarded track failed");
+            match sub.pc.remove_track(leg.sender_id) {
+                Ok(()) => sub.free_transceivers.push(FreeTransceiver {
+                    index: usize::from(leg.sender_id),
+                    kind: leg.info.kind,
+                    forwarder: leg.forwarder.clone(),
+                }),
+                Err(e) => debug!(error = %e, "removing a forwarded track failed"),
             }
             removed.push((leg.publisher, leg.source_ssrc, slot));
             *entry = None;
@@ -1747,19 +1754,37 @@ fn add_leg(
     selection: Option<Selection>,
 ) -> Result<usize, EngineError> {
     let rtc_err = |e: rtc::shared::error::Error| EngineError::Rtc(e.to_string());
-    // A fresh SSRC per leg: the subscriber must not see two legs (or a leg and its RTX) collide.
-    let ssrc = loop {
-        let candidate = Uuid::new_v4().as_u128() as u32;
-        if candidate != 0
-            && !sub
-                .legs
-                .iter()
-                .flatten()
-                .any(|l| l.forwarder.ssrc() == candidate)
-        {
-            break candidate;
+    // rtc's add_track hands a track to the first transceiver of its kind without a sender: the
+    // free one with the lowest index. Its SSRC and numbering carry on.
+    let reused = sub
+        .free_transceivers
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.kind == info.kind)
+        .min_by_key(|(_, f)| f.index)
+        .map(|(at, _)| at)
+        .map(|at| sub.free_transceivers.swap_remove(at));
+    // Otherwise a fresh SSRC: the subscriber must not see two legs (or a leg and its RTX)
+    // collide.
+    let ssrc = reused.as_ref().map(|f| f.forwarder.ssrc());
+    let ssrc = ssrc.unwrap_or_else(|| {
+        loop {
+            let candidate = Uuid::new_v4().as_u128() as u32;
+            if candidate != 0
+                && !sub
+                    .legs
+                    .iter()
+                    .flatten()
+                    .any(|l| l.forwarder.ssrc() == candidate)
+                && !sub
+                    .free_transceivers
+                    .iter()
+                    .any(|f| f.forwarder.ssrc() == candidate)
+            {
+                break candidate;
+            }
         }
-    };
+    });
     let kind = match info.kind {
         MediaKind::Audio => RtpCodecKind::Audio,
         MediaKind::Video => RtpCodecKind::Video,
@@ -1780,28 +1805,42 @@ fn add_leg(
             ..Default::default()
         }],
     );
-    let transceiver = sub
-        .pc
-        .add_transceiver_from_track(
-            track,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Sendonly,
-                streams: vec![],
-                send_encodings: vec![],
-            }),
-        )
-        .map_err(rtc_err)?;
-    let sender_id = sub
-        .pc
-        .rtp_transceiver(transceiver)
-        .and_then(|t| t.sender())
-        .ok_or_else(|| EngineError::Rtc("new transceiver has no sender".into()))?;
+    let (sender_id, forwarder) = match reused {
+        Some(free) => {
+            let sender_id = sub.pc.add_track(track).map_err(rtc_err)?;
+            if usize::from(sender_id) != free.index {
+                debug!("a reused track took another transceiver than expected");
+            }
+            let mut forwarder = free.forwarder;
+            forwarder.take_over();
+            (sender_id, forwarder)
+        }
+        None => {
+            let transceiver = sub
+                .pc
+                .add_transceiver_from_track(
+                    track,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Sendonly,
+                        streams: vec![],
+                        send_encodings: vec![],
+                    }),
+                )
+                .map_err(rtc_err)?;
+            let sender_id = sub
+                .pc
+                .rtp_transceiver(transceiver)
+                .and_then(|t| t.sender())
+                .ok_or_else(|| EngineError::Rtc("new transceiver has no sender".into()))?;
+            (sender_id, Forwarder::new(ssrc, clock_rate))
+        }
+    };
     let leg = Leg {
         publisher,
         source_ssrc,
         sender_id,
         info,
-        forwarder: Forwarder::new(ssrc, clock_rate),
+        forwarder,
         selection,
         vp8: Vp8Rewriter::default(),
         negotiated: false,

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Call, Client, eventually, received_from, send_all};
+use confab_bot::media::RtpCodecKind;
 use confab_sfu::{EngineError, EngineEvent, MediaKind, PeerRole, TrackSource};
 
 /// Every client received audio and video from every other publisher.
@@ -327,5 +328,60 @@ async fn refused_offers_and_stray_answers_leave_nothing() {
         .expect("remove");
     assert_all_freed(&call).await;
     let _ = bot.close().await;
+    call.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_reuses_the_m_lines_of_someone_who_left() {
+    let mut call = Call::new(1);
+    let watcher = call.add("watcher", false).await;
+    let mut video_ssrcs = Vec::new();
+    for (round, name) in ["first", "second", "third"].into_iter().enumerate() {
+        let guest = call.add(name, true).await;
+        send_all(std::slice::from_ref(&guest), Duration::from_millis(1_500)).await;
+        let heard = eventually(Duration::from_secs(10), || {
+            received_from(&watcher, name, MediaKind::Audio) > 0
+                && received_from(&watcher, name, MediaKind::Video) > 0
+        })
+        .await;
+        assert!(
+            heard,
+            "round {round}: the watcher receives {name}'s audio and video: {:?}",
+            watcher.subscriber.tracks()
+        );
+        video_ssrcs.extend(
+            watcher
+                .subscriber
+                .tracks()
+                .iter()
+                .filter(|t| t.stream_id == name && t.kind == RtpCodecKind::Video)
+                .map(|t| t.ssrc),
+        );
+        while call.events.try_recv().is_ok() {}
+        call.leave(&guest).await;
+        // The watcher's offer after the leave still has exactly one audio and one video
+        // m-line: the guest's, now inactive, which the next guest's tracks take over.
+        let sdp = loop {
+            match call
+                .expect_event(|e| matches!(e, EngineEvent::SubscriberOffer { .. }))
+                .await
+            {
+                EngineEvent::SubscriberOffer {
+                    participant, sdp, ..
+                } if participant == "watcher" => break sdp,
+                _ => continue,
+            }
+        };
+        let m_lines = sdp.lines().filter(|l| l.starts_with("m=")).count();
+        assert_eq!(m_lines, 2, "round {round}: {sdp}");
+    }
+    // Each newcomer's video came on the same SSRC, the m-line's own, so a client that maps
+    // packets to receivers by SSRC keeps working.
+    assert_eq!(video_ssrcs.len(), 3, "{video_ssrcs:?}");
+    assert!(
+        video_ssrcs.iter().all(|s| *s == video_ssrcs[0]),
+        "{video_ssrcs:?}"
+    );
+    leave_all(&call, std::slice::from_ref(&watcher)).await;
     call.engine.shutdown().await;
 }
