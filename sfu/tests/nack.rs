@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use common::{Call, eventually, received_from, send_all, start_engine_with};
-use confab_bot::media::BotConfig;
+use confab_bot::media::{BotConfig, Publisher};
 use confab_sfu::{EngineConfig, EngineEvent, MediaKind, QualityDirection, QualityReport};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,5 +101,48 @@ async fn subscriber_nacks_are_answered_with_retransmissions() {
     for c in &clients {
         call.leave(c).await;
     }
+    call.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_asks_a_publisher_for_a_lost_packet_at_most_three_times() {
+    let call = Call::new(1);
+    // Every 10th video sequence number never leaves the publisher: nothing can repair it, so
+    // whatever the server asks for it shows how often it asks.
+    let lossy = BotConfig {
+        skip_every_nth_video: Some(10),
+        ..BotConfig::default()
+    };
+    let publisher = call
+        .publish(
+            "alice",
+            Publisher::with_config(&lossy)
+                .await
+                .expect("publisher bot builds"),
+        )
+        .await;
+    let (_, video_sent) = publisher
+        .send_media(Duration::from_secs(3))
+        .await
+        .expect("bot sends media");
+    // The generator asks every 100 ms; give the last gaps their three requests.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let nacks = publisher.nacks_received();
+    let skipped = video_sent / 9; // one in ten numbers is skipped: ~1 per 9 sent
+    eprintln!(
+        "{} sequence numbers asked for, at most {} times each; {video_sent} video packets sent",
+        nacks.len(),
+        nacks.values().max().copied().unwrap_or(0)
+    );
+    assert!(
+        nacks.len() as u64 * 2 >= skipped,
+        "most skipped numbers are asked for: {} of about {skipped}",
+        nacks.len()
+    );
+    let worst = nacks.values().max().copied().unwrap_or(0);
+    assert!(
+        (1..=3).contains(&worst),
+        "each lost packet is asked for at most three times: {nacks:?}"
+    );
     call.engine.shutdown().await;
 }

@@ -24,6 +24,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
@@ -91,6 +92,10 @@ pub struct BotConfig {
     /// Subscriber only: never send RTCP receiver reports, as a client behind a path that loses
     /// its feedback would; the server then knows nothing of what arrives.
     pub drop_receiver_reports: bool,
+    /// Publisher only: never send every n-th video sequence number (single-layer camera), as a
+    /// path that loses them on the way to the server would. They were never sent, so no NACK
+    /// can repair them: the server's requests for them show how often it asks.
+    pub skip_every_nth_video: Option<u16>,
 }
 
 impl Default for BotConfig {
@@ -99,6 +104,7 @@ impl Default for BotConfig {
             bind: "127.0.0.1:0".to_owned(),
             drop_every_nth_video: None,
             drop_receiver_reports: false,
+            skip_every_nth_video: None,
         }
     }
 }
@@ -317,7 +323,12 @@ impl Interceptor for ReportDropper {
 struct KeyframeRequestMarker {
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+    /// How often each sequence number was asked for in a NACK.
+    nacks: NackLog,
 }
+
+/// NACK requests received, per sequence number (all SSRCs together).
+type NackLog = Arc<Mutex<HashMap<u16, u32>>>;
 
 fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
@@ -346,9 +357,21 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
-        {
+        let mut deliver = false;
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            deliver = packets.iter().any(|p| is_keyframe_request(p.as_ref()));
+            if let Ok(mut log) = self.nacks.lock() {
+                for nack in packets
+                    .iter()
+                    .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
+                {
+                    for seq in nack.nacks.iter().flat_map(|pair| pair.packet_list()) {
+                        *log.entry(seq).or_default() += 1;
+                    }
+                }
+            }
+        }
+        if deliver {
             msg.message.add(Attribute::DeliverToApplication);
         }
         self.read_queue.push_back(msg);
@@ -451,6 +474,8 @@ struct BotPeer {
     pc: Arc<dyn PeerConnection>,
     shared: Arc<PeerState>,
     state: watch::Receiver<RTCPeerConnectionState>,
+    /// The NACK requests the connection received.
+    nacks: NackLog,
 }
 
 impl BotPeer {
@@ -466,9 +491,16 @@ impl BotPeer {
             RtpCodecKind::Audio,
             None,
         )?;
+        let nacks = NackLog::default();
         let mut registry = register_default_interceptors(Registry::new(), &mut media)?
             // Application-most, so every interceptor that acts on RTCP has seen it first.
-            .with(Slot::from(14_000), KeyframeRequestMarker::default());
+            .with(
+                Slot::from(14_000),
+                KeyframeRequestMarker {
+                    nacks: nacks.clone(),
+                    ..Default::default()
+                },
+            );
         let loss = match config.drop_every_nth_video {
             Some(every) if every > 0 && collect_tracks => {
                 let log = SharedLossLog::default();
@@ -509,6 +541,7 @@ impl BotPeer {
             pc: Arc::new(pc),
             shared,
             state,
+            nacks,
         })
     }
 
@@ -587,6 +620,8 @@ pub struct Publisher {
     video: Arc<TrackLocalStaticRTP>,
     keyframes: Arc<KeyframeState>,
     simulcast: Option<Arc<SimulcastSender>>,
+    /// [`BotConfig::skip_every_nth_video`].
+    skip_every_nth_video: Option<u16>,
     /// Generator state, kept across `send_media` calls so sequence numbers and timestamps continue.
     cursor: Mutex<Cursor>,
 }
@@ -665,6 +700,7 @@ impl Publisher {
             video,
             keyframes: Arc::new(KeyframeState::default()),
             simulcast,
+            skip_every_nth_video: config.skip_every_nth_video.filter(|n| *n > 0),
             cursor: Mutex::new(Cursor::default()),
         })
     }
@@ -851,9 +887,14 @@ impl Publisher {
                         },
                         payload: frames.packet(part == 0, key),
                     };
-                    self.video.write_rtp(video).await?;
+                    let skipped = self
+                        .skip_every_nth_video
+                        .is_some_and(|n| cursor.video_seq % n == n - 1);
+                    if !skipped {
+                        self.video.write_rtp(video).await?;
+                        v_sent += 1;
+                    }
                     cursor.video_seq = cursor.video_seq.wrapping_add(1);
-                    v_sent += 1;
                 }
             }
             cursor.tick = n.wrapping_add(1);
@@ -862,6 +903,15 @@ impl Publisher {
             *c = cursor;
         }
         Ok((a_sent, v_sent))
+    }
+
+    /// How often the server asked for each video sequence number in a NACK.
+    pub fn nacks_received(&self) -> HashMap<u16, u32> {
+        self.peer
+            .nacks
+            .lock()
+            .map(|log| log.clone())
+            .unwrap_or_default()
     }
 
     /// Closes the peer connection.

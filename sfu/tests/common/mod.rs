@@ -149,7 +149,7 @@ impl Call {
     }
 
     /// Offers, answers and connects a publisher bot.
-    async fn publish(&self, name: &str, bot: Publisher) -> Arc<Publisher> {
+    pub async fn publish(&self, name: &str, bot: Publisher) -> Arc<Publisher> {
         let offer = bot.offer().await.expect("bot offers");
         let answer = self
             .engine
