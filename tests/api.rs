@@ -497,9 +497,13 @@ backend_tests! {
         assert_eq!(participant(&call, "callee-0")["status"], "missed");
         let (status, body) = server.post(&format!("/api/v1/calls/{}/accept", ids[0]), &token("callee-0"), json!({})).await;
         assert_eq!((status, code(&body)), (StatusCode::GONE, "CALL_ENDED"));
-        let metrics = server.metrics().await;
-        assert!(metrics.contains("confab_calls_total{status=\"missed\"} 60"), "{metrics}");
-        assert!(metrics.contains("confab_calls_active 0"), "{metrics}");
+        // A call is counted once its final state is stored, so the store can show it missed a
+        // moment before the counter does.
+        let counted = eventually(Duration::from_secs(10), || async {
+            let metrics = server.metrics().await;
+            metrics.contains("confab_calls_total{status=\"missed\"} 60") && metrics.contains("confab_calls_active 0")
+        }).await;
+        assert!(counted, "{}", server.metrics().await);
     }
 
     async fn ice_servers_carry_turn_credentials(db: &TestDb) {
