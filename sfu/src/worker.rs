@@ -1027,23 +1027,24 @@ impl Worker {
         }
         let mut removed = Vec::new();
         for (slot, entry) in sub.legs.iter_mut().enumerate() {
-            let Some(leg) = entry else { continue };
-            if wanted
-                .iter()
-                .any(|w| w.publisher == leg.publisher && w.ssrc == leg.source_ssrc)
-            {
+            let still_wanted = entry.as_ref().is_none_or(|leg| {
+                wanted
+                    .iter()
+                    .any(|w| w.publisher == leg.publisher && w.ssrc == leg.source_ssrc)
+            });
+            if still_wanted {
                 continue;
             }
+            let Some(leg) = entry.take() else { continue };
             match sub.pc.remove_track(leg.sender_id) {
                 Ok(()) => sub.free_transceivers.push(FreeTransceiver {
                     index: usize::from(leg.sender_id),
                     kind: leg.info.kind,
-                    forwarder: leg.forwarder.clone(),
+                    forwarder: leg.forwarder,
                 }),
                 Err(e) => debug!(error = %e, "removing a forwarded track failed"),
             }
             removed.push((leg.publisher, leg.source_ssrc, slot));
-            *entry = None;
         }
         let mut added = Vec::new();
         for w in wanted {
