@@ -77,6 +77,10 @@ const FAMILIES: &[(&str, &str)] = &[
         "confab_subscriber_bandwidth_twcc",
         "Connected subscriber connections whose transport-cc feedback gave an estimate",
     ),
+    (
+        "confab_bandwidth_probes_total",
+        "Probes of a paused or lowered video by congestion control, by result",
+    ),
 ];
 
 impl EngineMetrics {
@@ -278,6 +282,14 @@ impl Collector for EngineMetrics {
                 12,
                 MetricType::GAUGE,
                 vec![gauge(vec![], stats.bandwidth_from_twcc as f64)],
+            ),
+            family(
+                13,
+                MetricType::COUNTER,
+                vec![
+                    counter(vec![label("result", "carried")], stats.probes.carried),
+                    counter(vec![label("result", "failed")], stats.probes.failed),
+                ],
             ),
         ]
     }

@@ -19,6 +19,12 @@
 //! half times what the subscriber's legs would take unconstrained, so an idle estimate cannot
 //! run away.
 //!
+//! Growth alone does not bring back a video paused while others still flow: GCC backs off from
+//! the rate that arrives, which a pause lowers, and then climbs by a few kbit/s a second. So a
+//! paused or lowered video is also tried for real (`probe`): when a trial carries more than the
+//! estimate without loss or a fall in GCC's estimate, what it carried becomes a floor under the
+//! estimate (`confirm`), until the next sign of congestion removes it.
+//!
 //! The allocation serves audio first (it is never paused for bandwidth), and video without
 //! simulcast with it: such a track has nothing lower to fall back to, and pausing it on an
 //! estimate that has not yet grown to its bitrate would blank it for every new subscriber. Then
@@ -32,6 +38,8 @@ pub(crate) const MIN_BPS: u64 = 50_000;
 pub(crate) const MAX_BPS: u64 = 50_000_000;
 /// Intervals without any receiver report, while video flows, before the estimate decays.
 const SILENT_INTERVALS: u32 = 3;
+/// GCC's estimate falling by more than 1/10 in an interval counts as congestion.
+const GCC_FALL_DIVISOR: u64 = 10;
 
 /// One subscriber connection's bandwidth estimate.
 #[derive(Debug, Clone)]
@@ -43,6 +51,12 @@ pub(crate) struct Estimator {
     /// Worst fraction lost (0..=1) reported since the last interval.
     worst_loss: Option<f64>,
     silent: u32,
+    /// A rate a probe carried without congestion: the estimate is not below it.
+    confirmed: u64,
+    /// GCC's estimate at the last interval that had one.
+    last_gcc: Option<u64>,
+    /// The interval just ended showed congestion (see [`Estimator::congested`]).
+    congested: bool,
 }
 
 impl Default for Estimator {
@@ -52,6 +66,9 @@ impl Default for Estimator {
             combined: INITIAL_BPS,
             worst_loss: None,
             silent: 0,
+            confirmed: 0,
+            last_gcc: None,
+            congested: false,
         }
     }
 }
@@ -72,17 +89,45 @@ impl Estimator {
     /// what its legs would take at the layers the subscriber asked for; `gcc_bps`: GCC's
     /// estimate from transport-cc feedback, if there has been any. Returns the estimate to use.
     pub(crate) fn update(&mut self, sending: bool, demand_bps: u64, gcc_bps: Option<u64>) -> u64 {
-        let reports = self.update_from_reports(sending, demand_bps);
-        self.combined = gcc_bps.map_or(reports, |gcc| gcc.min(reports));
+        let (reports, lossy) = self.update_from_reports(sending, demand_bps);
+        let gcc_fell = match (self.last_gcc, gcc_bps) {
+            (Some(last), Some(now)) => now < last - last / GCC_FALL_DIVISOR,
+            _ => false,
+        };
+        if gcc_bps.is_some() {
+            self.last_gcc = gcc_bps;
+        }
+        self.congested = lossy || gcc_fell;
+        if self.congested {
+            self.confirmed = 0;
+        }
+        let measured = gcc_bps.map_or(reports, |gcc| gcc.min(reports));
+        self.combined = measured.max(self.confirmed);
         self.combined
     }
 
-    fn update_from_reports(&mut self, sending: bool, demand_bps: u64) -> u64 {
+    /// Whether the interval just ended showed congestion: loss above 2 % in the receiver
+    /// reports, reports missing while video flows, or GCC's estimate down by a tenth or more.
+    pub(crate) fn congested(&self) -> bool {
+        self.congested
+    }
+
+    /// A probe carried `bps` without congestion: keep the estimate at least there until the
+    /// next congestion.
+    pub(crate) fn confirm(&mut self, bps: u64) {
+        self.confirmed = bps.clamp(MIN_BPS, MAX_BPS);
+        self.combined = self.combined.max(self.confirmed);
+    }
+
+    /// The report estimate, and whether its interval was lossy (or silent while sending).
+    fn update_from_reports(&mut self, sending: bool, demand_bps: u64) -> (u64, bool) {
         let ceiling = (demand_bps.saturating_mul(3) / 2).max(INITIAL_BPS);
         let bps = self.from_reports as f64;
+        let mut lossy = false;
         let next = match self.worst_loss.take() {
             Some(loss) => {
                 self.silent = 0;
+                lossy = loss >= 0.02;
                 if loss > 0.10 {
                     bps * (1.0 - 0.5 * loss)
                 } else if loss < 0.02 {
@@ -94,6 +139,7 @@ impl Estimator {
             None if sending => {
                 self.silent += 1;
                 if self.silent >= SILENT_INTERVALS {
+                    lossy = true;
                     bps * 0.85
                 } else {
                     bps
@@ -107,7 +153,7 @@ impl Estimator {
             }
         };
         self.from_reports = (next as u64).clamp(MIN_BPS, MAX_BPS);
-        self.from_reports
+        (self.from_reports, lossy)
     }
 }
 
@@ -118,6 +164,12 @@ fn grow(bps: f64, ceiling: u64) -> f64 {
 
 /// What one video leg could take: its layers' current bitrates (lowest first) and the highest
 /// layer the subscriber asked for (`None`: it asked for none).
+///
+/// A layer that carried nothing in the last interval is not being sent: publishers drop their
+/// upper layers when their own uplink or CPU runs short, and a screen share often takes the
+/// camera's top layer. Such a layer is never chosen; a leg that asked for it gets the highest
+/// layer that is sent below it (or the lowest one above, if none is below), and goes back up
+/// once the layer returns. With no layer sent at all the request stands as it is.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct VideoDemand {
     pub(crate) rates_bps: [u64; crate::layers::MAX_LAYERS],
@@ -126,10 +178,38 @@ pub(crate) struct VideoDemand {
 }
 
 impl VideoDemand {
-    /// The bitrate at the requested layer.
+    /// Whether layer `i` carried anything in the last interval.
+    pub(crate) fn sent(&self, i: usize) -> bool {
+        i < self.layers.min(self.rates_bps.len()) && self.rates_bps[i] > 0
+    }
+
+    /// Bit `i` set: layer `i` is being sent.
+    pub(crate) fn sent_mask(&self) -> u8 {
+        (0..self.layers)
+            .filter(|&i| self.sent(i))
+            .fold(0, |mask, i| mask | 1 << i)
+    }
+
+    /// The highest layer the leg should get if bandwidth allows: the request, moved to a layer
+    /// that is being sent.
+    pub(crate) fn ceiling(&self) -> Option<usize> {
+        let requested = self.requested?.min(self.layers.checked_sub(1)?);
+        (0..=requested)
+            .rev()
+            .find(|&i| self.sent(i))
+            .or_else(|| (requested..self.layers).find(|&i| self.sent(i)))
+            .or(Some(requested))
+    }
+
+    /// The bitrate at the ceiling.
     pub(crate) fn requested_bps(&self) -> u64 {
-        self.requested
-            .map_or(0, |i| self.rates_bps[i.min(self.layers.saturating_sub(1))])
+        self.ceiling().map_or(0, |i| self.rates_bps[i])
+    }
+
+    /// The next layer above `from` (or the lowest, from `None`) that is being sent.
+    fn next_sent(&self, from: Option<usize>) -> Option<usize> {
+        let start = from.map_or(0, |i| i + 1);
+        (start..self.layers).find(|&i| self.sent(i))
     }
 }
 
@@ -138,25 +218,30 @@ pub(crate) fn allocate(budget_bps: u64, legs: &[VideoDemand]) -> Vec<Option<usiz
     let mut chosen: Vec<Option<usize>> = vec![None; legs.len()];
     let mut left = budget_bps;
     for (leg, choice) in legs.iter().zip(chosen.iter_mut()) {
-        if leg.requested.is_none() || leg.layers == 0 {
+        let Some(ceiling) = leg.ceiling() else {
             continue;
-        }
-        let lowest = leg.rates_bps[0];
-        if lowest <= left {
-            left -= lowest;
-            *choice = Some(0);
+        };
+        match leg.next_sent(None) {
+            // Nothing is being sent: nothing to weigh, the request stands.
+            None => *choice = Some(ceiling),
+            Some(lowest) => {
+                let lowest = lowest.min(ceiling);
+                if leg.rates_bps[lowest] <= left {
+                    left -= leg.rates_bps[lowest];
+                    *choice = Some(lowest);
+                }
+            }
         }
     }
     loop {
         let mut raised = false;
         for (leg, choice) in legs.iter().zip(chosen.iter_mut()) {
-            let (Some(current), Some(requested)) = (*choice, leg.requested) else {
+            let (Some(current), Some(ceiling)) = (*choice, leg.ceiling()) else {
                 continue;
             };
-            let next = current + 1;
-            if next > requested || next >= leg.layers {
+            let Some(next) = leg.next_sent(Some(current)).filter(|&n| n <= ceiling) else {
                 continue;
-            }
+            };
             let extra = leg.rates_bps[next].saturating_sub(leg.rates_bps[current]);
             if extra <= left {
                 left -= extra;
@@ -245,6 +330,27 @@ mod tests {
     }
 
     #[test]
+    fn a_confirmed_rate_holds_the_estimate_until_congestion() {
+        let mut e = Estimator::default();
+        assert_eq!(e.update(true, 3_000_000, Some(600_000)), 600_000);
+        e.confirm(900_000);
+        assert_eq!(e.bps(), 900_000);
+        e.on_report(0);
+        assert_eq!(
+            e.update(true, 3_000_000, Some(580_000)),
+            900_000,
+            "a small move of GCC's is no congestion"
+        );
+        assert!(!e.congested());
+        assert_eq!(e.update(true, 3_000_000, Some(500_000)), 500_000);
+        assert!(e.congested(), "GCC fell by more than a tenth");
+        e.confirm(900_000);
+        e.on_report(13); // 5 %
+        assert!(e.update(true, 3_000_000, Some(500_000)) < 900_000);
+        assert!(e.congested(), "loss above 2 %");
+    }
+
+    #[test]
     fn layers_are_shared_out_lowest_first() {
         let rates = [100_000, 400_000, 1_200_000];
         let two = [demand(rates, 3, Some(2)), demand(rates, 3, Some(2))];
@@ -266,5 +372,27 @@ mod tests {
             [None]
         );
         assert_eq!(two[0].requested_bps(), 1_200_000);
+    }
+
+    #[test]
+    fn a_layer_that_is_not_sent_is_never_chosen() {
+        // The top layer stopped: a request for it gets the middle one, at any budget.
+        let no_top = demand([100_000, 400_000, 0], 3, Some(2));
+        assert_eq!(no_top.ceiling(), Some(1));
+        assert_eq!(no_top.requested_bps(), 400_000);
+        assert_eq!(allocate(10_000_000, &[no_top]), [Some(1)]);
+        // The lowest stopped: a request for it gets the next one up, if it fits.
+        let no_low = demand([0, 400_000, 1_200_000], 3, Some(0));
+        assert_eq!(no_low.ceiling(), Some(1));
+        assert_eq!(allocate(500_000, &[no_low]), [Some(1)]);
+        assert_eq!(allocate(300_000, &[no_low]), [None]);
+        // A gap in the middle is stepped over.
+        let gap = demand([100_000, 0, 1_200_000], 3, Some(2));
+        assert_eq!(allocate(2_000_000, &[gap]), [Some(2)]);
+        assert_eq!(allocate(500_000, &[gap]), [Some(0)]);
+        assert_eq!(gap.sent_mask(), 0b101);
+        // Nothing sent yet: the request stands.
+        let silent = demand([0, 0, 0], 3, Some(2));
+        assert_eq!(allocate(0, &[silent]), [Some(2)]);
     }
 }

@@ -183,6 +183,15 @@ pub struct QualityReport {
     pub video_layers: Option<VideoLayerCounts>,
 }
 
+/// Congestion control's probes of paused or lowered videos, by outcome (counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeCounts {
+    /// Ran their course without congestion: the layer was kept.
+    pub carried: u64,
+    /// Met loss or a falling estimate and were dropped.
+    pub failed: u64,
+}
+
 /// A subscriber's video legs by the layer they forward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VideoLayerCounts {
@@ -402,6 +411,8 @@ pub struct EngineStats {
     /// Video legs that started forwarding a layer at one of its keyframes: a simulcast leg's
     /// start, a layer switch, or a resume after a pause.
     pub layer_switches: u64,
+    /// Probes of a paused or lowered video (congestion control), by how they ended.
+    pub probes: ProbeCounts,
     /// Video legs of connected subscribers, by the layer they forward now.
     pub video_layers: VideoLayerCounts,
     /// Connected subscriber connections, and the sum of their bandwidth estimates (bits per
@@ -672,6 +683,8 @@ impl MediaEngine {
             total.plis_relayed += s.plis_relayed;
             total.plis_suppressed += s.plis_suppressed;
             total.layer_switches += s.layer_switches;
+            total.probes.carried += s.probes.carried;
+            total.probes.failed += s.probes.failed;
             total.video_layers.off += s.video_layers.off;
             total.video_layers.low += s.video_layers.low;
             total.video_layers.medium += s.video_layers.medium;

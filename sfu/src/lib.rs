@@ -13,6 +13,7 @@ mod error;
 mod forwarder;
 mod layers;
 mod peer;
+mod probe;
 mod quality;
 mod speaker;
 mod udp;
@@ -29,7 +30,7 @@ pub mod bench_support {
 
 pub use engine::{
     EngineConfig, EngineEvent, EngineEvents, EngineStats, FORWARDING_LATENCY_BOUNDS_US,
-    ForwardDrops, ForwardedTrack, LatencyHistogram, MediaEngine, MediaKind, PeerRole,
+    ForwardDrops, ForwardedTrack, LatencyHistogram, MediaEngine, MediaKind, PeerRole, ProbeCounts,
     QualityDirection, QualityReport, RoomId, TrackSource, TrackStats, VideoLayerCounts,
 };
 pub use error::EngineError;

@@ -44,6 +44,7 @@ use crate::demux::PeerKey;
 use crate::error::EngineError;
 use crate::forwarder::Forwarder;
 use crate::layers::{LayerView, MAX_LAYERS, Selection, VideoCodec, rid_rank};
+use crate::probe::Prober;
 use crate::quality::{ReceptionStats, RemoteReports};
 use crate::speaker::{AudioGate, LevelWindow};
 use crate::vp8::Vp8Rewriter;
@@ -86,6 +87,8 @@ pub(crate) struct Peer {
     pub(crate) oldest_unflushed: Option<Instant>,
     /// Subscriber only: the connection's bandwidth estimate.
     pub(crate) bwe: Estimator,
+    /// Subscriber only: tries videos the estimate left paused or lowered (see `probe`).
+    pub(crate) prober: Prober,
     /// Subscriber only: video payload bytes sent since the last bandwidth interval.
     pub(crate) video_sent: u64,
     /// Subscriber only: rtc's GCC estimate from the subscriber's transport-cc feedback, in bits
@@ -156,6 +159,7 @@ impl Peer {
             unflushed: 0,
             oldest_unflushed: None,
             bwe: Estimator::default(),
+            prober: Prober::default(),
             video_sent: 0,
             twcc_estimate: TwccEstimate::default(),
         }

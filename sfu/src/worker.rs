@@ -51,7 +51,7 @@ use uuid::Uuid;
 use crate::bwe::{self, VideoDemand};
 use crate::demux::{Demux, PeerKey, is_stun};
 use crate::engine::{
-    EngineEvent, ForwardDrops, ForwardedTrack, LatencyHistogram, MediaKind, PeerRole,
+    EngineEvent, ForwardDrops, ForwardedTrack, LatencyHistogram, MediaKind, PeerRole, ProbeCounts,
     QualityDirection, QualityReport, RoomId, TrackSource, TrackStats, VideoLayerCounts,
 };
 use crate::error::EngineError;
@@ -62,6 +62,7 @@ use crate::layers::{
 use crate::peer::{
     self, FreeTransceiver, IceCredentials, Layer, Leg, Peer, PublishedTrack, TwccEstimate,
 };
+use crate::probe::{ProbeLeg, ProbeStep};
 use crate::quality::{self, IntervalSum};
 use crate::speaker::{self, DETECTION_INTERVAL, LoudestN, Speakers};
 use crate::udp::{Flushed, RecvBatch, SendBatch};
@@ -163,6 +164,7 @@ pub(crate) struct WorkerStats {
     pub(crate) plis_relayed: u64,
     pub(crate) plis_suppressed: u64,
     pub(crate) layer_switches: u64,
+    pub(crate) probes: ProbeCounts,
     pub(crate) video_layers: VideoLayerCounts,
     pub(crate) bandwidth_estimated: u64,
     pub(crate) bandwidth_estimate_bps_sum: u64,
@@ -245,6 +247,7 @@ pub(crate) struct Worker {
     rtcp: RtcpCounters,
     plis_relayed: u64,
     plis_suppressed: u64,
+    probes: ProbeCounts,
     quality_interval: Duration,
     /// When the current quality interval began and when it ends.
     quality_since: Instant,
@@ -318,6 +321,7 @@ impl Worker {
                 rtcp: RtcpCounters::default(),
                 plis_relayed: 0,
                 plis_suppressed: 0,
+                probes: ProbeCounts::default(),
                 quality_interval,
                 quality_since: Instant::now(),
                 quality_due: Instant::now() + quality_interval,
@@ -843,6 +847,7 @@ impl Worker {
             }
             // Audio, and video without simulcast, which has no lower layer to fall back to and
             // is forwarded as before: taken off the budget first, never limited.
+            let mut audio_bps = 0u64;
             let mut fixed_bps = 0u64;
             let mut video = Vec::new();
             let mut slots = Vec::new();
@@ -852,7 +857,10 @@ impl Worker {
                     continue;
                 };
                 match &leg.selection {
-                    None => fixed_bps += rates[0],
+                    None => {
+                        audio_bps += rates[0];
+                        fixed_bps += rates[0];
+                    }
                     Some(selection) if view.len <= 1 => {
                         if selection.quality != VideoQuality::Off {
                             fixed_bps += rates[0];
@@ -869,11 +877,40 @@ impl Worker {
                 }
             }
             let demand = fixed_bps + video.iter().map(VideoDemand::requested_bps).sum::<u64>();
-            let sending = std::mem::take(&mut sub.video_sent) > 0;
+            let video_sent = std::mem::take(&mut sub.video_sent);
             let estimate = sub
                 .bwe
-                .update(sending, demand, sub.twcc_estimate.take_fresh());
-            let chosen = bwe::allocate(estimate.saturating_sub(fixed_bps), &video);
+                .update(video_sent > 0, demand, sub.twcc_estimate.take_fresh());
+            let mut chosen = bwe::allocate(estimate.saturating_sub(fixed_bps), &video);
+            let probe_legs: Vec<ProbeLeg> = slots
+                .iter()
+                .zip(&video)
+                .map(|((slot, _), d)| ProbeLeg {
+                    key: *slot,
+                    ceiling: d.ceiling(),
+                    sent: d.sent_mask(),
+                })
+                .collect();
+            let probe = sub
+                .prober
+                .step(sub.bwe.congested(), &probe_legs, &mut chosen);
+            match probe {
+                ProbeStep::Carried => {
+                    // What the connection carried in the interval: its audio, and the video
+                    // bytes that actually left (a probed layer whose keyframe never came
+                    // carried nothing).
+                    let video_bps = u64::try_from(u128::from(video_sent) * 8 * 1_000_000 / micros)
+                        .unwrap_or(u64::MAX);
+                    sub.bwe.confirm(audio_bps + video_bps);
+                    self.probes.carried += 1;
+                }
+                ProbeStep::Failed => self.probes.failed += 1,
+                ProbeStep::Idle | ProbeStep::Running => {}
+            }
+            debug!(
+                peer = ?sub.key, estimate, gcc = ?sub.twcc_estimate.get(), fixed_bps, demand,
+                video_sent, ?chosen, ?probe, "bandwidth interval"
+            );
             for ((slot, view), choice) in slots.into_iter().zip(chosen) {
                 let Some(Some(leg)) = sub.legs.get_mut(slot) else {
                     continue;
@@ -1528,6 +1565,7 @@ impl Worker {
             plis_relayed: self.plis_relayed,
             plis_suppressed: self.plis_suppressed,
             layer_switches: self.forwarding.layer_switches,
+            probes: self.probes,
             video_layers,
             bandwidth_estimated,
             bandwidth_estimate_bps_sum,

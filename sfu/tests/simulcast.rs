@@ -180,6 +180,46 @@ async fn a_requested_layer_starts_at_a_keyframe_and_continues_the_numbering() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leg_whose_layer_stops_falls_back_to_the_next_one_sent_and_returns_with_it() {
+    let mut call = Call::new(1);
+    let bob = call.add("bob", false).await;
+    let alice = call.add_simulcast("alice", 3).await;
+    let publisher = alice.publisher.clone().expect("alice publishes");
+    let sender = publisher.clone();
+    let sending = tokio::spawn(async move { sender.send_media(Duration::from_secs(60)).await });
+    assert!(
+        eventually(EVENT_TIMEOUT, || layer(&bob, "alice") == Some(2)).await,
+        "{:?}",
+        camera(&bob, "alice")
+    );
+
+    // The publisher stops its top layer (a browser does when its uplink or CPU runs short).
+    publisher.set_layer_sending(2, false);
+    assert!(
+        eventually(EVENT_TIMEOUT, || layer(&bob, "alice") == Some(1)).await,
+        "bob falls back to the middle layer: {:?}",
+        camera(&bob, "alice")
+    );
+    let before = video_packets(&bob, "alice");
+    assert!(
+        eventually(EVENT_TIMEOUT, || video_packets(&bob, "alice") > before + 20).await,
+        "and keeps receiving it"
+    );
+
+    // The top layer comes back: so does bob, at its keyframe, with continuous numbering.
+    publisher.set_layer_sending(2, true);
+    assert!(
+        eventually(EVENT_TIMEOUT, || layer(&bob, "alice") == Some(2)).await,
+        "bob returns to the top layer: {:?}",
+        camera(&bob, "alice")
+    );
+    assert_clean_switches(&camera(&bob, "alice").expect("bob's camera"), true);
+    sending.abort();
+    call.leave(&bob).await;
+    call.leave(&alice).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_choice_made_before_the_track_exists_applies_to_its_leg() {
     let call = Call::new(1);
     let bob = call.add("bob", false).await;

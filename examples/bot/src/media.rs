@@ -799,6 +799,13 @@ impl Publisher {
         self.keyframes.sent.load(Ordering::Relaxed)
     }
 
+    /// Simulcast only: stops or restarts sending one layer (0 = lowest).
+    pub fn set_layer_sending(&self, layer: usize, sending: bool) {
+        if let Some(simulcast) = &self.simulcast {
+            simulcast.set_layer_sending(layer, sending);
+        }
+    }
+
     /// Simulcast only: keyframes each layer sent, lowest layer first (empty without simulcast).
     pub fn layer_keyframes_sent(&self) -> Vec<u64> {
         self.simulcast

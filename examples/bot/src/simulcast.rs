@@ -81,6 +81,8 @@ struct LayerCursor {
 struct Layer {
     ssrc: u32,
     rid: &'static str,
+    /// Stopped, as a browser stops an upper layer when its uplink or CPU runs short.
+    stopped: AtomicBool,
     wanted: AtomicBool,
     keyframes_sent: AtomicU64,
     cursor: Mutex<LayerCursor>,
@@ -108,6 +110,7 @@ impl SimulcastSender {
             .map(|i| Layer {
                 ssrc: SIMULCAST_SSRCS[i],
                 rid: SIMULCAST_RIDS[i],
+                stopped: AtomicBool::new(false),
                 wanted: AtomicBool::new(false),
                 keyframes_sent: AtomicU64::new(0),
                 cursor: Mutex::new(LayerCursor {
@@ -192,6 +195,17 @@ impl SimulcastSender {
         }
     }
 
+    /// Stops or restarts sending one layer (0 = lowest). A restarted layer continues its
+    /// numbering and starts with a keyframe, as a browser's encoder does.
+    pub(crate) fn set_layer_sending(&self, layer: usize, sending: bool) {
+        if let Some(l) = self.layers.get(layer) {
+            let was_stopped = l.stopped.swap(!sending, Ordering::Relaxed);
+            if was_stopped && sending {
+                l.wanted.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Keyframes each layer sent so far, lowest layer first.
     pub(crate) fn keyframes_sent(&self) -> Vec<u64> {
         self.layers
@@ -206,6 +220,9 @@ impl SimulcastSender {
         let ext = self.extensions.lock().ok().and_then(|e| e.clone());
         let mut out = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
+            if layer.stopped.load(Ordering::Relaxed) {
+                continue;
+            }
             let Ok(mut cursor) = layer.cursor.lock() else {
                 continue;
             };
