@@ -18,6 +18,7 @@ const ICONS = {
   in: '<path d="M17 7L7 17M7 9v8h8"/>',
   out: '<path d="M7 17L17 7M9 7h8v8"/>',
   phone: '<path d="M5 4h4l2 5-2.5 1.5a11 11 0 0 0 5 5L15 13l5 2v4a2 2 0 0 1-2 2A16 16 0 0 1 3 6a2 2 0 0 1 2-2"/>',
+  pin: '<path d="M9 4h6l-1 6 3 3v2H7v-2l3-3zM12 15v6"/>',
 };
 const icon = (name) =>
   `<svg class="icon" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">${ICONS[name]}</svg>`;
@@ -43,6 +44,8 @@ const state = {
   speakers: [],
   /** user id → latest `call:quality` */
   quality: new Map(),
+  /** the key (`user_id/source`) of the tile shown large, or null for the plain grid */
+  pinned: null,
   history: { calls: [], next: null, stats: null },
   /** call id → `call:ended` data: the history store may lag behind the events for a moment */
   ended: new Map(),
@@ -117,6 +120,7 @@ function wire(client) {
     if (!call) {
       state.speakers = [];
       state.quality.clear();
+      state.pinned = null;
       if (wasIn) refreshHistory();
     } else {
       closeIncoming(call.id);
@@ -332,10 +336,17 @@ function renderTiles() {
     }
   }
 
+  if (state.pinned && !tiles.some((t) => t.key === state.pinned)) state.pinned = null;
+  const pinnedAt = tiles.findIndex((t) => t.key === state.pinned);
+  if (pinnedAt > 0) tiles.unshift(...tiles.splice(pinnedAt, 1));
+
   const grid = $('grid');
+  grid.classList.toggle('pinned', !!state.pinned);
   const keep = new Set(tiles.map((t) => t.key));
   for (const [key, el] of tileCache) {
     if (!keep.has(key)) {
+      tileVisibility.unobserve(el);
+      onScreen.delete(el);
       el.remove();
       tileCache.delete(key);
     }
@@ -343,13 +354,61 @@ function renderTiles() {
   tiles.forEach((t, i) => {
     let el = tileCache.get(t.key);
     if (!el) {
-      el = createTile();
+      el = createTile(t.key);
       tileCache.set(t.key, el);
+      tileVisibility.observe(el);
     }
     updateTile(el, t);
     if (grid.children[i] !== el) grid.insertBefore(el, grid.children[i] || null);
   });
   layoutGrid();
+}
+
+/** Shows one tile large, or (the same key again, or null) goes back to the grid. */
+function togglePin(key) {
+  state.pinned = state.pinned === key ? null : key;
+  renderTiles();
+}
+
+/**
+ * Tiles scrolled out of the grid's box. A tile not yet reported counts as on screen, so a new
+ * tile starts with video rather than waiting for the observer.
+ */
+const onScreen = new Map();
+const tileVisibility = new IntersectionObserver(
+  (entries) => {
+    for (const e of entries) onScreen.set(e.target, e.isIntersecting);
+    chooseLayers();
+  },
+  { root: document.getElementById('grid') },
+);
+
+/**
+ * The simulcast layer each remote video should arrive in (`rtc:subscribe`): nothing for a tile
+ * out of sight; the top layer for the pinned tile, for screen shares and, in the plain grid,
+ * for the active speaker; otherwise the smallest layer that fills the tile without being
+ * stretched more than 1.5 times (the camera's layers are 240, 480 and 960 pixels wide, see
+ * confab.js). A big meeting's grid of small tiles thus takes the low layer.
+ */
+function layerFor(el) {
+  if (onScreen.get(el) === false) return 'off';
+  const { user, source, key } = el.dataset;
+  if (key === state.pinned || source === 'screen') return 'high';
+  if (!state.pinned && state.speakers[0] === user) return 'high';
+  const pixels = el.clientWidth * (window.devicePixelRatio || 1);
+  return pixels <= 360 ? 'low' : pixels <= 720 ? 'medium' : 'high';
+}
+
+/** Sends each remote video's layer when it changes (confab.js drops repeats). */
+function chooseLayers() {
+  const client = state.client;
+  if (!client?.media || !state.call) return;
+  for (const el of tileCache.values()) {
+    if (el.classList.contains('mine') || el.dataset.status !== 'joined') continue;
+    const layer = layerFor(el);
+    el.dataset.layer = layer;
+    client.setQuality(el.dataset.user, el.dataset.source, layer).catch((err) => console.warn('confab: rtc:subscribe', err.code, err.message));
+  }
 }
 
 const streamCache = new Map();
@@ -362,15 +421,18 @@ function streamOf(...tracks) {
   return streamCache.get(key);
 }
 
-function createTile() {
+function createTile(key) {
   const el = document.createElement('div');
   el.className = 'tile';
+  el.dataset.key = key;
   el.innerHTML = `
     <video autoplay playsinline></video>
+    <button class="pin" type="button" title="Pin" aria-pressed="false">${icon('pin')}</button>
     <div class="avatar"><span></span></div>
     <div class="tile-state"></div>
     <div class="quality" title="Connection quality"><i></i><i></i><i></i><i></i><i></i></div>
     <div class="label"><span class="label-icons"></span><span class="name"></span></div>`;
+  el.querySelector('.pin').addEventListener('click', () => togglePin(key));
   return el;
 }
 
@@ -385,6 +447,11 @@ function updateTile(el, { p, source, mine, stream, audioMuted = !!p.audio_muted,
   el.classList.toggle('speaking', !screen && state.speakers[0] === p.user_id);
   el.classList.toggle('speaker', !screen && state.speakers.includes(p.user_id));
   el.classList.toggle('mine', mine);
+  const pinned = el.dataset.key === state.pinned;
+  el.classList.toggle('pinned', pinned);
+  const pin = el.querySelector('.pin');
+  pin.setAttribute('aria-pressed', String(pinned));
+  pin.title = pinned ? 'Unpin' : 'Pin';
 
   const video = el.querySelector('video');
   video.muted = mine; // never play one's own microphone back
@@ -417,18 +484,31 @@ function updateTile(el, { p, source, mine, stream, audioMuted = !!p.audio_muted,
   }
 }
 
-/** Picks the column count that gives the largest 16:9 tiles in the grid's box. */
+/** Below this width a tile says nothing; the grid scrolls instead, and tiles out of sight pause. */
+const MIN_TILE_W = 120;
+
+/**
+ * Picks the column count that gives the largest 16:9 tiles in the grid's box, no smaller than
+ * {@link MIN_TILE_W}. A pinned tile has its own layout (style.css).
+ */
 function layoutGrid() {
   const grid = $('grid');
   const n = grid.children.length || 1;
   const { width, height } = grid.getBoundingClientRect();
-  if (!width || !height) return;
+  if (!width || !height || grid.classList.contains('pinned')) {
+    chooseLayers();
+    return;
+  }
   const gap = 10;
   let best = { cols: 1, w: 0 };
   for (let cols = 1; cols <= n; cols++) {
     const rows = Math.ceil(n / cols);
     const w = Math.min((width - gap * (cols - 1)) / cols, ((height - gap * (rows - 1)) / rows) * (16 / 9));
     if (w > best.w) best = { cols, w };
+  }
+  if (best.w < MIN_TILE_W) {
+    const cols = Math.max(1, Math.floor((width + gap) / (MIN_TILE_W + gap)));
+    best = { cols, w: Math.min(width, (width - gap * (cols - 1)) / cols) };
   }
   grid.style.setProperty('--cols', String(best.cols));
   grid.style.setProperty('--half-cols', String(best.cols * 2));
@@ -439,6 +519,7 @@ function layoutGrid() {
     el.style.gridColumn = rest && i === n - rest ? `${best.cols - rest + 1} / span 2` : '';
   });
   grid.dataset.count = String(n);
+  chooseLayers();
 }
 
 function tick() {

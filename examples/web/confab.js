@@ -578,6 +578,27 @@ export class Confab extends Emitter {
     return this.request('rtc:subscribe', { call_id: this._callId(), user_id: userId, source, quality });
   }
 
+  /**
+   * Like {@link subscribe}, for a page that re-renders often: sends only a change. Each choice
+   * is sent once per media session; after a reconnect the next call sends it again.
+   * @param {string} userId @param {'camera'|'screen'} source @param {'off'|'low'|'medium'|'high'} quality
+   * @returns {Promise<void>}
+   */
+  async setQuality(userId, source, quality) {
+    const media = this.media;
+    if (!media) return;
+    const key = `${userId}/${source}`;
+    if (media.qualities.get(key) === quality) return;
+    media.qualities.set(key, quality);
+    try {
+      await this.subscribe(userId, source, quality);
+    } catch (err) {
+      // Forget it so the next render tries again (the participant may not be in the call yet).
+      if (media.qualities.get(key) === quality) media.qualities.delete(key);
+      throw err;
+    }
+  }
+
   // ---------------------------------------------------------------- REST
 
   /**
@@ -711,6 +732,23 @@ function escapeRe(s) {
 }
 
 /**
+ * The camera is captured at 960x540 because Chromium sends a simulcast layer only when the
+ * capture is large enough for it: below about that size the top layer is dropped.
+ */
+const CAMERA_CONSTRAINTS = { width: { ideal: 960 }, height: { ideal: 540 }, frameRate: { ideal: 30 } };
+
+/**
+ * The camera's simulcast layers (section 9.4 of the API docs): the server forwards one of them
+ * to each viewer, chosen with `rtc:subscribe` and fitted to the viewer's bandwidth. The RIDs
+ * rank lowest first. A grid of small tiles costs each viewer about 150 kbit/s per tile.
+ */
+const CAMERA_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', maxBitrate: 1_500_000 },
+];
+
+/**
  * The two peer connections of one joined call (contract section 7).
  */
 export class CallMedia {
@@ -735,6 +773,8 @@ export class CallMedia {
     this.unavailable = null;
     /** @type {RemoteTrackInfo[]} the latest `rtc:tracks` list */
     this.trackInfo = [];
+    /** `user_id/source` → the quality last sent with `rtc:subscribe` ({@link Confab#setQuality}) */
+    this.qualities = new Map();
     this.closed = false;
     /** Publisher negotiations and subscriber answers each run one at a time. */
     this._pubChain = Promise.resolve();
@@ -753,7 +793,7 @@ export class CallMedia {
     this._capture = { audio, video };
     try {
       if (audio || video) {
-        this.local = await navigator.mediaDevices.getUserMedia({ audio, video: video && { width: 640, height: 360 } });
+        this.local = await navigator.mediaDevices.getUserMedia({ audio, video: video && CAMERA_CONSTRAINTS });
       }
     } catch (err) {
       console.warn('confab: no local media', err);
@@ -769,6 +809,7 @@ export class CallMedia {
   async restart() {
     if (this.closed) return;
     this.unavailable = null;
+    this.qualities.clear();
     this._closePeers();
     await this._publish();
   }
@@ -793,11 +834,18 @@ export class CallMedia {
     // Transceiver order tells the server the source: first audio = microphone, first video =
     // camera, second video = screen. The camera's exists even without a camera track.
     this.tx.mic = pc.addTransceiver(audio || 'audio', { direction: audio ? 'sendonly' : 'inactive', streams: [stream] });
-    this.tx.camera = pc.addTransceiver(video || 'video', { direction: video ? 'sendonly' : 'inactive', streams: [stream] });
+    this.tx.camera = pc.addTransceiver(video || 'video', {
+      direction: video ? 'sendonly' : 'inactive',
+      streams: [stream],
+      sendEncodings: CAMERA_LAYERS,
+    });
+    // The screen's m-line is negotiated up front, with or without a share, so that sharing
+    // later only swaps the sender's track and never renegotiates: a re-offer makes the server
+    // forget which SSRC carries which simulcast layer of the camera, and the browser stops
+    // naming its layers (mid/rid) once the server has reported on them (see the API docs,
+    // section 11).
     const screenTrack = this.screen?.getVideoTracks()[0];
-    this.tx.screen = screenTrack
-      ? pc.addTransceiver(screenTrack, { direction: 'sendonly', streams: [stream] })
-      : undefined;
+    this.tx.screen = pc.addTransceiver(screenTrack || 'video', { direction: 'sendonly', streams: [stream] });
     await this._negotiatePublisher();
   }
 
@@ -859,13 +907,7 @@ export class CallMedia {
       if (!this.unavailable) await this._publish();
       return;
     }
-    if (this.tx.screen) {
-      await this.tx.screen.sender.replaceTrack(track);
-      this.tx.screen.direction = 'sendonly';
-    } else {
-      this.tx.screen = this.publisher.addTransceiver(track, { direction: 'sendonly', streams: [this.local || new MediaStream()] });
-    }
-    await this._negotiatePublisher();
+    await this.tx.screen.sender.replaceTrack(track);
   }
 
   async stopScreen() {
@@ -874,11 +916,7 @@ export class CallMedia {
     this.screen = null;
     for (const t of screen.getTracks()) t.stop();
     this._emitLocal();
-    if (this.publisher && this.tx.screen) {
-      await this.tx.screen.sender.replaceTrack(null);
-      this.tx.screen.direction = 'inactive';
-      await this._negotiatePublisher();
-    }
+    if (this.publisher && this.tx.screen) await this.tx.screen.sender.replaceTrack(null);
   }
 
   _emitLocal() {

@@ -58,7 +58,11 @@ const results = [];
 let currentScenario = '';
 let scenarioFailed = false;
 
+/** `E2E_ONLY=text`: run only the scenarios whose name contains it (for debugging one). */
+const ONLY = process.env.E2E_ONLY || '';
+
 async function scenario(name, body) {
+  if (ONLY && name !== 'sign in' && !name.includes(ONLY)) return;
   currentScenario = name;
   scenarioFailed = false;
   console.log(`\n# ${name}`);
@@ -336,6 +340,29 @@ async function mediaFlows(page, label, { video = [], audio = [], videoPackets = 
   );
 }
 
+/** The frame width of each inbound video (`user/source` → pixels), from the subscriber's stats. */
+async function videoSizes(page) {
+  const { streams } = await page.evaluate(inboundStats);
+  return Object.fromEntries(streams.filter((s) => s.kind === 'video').map((s) => [s.key, s.width]));
+}
+
+/** Calls `fn` every 500 ms until it returns something truthy, and returns that. */
+async function poll(what, fn, timeout = MEDIA_TIMEOUT_MS) {
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    const value = await fn();
+    if (value) return value;
+    await sleep(500);
+  }
+  throw new Error(`timed out waiting for: ${what}`);
+}
+
+/** Packets received so far on one inbound stream (`user/source`). */
+async function packetsOf(page, key) {
+  const { streams } = await page.evaluate(inboundStats);
+  return streams.find((s) => s.key === key)?.packets ?? 0;
+}
+
 /** Waits until the <video> of a tile plays: has frames, is not paused, and its time advances. */
 async function videoPlays(page, label, selector, timeout = MEDIA_TIMEOUT_MS) {
   const probe = (s) => {
@@ -586,6 +613,43 @@ async function main() {
       await shot(alice, `04-group-${A}`);
       await shot(bob, `05-group-${B}`);
       await shot(carol, `06-group-${C}`);
+    });
+    await step(`${A}'s page asks each video in the layer its tile needs; pinning ${C} brings her top layer`, async () => {
+      // Every camera is published as three RID layers (confab.js); the page picks one per tile.
+      const rids = await bob.evaluate(() => window.confabDebug.publisher.getSenders().find((s) => s.track?.kind === 'video')?.getParameters().encodings.map((e) => e.rid));
+      eq(String(rids), 'q,h,f', `${B}'s camera encodings`);
+      const before = await videoSizes(alice);
+      note(`${A} receives before pinning: ${JSON.stringify(before)}`);
+      await alice.hover(tile(C));
+      await alice.click(`${tile(C)} .pin`);
+      await visible(alice, '#grid.pinned');
+      await visible(alice, `${tile(C)}.pinned`);
+      await until(alice, `${C}'s tile asks for the high layer, ${B}'s (small now) for the low one`, ([c, b]) =>
+        document.querySelector(c)?.dataset.layer === 'high' && document.querySelector(b)?.dataset.layer === 'low', [tile(C), tile(B)]);
+      const [c, b] = [`${C}/camera`, `${B}/camera`];
+      const pinned = await poll(`${C}'s video wider than before and ${B}'s narrower on ${A}'s page`, async () => {
+        const sizes = await videoSizes(alice);
+        return sizes[c] > before[c] && sizes[b] < before[b] && sizes[b] > 0 ? sizes : null;
+      }).catch(explain(alice));
+      note(`${A} receives with ${C} pinned: ${JSON.stringify(pinned)}`);
+      await videoPlays(alice, A, tile(C));
+      await shot(alice, `07-group-${C}-pinned`);
+    });
+    await step(`a tile scrolled out of sight gets no video; back in sight it plays again`, async () => {
+      // Narrow: the small tiles under the pinned one stack one per row, so ${B}'s is below the fold.
+      await alice.setViewportSize({ width: 420, height: 800 });
+      await until(alice, `${B}'s tile is off screen and asks for nothing`, (b) => document.querySelector(b)?.dataset.layer === 'off', tile(B));
+      await sleep(1500); // packets in flight, and the server's stop
+      const a = await packetsOf(alice, `${B}/camera`);
+      await sleep(3000);
+      const b = await packetsOf(alice, `${B}/camera`);
+      eq(b - a, 0, `${B}/camera packets received by ${A} in 3 s while off screen`);
+      await mediaFlows(alice, A, { video: [`${C}/camera`], audio: [`${B}/microphone`] });
+      await alice.setViewportSize({ width: 1366, height: 800 });
+      await alice.click(`${tile(C)} .pin`);
+      await gone(alice, '#grid.pinned');
+      await until(alice, `${B}'s tile asks for video again`, (b) => ['low', 'medium', 'high'].includes(document.querySelector(b)?.dataset.layer), tile(B));
+      await mediaFlows(alice, A, { video: [`${B}/camera`, `${C}/camera`] });
     });
     await step(`${C} mutes; ${A} and ${B} show her muted (call:media-changed and rtc:tracks)`, async () => {
       await carol.click('#btn-mic');
@@ -899,8 +963,10 @@ async function main() {
       assert(r.serverFramesDecoded > 0, `stand-in decoded ${r.serverFramesDecoded} frames of the published camera`);
       console.log(`            frames decoded: client ${r.clientFramesDecoded}, stand-in ${r.serverFramesDecoded}`);
     });
-    await step('publisher offer: mic, camera, then screen with a "screen" msid', async () => {
+    await step('publisher offer: mic, camera, then screen with a "screen" msid; sharing does not renegotiate', async () => {
       eq(JSON.stringify(r.offerKinds), JSON.stringify(['audio', 'video', 'video']), 'm-sections');
+      eq(r.offersAfterScreen, 1, 'publisher offers after a screen share started');
+      eq(r.screenOnSender, 'video', 'the screen track on the third sender');
       assert(/^screen/.test(r.screenMsid), `third m-section msid track id ${r.screenMsid}`);
       assert(!/^screen/.test(r.cameraMsid), `camera msid ${r.cameraMsid}`);
       assert(r.candidatesSent > 0, 'trickled candidates in the contract shape');
@@ -984,7 +1050,9 @@ async function runMediaLoopback() {
     await media.start({ audio: true, video: true });
     await waitFor('publisher connected', () => media.publisher?.connectionState === 'connected');
     await media.startScreen();
-    await waitFor('screen renegotiated', () => offers.length === 2 && server.publisher.signalingState === 'stable');
+    await sleep(500);
+    const offersAfterScreen = offers.length;
+    const screenOnSender = media.tx.screen?.sender.track?.kind ?? null;
 
     // The stand-in forwards "carol": rtc:tracks right before its subscriber offer.
     const src = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
@@ -1007,7 +1075,7 @@ async function runMediaLoopback() {
     await waitFor('client decodes carol', async () => (await framesDecoded(media.subscriber)) > 5);
     await waitFor('stand-in decodes the camera', async () => (await framesDecoded(server.publisher)) > 5);
 
-    const sections = offers[1].split(/\r?\nm=/).slice(1);
+    const sections = offers[0].split(/\r?\nm=/).slice(1);
     const msidOf = (s) => /a=msid:\S+ (\S+)/.exec(s)?.[1] || '';
     const result = {
       ok: true,
@@ -1017,6 +1085,8 @@ async function runMediaLoopback() {
       clientFramesDecoded: await framesDecoded(media.subscriber),
       serverFramesDecoded: await framesDecoded(server.publisher),
       offerKinds: sections.map((s) => s.split(' ')[0]),
+      offersAfterScreen,
+      screenOnSender,
       cameraMsid: msidOf(sections[1]),
       screenMsid: msidOf(sections[2]),
       candidatesSent,

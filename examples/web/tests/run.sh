@@ -35,7 +35,7 @@ if [ "${1:-}" = "--inside" ]; then
   for v in $(env | sed -n 's/^\(CONFAB_[A-Z_]*\)=.*/\1/p'); do
     case "$v" in CONFAB_BIN | CONFAB_BOT | CONFAB_AIORTC_PYTHON | CONFAB_AIORTC_PEER) ;; *) unset "$v" ;; esac
   done
-  CONFAB_LOG='warn,rtc_dtls=error' "$CONFAB_BIN" serve --dev --jwt-secret "$secret" \
+  CONFAB_LOG="${E2E_SERVER_LOG:-warn,rtc_dtls=error}" "$CONFAB_BIN" serve --dev --jwt-secret "$secret" \
     --http-addr 127.0.0.1:0 --rtc-udp-port 0 --database-url "sqlite://$WORK/confab.db" \
     --disconnect-grace-s 15 >"$WORK/server.out" 2>"$WORK/server.log" &
   server_pid=$!
@@ -96,7 +96,8 @@ artifacts="$root/test-artifacts/web"
 mkdir -p "$artifacts"
 rm -f "$artifacts"/*.png "$artifacts"/*.log
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# The server's log goes with the screenshots: it is what explains a failed media step.
+trap 'cp "$work/server.log" "$artifacts/server.log" 2>/dev/null; rm -rf "$work"' EXIT
 
 export CONFAB_BIN="$bin" CONFAB_BOT="$bot" CONFAB_AIORTC_PYTHON="$python" CONFAB_AIORTC_PEER="$root/examples/aiortc/peer.py" \
   WORK="$work" ARTIFACTS="$artifacts"
