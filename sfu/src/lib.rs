@@ -16,6 +16,7 @@ mod peer;
 mod probe;
 mod quality;
 mod speaker;
+mod transport_cc;
 mod udp;
 mod vp8;
 mod worker;

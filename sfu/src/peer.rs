@@ -35,6 +35,7 @@ use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_NACK,
+    TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use rtc::sansio::Protocol;
 use uuid::Uuid;
@@ -47,6 +48,7 @@ use crate::layers::{LayerView, MAX_LAYERS, Selection, VideoCodec, rid_rank};
 use crate::probe::Prober;
 use crate::quality::{ReceptionStats, RemoteReports};
 use crate::speaker::{AudioGate, LevelWindow};
+use crate::transport_cc::VideoTransportCc;
 use crate::vp8::Vp8Rewriter;
 use crate::{ForwardedTrack, MediaKind, PeerRole, RoomId, TrackSource};
 
@@ -578,27 +580,9 @@ fn build_pc(
     // subscriber's legs, whose timestamps the subscriber's receiver reports echo back for RTT,
     // and receiver reports on a publisher's streams. The marker lets the RTCP the worker acts on
     // reach it.
-    let mut registry = interceptors(&mut media)
+    let registry = interceptors(&mut media, role)
         .map_err(rtc_err)?
         .with(Slot::from(14_000), RtcpMarker::new(role, estimate.cloned()));
-    if role == PeerRole::Subscriber {
-        // Send-side estimation on what the server forwards: transport-wide sequence numbers on
-        // every packet, and rtc's GCC fed by the subscriber's transport-cc feedback (the
-        // transport-cc feedback type and extension are already registered by the defaults).
-        // No pacer: the engine adapts by choosing layers, not by queueing, so forwarded
-        // packets leave as soon as they arrive.
-        registry = registry
-            .with(
-                Slot::CongestionControl,
-                CongestionControlBuilder::new(Gcc::new(
-                    INITIAL_BPS as f64,
-                    MIN_BPS as f64,
-                    MAX_BPS as f64,
-                ))
-                .build(),
-            )
-            .with(Slot::TwccSender, TwccSenderBuilder::new().build());
-    }
     let settings = SettingEngineBuilder::new()
         // Lite: the server has a reachable address and learns the client's from its checks, so it
         // never needs to send checks or gather; that is what makes one shared socket workable.
@@ -630,10 +614,14 @@ fn build_pc(
 const MAX_NACKS_PER_PACKET: u16 = 3;
 
 /// rtc's default chain (`register_default_interceptors`: NACK generator and responder,
-/// simulcast header extensions, TWCC receiver, RTCP reports) with the NACK generator capped at
-/// [`MAX_NACKS_PER_PACKET`]. Assembled here rather than patched afterwards, because replacing a
+/// simulcast header extensions, RTCP reports) with the NACK generator capped at
+/// [`MAX_NACKS_PER_PACKET`], and transport-wide congestion control per role (see
+/// [`transport_cc`]). Assembled here rather than patched afterwards, because replacing a
 /// registry slot logs a warning on every connection.
-fn interceptors(media: &mut RtcMediaEngine) -> Result<Registry, rtc::shared::error::Error> {
+fn interceptors(
+    media: &mut RtcMediaEngine,
+    role: PeerRole,
+) -> Result<Registry, rtc::shared::error::Error> {
     for parameter in ["", "pli"] {
         media.register_feedback(
             RTCPFeedback {
@@ -652,8 +640,49 @@ fn interceptors(media: &mut RtcMediaEngine) -> Result<Registry, rtc::shared::err
                 .build(),
         );
     configure_simulcast_extension_headers(media)?;
-    let registry = configure_twcc_receiver_only(registry, media)?;
+    let registry = match role {
+        // rtc's TWCC receiver, and the extension and feedback for audio and video: what a
+        // browser's own send-side estimate needs from the server.
+        PeerRole::Publisher => configure_twcc_receiver_only(registry, media)?,
+        PeerRole::Subscriber => transport_cc(registry, media)?,
+    };
     Ok(configure_rtcp_reports(registry))
+}
+
+/// Send-side estimation on what the server forwards to a subscriber, for video only: the
+/// transport-cc extension and feedback are offered in video sections alone, and
+/// [`VideoTransportCc`] numbers and records only the streams that negotiated them. Audio is
+/// never limited by the estimate (section 9.4 of the API notes), so it carries no
+/// transport-wide sequence numbers and costs the estimator nothing; the estimate describes the
+/// video, which is what it chooses layers for. rtc's GCC is fed by the subscriber's transport-cc
+/// feedback. No pacer: the engine adapts by choosing layers, not by queueing, so forwarded
+/// packets leave as soon as they arrive. A subscriber receives no media, so it needs no TWCC
+/// receiver.
+fn transport_cc(
+    registry: Registry,
+    media: &mut RtcMediaEngine,
+) -> Result<Registry, rtc::shared::error::Error> {
+    media.register_feedback(
+        RTCPFeedback {
+            typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(),
+            parameter: String::new(),
+        },
+        RtpCodecKind::Video,
+    );
+    media.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned(),
+        },
+        RtpCodecKind::Video,
+        None,
+    )?;
+    let controller =
+        CongestionControlBuilder::new(Gcc::new(INITIAL_BPS as f64, MIN_BPS as f64, MAX_BPS as f64))
+            .build();
+    Ok(registry.with(
+        Slot::CongestionControl,
+        VideoTransportCc::new(TwccSenderBuilder::new().build(), controller),
+    ))
 }
 
 /// Advertises the worker's single host candidate, then end-of-candidates so the connection does

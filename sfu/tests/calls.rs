@@ -99,6 +99,27 @@ async fn two_party_call_each_receives_the_other() {
     eprintln!("{stats:?}");
     // rtc's NACK responder stays on the legs: video offers nack/pli feedback and an RTX stream.
     assert!(offer_sdp.contains("nack pli") && offer_sdp.contains("a=ssrc-group:FID"));
+    // Transport-wide congestion control covers video only: audio is never limited by the
+    // estimate, so it carries no transport-wide sequence numbers.
+    let sections: Vec<&str> = offer_sdp.split("\nm=").skip(1).collect();
+    for section in &sections {
+        let (extension, feedback) = (
+            section.contains("transport-wide-cc"),
+            section.contains(" transport-cc"),
+        );
+        if section.starts_with("audio") {
+            assert!(
+                !extension && !feedback,
+                "transport-cc for audio:\n{section}"
+            );
+        } else {
+            assert!(
+                extension && feedback,
+                "no transport-cc for video:\n{section}"
+            );
+        }
+    }
+    assert!(sections.iter().any(|s| s.starts_with("video")));
     assert_eq!(stats.subscriber_peers, 2);
     assert!(stats.forwarded_packets > 0 && stats.forwarded_bytes > 0);
     leave_all(&call, &clients).await;
