@@ -181,7 +181,7 @@ async fn a_requested_layer_starts_at_a_keyframe_and_continues_the_numbering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leg_whose_layer_stops_falls_back_to_the_next_one_sent_and_returns_with_it() {
-    let mut call = Call::new(1);
+    let call = Call::new(1);
     let bob = call.add("bob", false).await;
     let alice = call.add_simulcast("alice", 3).await;
     let publisher = alice.publisher.clone().expect("alice publishes");
