@@ -361,6 +361,21 @@ async fn an_oversized_message_is_refused_and_closes_the_socket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_beyond_the_transport_cap_is_refused_the_same_way() {
+    let (_db, server) = server().await;
+    let mut ws = WsClient::connect(&server, &token("alice")).await;
+    // 2 MiB: past the limit the transport reads at all, not only the contract's 256 KiB.
+    let huge = json!({"id": "huge", "type": "call:initiate", "data": {"pad": "x".repeat(2 << 20)}});
+    ws.send(huge).await;
+    let frame = ws
+        .wait_for(|f| f["type"] == "error")
+        .await
+        .expect("error before close");
+    assert_eq!(frame["data"]["code"], "PAYLOAD_TOO_LARGE");
+    assert_eq!(ws.closed_with().await, Some(1009));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_messages_is_rate_limited() {
     let (_db, server) = server().await;
     let mut ws = WsClient::connect(&server, &token("alice")).await;

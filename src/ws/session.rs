@@ -51,6 +51,13 @@ pub async fn run(socket: WebSocket, state: AppState, actor: Actor) {
     tracing::debug!(user = %user, socket = id, "socket closed");
 }
 
+/// Whether a read failed because a frame or message exceeded the transport's cap.
+fn is_too_long(e: axum::Error) -> bool {
+    e.into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
 async fn read_loop(
     mut stream: futures_util::stream::SplitStream<WebSocket>,
     state: &AppState,
@@ -66,13 +73,35 @@ async fn read_loop(
             .hub
             .send_to_socket(actor.user_id.as_str(), socket_id, &frame);
     };
+    // The contract's answer to a message over the limit: an `error`, then close code 1009.
+    let refuse_oversized = || {
+        state
+            .metrics
+            .record_signaling("oversized", ErrorCode::PayloadTooLarge.as_str());
+        reply(protocol::error(
+            None,
+            &SignalingError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("message is larger than {} KiB", MAX_MESSAGE_BYTES / 1024),
+            ),
+        ));
+        let _ = close.try_send(close_frame(CLOSE_TOO_BIG, "message too big"));
+    };
     loop {
         let message = match tokio::time::timeout(IDLE_LIMIT, stream.next()).await {
             Err(_) => {
                 let _ = close.try_send(close_frame(CLOSE_POLICY, "idle for 60 s"));
                 return;
             }
-            Ok(None) | Ok(Some(Err(_))) => return,
+            Ok(None) => return,
+            // Beyond the transport's own cap the message is never read whole; the reading half
+            // is done, but the writing half can still say why.
+            Ok(Some(Err(e))) => {
+                if is_too_long(e) {
+                    refuse_oversized();
+                }
+                return;
+            }
             Ok(Some(Ok(message))) => message,
         };
         let text = match message {
@@ -91,17 +120,7 @@ async fn read_loop(
             Message::Close(_) => return,
         };
         if text.len() > MAX_MESSAGE_BYTES {
-            state
-                .metrics
-                .record_signaling("oversized", ErrorCode::PayloadTooLarge.as_str());
-            reply(protocol::error(
-                None,
-                &SignalingError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("message is larger than {} KiB", MAX_MESSAGE_BYTES / 1024),
-                ),
-            ));
-            let _ = close.try_send(close_frame(CLOSE_TOO_BIG, "message too big"));
+            refuse_oversized();
             return;
         }
         let incoming = protocol::parse(text.as_str());
