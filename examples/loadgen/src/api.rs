@@ -184,6 +184,33 @@ impl Participant {
         Ok(())
     }
 
+    /// Sends `rtc:subscribe` for each (user, quality) in turn, on a task of its own so a join
+    /// is not held up by it; the server keeps a choice made before the camera exists.
+    pub fn subscribe_all(
+        &self,
+        choices: Vec<(String, &'static str)>,
+    ) -> tokio::task::JoinHandle<Result<(), ApiError>> {
+        let signaling = self.signaling.clone();
+        let call_id = self.call_id.clone();
+        tokio::spawn(async move {
+            let call_id = call_id.ok_or(ApiError::Protocol("subscribe before joining"))?;
+            for (user, quality) in choices {
+                signaling
+                    .request(
+                        "rtc:subscribe",
+                        json!({
+                            "call_id": call_id,
+                            "user_id": user,
+                            "source": "camera",
+                            "quality": quality,
+                        }),
+                    )
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
     /// Leaves the call and drops the media connections.
     pub async fn leave(&mut self) {
         if let Some(call_id) = self.call_id.take() {

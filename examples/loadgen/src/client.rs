@@ -2,11 +2,14 @@
 //! owns, configured the way a browser would be against Confab (full ICE, controlling, against the
 //! server's ICE-lite; DTLS; SRTP), on loopback with mDNS off.
 //!
-//! A publisher has sendonly Opus and VP8 tracks and keeps rtc's default interceptors (it sends
-//! little, and the server's reports and NACKs find a normal peer). A subscriber has no
-//! interceptors at all: it receives everything the server forwards, so its per-packet cost is
-//! what decides whether the load generator keeps up, and with no NACK generator any loss stays
-//! visible instead of being repaired.
+//! A publisher has sendonly Opus and VP8 tracks (the camera optionally as three RID simulcast
+//! layers) and keeps rtc's default interceptors (it sends little, and the server's reports and
+//! NACKs find a normal peer); its audio carries the RFC 6464 level. A subscriber has no
+//! interceptors: it receives everything the server forwards, so its per-packet cost is what
+//! decides whether the load generator keeps up, and with no NACK generator any loss stays
+//! visible instead of being repaired. In a simulcast run it sends receiver reports (rtc's
+//! interceptor), as browsers do: the server's congestion control reads them, and without any it
+//! takes the path for congested and pauses video.
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
@@ -16,7 +19,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use mio::net::UdpSocket;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, Interceptor, Packet, ReceiverReportBuilder, Registry, Slot, StreamInfo, TaggedPacket,
+};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -35,7 +40,8 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -66,11 +72,19 @@ fn rtc_err(e: rtc::shared::error::Error) -> ClientError {
 const SOCKET_RCVBUF: usize = 4 << 20;
 const DATAGRAM_MAX: usize = 1500;
 const ICE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// How often a subscriber that reports sends receiver reports (the server's estimate is updated
+/// once a second and decays after three without one).
+const REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 
-/// A sending track of a publisher.
+/// One sending stream of a publisher: a track, or one simulcast layer of it (layers share the
+/// track's sender and differ in SSRC and RID).
 pub struct Sender {
     pub id: RTCRtpSenderId,
     pub ssrc: u32,
+    pub kind: RtpCodecKind,
+    pub rid: Option<&'static str>,
     /// The payload type the answer negotiated, looked up on the first send.
     pub payload_type: Option<u8>,
     pub seq: u16,
@@ -82,7 +96,17 @@ pub struct Sender {
 pub struct Output {
     pub connected_now: bool,
     pub failed_now: bool,
-    pub keyframe_requested: bool,
+    /// Media SSRCs that PLI or FIR packets asked keyframes of.
+    pub keyframe_ssrcs: Vec<u32>,
+}
+
+/// Header extension ids (and the video mid) the publisher's answer negotiated; 0 = none.
+#[derive(Debug, Clone, Default)]
+struct Extensions {
+    audio_level: u8,
+    mid: u8,
+    rid: u8,
+    video_mid: Bytes,
 }
 
 pub struct Client {
@@ -99,17 +123,26 @@ pub struct Client {
     /// RTP payloads read this pass, handed to the recorder by the media thread.
     pub received: VecDeque<Bytes>,
     pub send_errors: u64,
+    extensions: Extensions,
+    /// Keyframe requests read and not yet handed out by [`Client::service`].
+    keyframe_ssrcs: Vec<u32>,
 }
 
 impl Client {
-    /// A client with its own socket on `bind_ip`, port chosen by the kernel.
-    pub fn new(role: Role, bind_ip: std::net::IpAddr, now: Instant) -> Result<Self, ClientError> {
+    /// A client with its own socket on `bind_ip`, port chosen by the kernel. `reports`: a
+    /// subscriber sends receiver reports.
+    pub fn new(
+        role: Role,
+        bind_ip: std::net::IpAddr,
+        now: Instant,
+        reports: bool,
+    ) -> Result<Self, ClientError> {
         let std_socket = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
         std_socket.set_nonblocking(true)?;
         raise_rcvbuf(&std_socket, SOCKET_RCVBUF);
         let local = std_socket.local_addr()?;
         let socket = UdpSocket::from_std(std_socket);
-        let pc = build_pc(role, now)?;
+        let pc = build_pc(role, now, reports)?;
         Ok(Self {
             pc,
             socket,
@@ -121,16 +154,20 @@ impl Client {
             candidate_added: false,
             received: VecDeque::new(),
             send_errors: 0,
+            extensions: Extensions::default(),
+            keyframe_ssrcs: Vec::new(),
         })
     }
 
-    /// Adds a sendonly track with a fixed SSRC; publishers only.
+    /// Adds a sendonly track with fixed SSRCs; publishers only. One encoding is a plain track;
+    /// several, each with a RID, are simulcast layers (lowest first), which rtc offers as
+    /// `a=rid:… send` lines and `a=simulcast:send`.
     pub fn add_track(
         &mut self,
         stream_id: &str,
         track_id: &str,
         kind: RtpCodecKind,
-        ssrc: u32,
+        encodings: &[(u32, Option<&'static str>)],
     ) -> Result<(), ClientError> {
         let codec = match kind {
             RtpCodecKind::Audio => RTCRtpCodec {
@@ -153,24 +190,32 @@ impl Client {
             track_id.to_owned(),
             track_id.to_owned(),
             kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
+            encodings
+                .iter()
+                .map(|&(ssrc, rid)| RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        rid: rid.unwrap_or_default().to_owned(),
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    active: true,
+                    codec: codec.clone(),
                     ..Default::default()
-                },
-                active: true,
-                codec,
-                ..Default::default()
-            }],
+                })
+                .collect(),
         );
         let id = self.pc.add_track(track).map_err(rtc_err)?;
-        self.senders.push(Sender {
-            id,
-            ssrc,
-            payload_type: None,
-            seq: (ssrc & 0x7fff) as u16,
-            timestamp: ssrc.rotate_left(7),
-        });
+        for &(ssrc, rid) in encodings {
+            self.senders.push(Sender {
+                id,
+                ssrc,
+                kind,
+                rid,
+                payload_type: None,
+                seq: (ssrc & 0x7fff) as u16,
+                timestamp: ssrc.rotate_left(7),
+            });
+        }
         Ok(())
     }
 
@@ -182,8 +227,10 @@ impl Client {
         self.local_sdp()
     }
 
-    /// Applies the server's answer to our offer.
+    /// Applies the server's answer to our offer, and learns the header extension ids it
+    /// negotiated: rtc's sender adds none of them itself.
     pub fn accept_answer(&mut self, now: Instant, sdp: String) -> Result<(), ClientError> {
+        self.extensions = negotiated_extensions(&sdp);
         let answer = RTCSessionDescription::answer(sdp).map_err(rtc_err)?;
         self.pc.set_remote_description(now, answer).map_err(rtc_err)
     }
@@ -269,26 +316,24 @@ impl Client {
         }
     }
 
-    fn drain_reads(&mut self) -> bool {
-        let mut keyframe = false;
+    fn drain_reads(&mut self) {
         while let Some(msg) = self.pc.poll_read() {
             match msg.message {
                 RTCMessage::RtpPacket(_, packet) => self.received.push_back(packet.payload),
                 RTCMessage::RtcpPacket(_, packets) => {
-                    keyframe |= packets.iter().any(|p| is_keyframe_request(p.as_ref()));
+                    for p in &packets {
+                        keyframe_request_ssrcs(p.as_ref(), &mut self.keyframe_ssrcs);
+                    }
                 }
                 _ => {}
             }
         }
-        keyframe
     }
 
     /// Drains events, inbound media and outbound datagrams.
     pub fn service(&mut self) -> Output {
-        let mut out = Output {
-            keyframe_requested: self.drain_reads(),
-            ..Output::default()
-        };
+        self.drain_reads();
+        let mut out = Output::default();
         while let Some(event) = self.pc.poll_event() {
             if let RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) = &event {
                 self.ice_state = state.to_string();
@@ -305,7 +350,8 @@ impl Client {
                 }
             }
         }
-        out.keyframe_requested |= self.drain_reads();
+        self.drain_reads();
+        out.keyframe_ssrcs = std::mem::take(&mut self.keyframe_ssrcs);
         while let Some(msg) = self.pc.poll_write() {
             if self
                 .socket
@@ -319,6 +365,8 @@ impl Client {
     }
 
     /// Hands one generated packet to a sender; the datagram leaves at the next [`Client::service`].
+    /// An audio packet carries `audio_level` (the RFC 6464 byte: voice flag and −dBov) once the
+    /// answer negotiated the extension; a simulcast layer's packet carries the mid and its RID.
     pub fn send(
         &mut self,
         sender: usize,
@@ -326,6 +374,7 @@ impl Client {
         payload: Bytes,
         marker: bool,
         timestamp_step: u32,
+        audio_level: Option<u8>,
     ) -> Result<(), ClientError> {
         let Some(s) = self.senders.get_mut(sender) else {
             return Err(ClientError::State("no such sender"));
@@ -351,18 +400,34 @@ impl Client {
             }
         };
         let s = &mut self.senders[sender];
-        let packet = rtp::Packet {
-            header: rtp::Header {
-                version: 2,
-                marker,
-                payload_type: pt,
-                sequence_number: s.seq,
-                timestamp: s.timestamp,
-                ssrc: s.ssrc,
-                ..Default::default()
-            },
-            payload,
+        let mut header = rtp::Header {
+            version: 2,
+            marker,
+            payload_type: pt,
+            sequence_number: s.seq,
+            timestamp: s.timestamp,
+            ssrc: s.ssrc,
+            ..Default::default()
         };
+        let ext = &self.extensions;
+        if let (RtpCodecKind::Audio, Some(level)) = (s.kind, audio_level)
+            && ext.audio_level != 0
+        {
+            let at = usize::from(level);
+            header.extension = true;
+            header.extension_profile = extension_profile(ext.audio_level);
+            let _ = header.set_extension(ext.audio_level, Bytes::from_static(&BYTES[at..=at]));
+        }
+        if let Some(rid) = s.rid
+            && ext.mid != 0
+            && ext.rid != 0
+        {
+            header.extension = true;
+            header.extension_profile = extension_profile(ext.mid.max(ext.rid));
+            let _ = header.set_extension(ext.mid, ext.video_mid.clone());
+            let _ = header.set_extension(ext.rid, Bytes::from_static(rid.as_bytes()));
+        }
+        let packet = rtp::Packet { header, payload };
         s.seq = s.seq.wrapping_add(1);
         if marker {
             s.timestamp = s.timestamp.wrapping_add(timestamp_step);
@@ -389,13 +454,31 @@ impl Client {
     }
 }
 
-fn build_pc(role: Role, now: Instant) -> Result<RTCPeerConnection, ClientError> {
+fn build_pc(role: Role, now: Instant, reports: bool) -> Result<RTCPeerConnection, ClientError> {
     let mut media = MediaEngine::default();
     media.register_default_codecs().map_err(rtc_err)?;
     let registry = match role {
-        Role::Publisher => register_default_interceptors(Registry::new(), &mut media)
-            .map_err(rtc_err)?
-            .with(Slot::from(14_000), KeyframeRequests::default()),
+        Role::Publisher => {
+            // Audio levels, for the server's active speakers and loudest-N.
+            media
+                .register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: rtc::sdp::extmap::AUDIO_LEVEL_URI.to_owned(),
+                    },
+                    RtpCodecKind::Audio,
+                    None,
+                )
+                .map_err(rtc_err)?;
+            register_default_interceptors(Registry::new(), &mut media)
+                .map_err(rtc_err)?
+                .with(Slot::from(14_000), KeyframeRequests::default())
+        }
+        Role::Subscriber if reports => Registry::new().with(
+            Slot::ReceiverReport,
+            ReceiverReportBuilder::new()
+                .with_interval(REPORT_INTERVAL)
+                .build(),
+        ),
         Role::Subscriber => Registry::new(),
     };
     let settings = SettingEngineBuilder::new()
@@ -438,6 +521,68 @@ fn raise_rcvbuf(socket: &std::net::UdpSocket, bytes: usize) {
 pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// Adds the media SSRCs a PLI or FIR asks keyframes of to `out`.
+fn keyframe_request_ssrcs(packet: &dyn rtc::rtcp::Packet, out: &mut Vec<u32>) {
+    let any = packet.as_any();
+    if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+        out.push(pli.media_ssrc);
+    } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+        out.extend(fir.fir.iter().map(|e| e.ssrc));
+    }
+}
+
+/// The RFC 8285 header form that can carry extension `id`: one-byte ids are 1..=14.
+fn extension_profile(id: u8) -> u16 {
+    if id <= 14 { 0xBEDE } else { 0x1000 }
+}
+
+/// Every byte value, so a one-byte extension payload is a static slice, not an allocation.
+static BYTES: [u8; 256] = {
+    let mut bytes = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        bytes[i] = i as u8;
+        i += 1;
+    }
+    bytes
+};
+
+/// The extension ids an answer gave the audio level (audio section) and the mid and RID (video
+/// section), and the video section's mid. Unknown or absent ones are 0: not sent.
+fn negotiated_extensions(sdp: &str) -> Extensions {
+    let mut ext = Extensions::default();
+    for section in sdp.split("\nm=").skip(1) {
+        let audio = section.starts_with("audio");
+        let video = section.starts_with("video");
+        for line in section.lines().map(str::trim) {
+            if video && let Some(mid) = line.strip_prefix("a=mid:") {
+                ext.video_mid = Bytes::from(mid.to_owned());
+            }
+            let Some(rest) = line.strip_prefix("a=extmap:") else {
+                continue;
+            };
+            let mut words = rest.split_whitespace();
+            let Some(id) = words
+                .next()
+                .and_then(|w| w.split('/').next())
+                .and_then(|w| w.parse::<u8>().ok())
+            else {
+                continue;
+            };
+            match words.next() {
+                Some(rtc::sdp::extmap::AUDIO_LEVEL_URI) if audio => ext.audio_level = id,
+                Some(MID_URI) if video => ext.mid = id,
+                Some(RID_URI) if video => ext.rid = id,
+                _ => {}
+            }
+        }
+    }
+    if ext.video_mid.is_empty() {
+        ext.mid = 0;
+    }
+    ext
 }
 
 /// Inbound RTCP stops inside rtc's chain unless marked for the application; a publisher needs
@@ -487,3 +632,26 @@ impl Interceptor for KeyframeRequests {
 }
 
 pub const RECV_BUF_LEN: usize = DATAGRAM_MAX;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_names_the_extension_ids_to_send() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+            a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
+            a=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n\
+            a=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+            a=extmap:4/recvonly urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n";
+        let ext = negotiated_extensions(sdp);
+        assert_eq!((ext.audio_level, ext.mid, ext.rid), (1, 3, 4));
+        assert_eq!(&ext.video_mid[..], b"1");
+        let none = negotiated_extensions("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n");
+        assert_eq!((none.audio_level, none.mid, none.rid), (0, 0, 0));
+        assert_eq!(extension_profile(14), 0xBEDE);
+        assert_eq!(extension_profile(15), 0x1000);
+    }
+}

@@ -4,6 +4,7 @@
 
 mod api;
 mod client;
+mod expect;
 mod floor;
 mod media;
 mod procfs;
@@ -63,9 +64,31 @@ pub struct Args {
     /// Video frames per second.
     #[arg(long)]
     video_fps: Option<u32>,
-    /// Send three simulcast layers and choose layers per viewer.
-    #[arg(long)]
+    /// Send cameras as three simulcast layers and choose layers per viewer with rtc:subscribe
+    /// (the default of meeting-50).
+    #[arg(long, conflicts_with = "no_simulcast")]
     simulcast: bool,
+    /// Send cameras as one layer, to everyone.
+    #[arg(long)]
+    no_simulcast: bool,
+    /// With simulcast: cameras each subscriber views at the low layer.
+    #[arg(long)]
+    low_tiles: Option<u32>,
+    /// With simulcast: cameras each subscriber views at the high layer.
+    #[arg(long)]
+    high_tiles: Option<u32>,
+    /// The server's loudest-N: audio streams forwarded (0 = all). A server started here is
+    /// given it (default: the scenario's, audio-50 0, otherwise the server's 3); for a running
+    /// server it says what that server is configured with (default: the server's default, 3).
+    #[arg(long)]
+    loudest_n: Option<u32>,
+    /// Audio publishers from which loudest-N applies (passed on like --loudest-n; default 10).
+    #[arg(long)]
+    loudest_n_min: Option<u32>,
+    /// With simulcast: longest wait, in seconds, for every subscriber to receive each camera at
+    /// the layer it chose before the warm-up starts.
+    #[arg(long, default_value_t = 90)]
+    settle_timeout: u64,
     /// Join/leave cycles after the window (churn).
     #[arg(long)]
     cycles: Option<u32>,

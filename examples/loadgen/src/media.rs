@@ -36,10 +36,18 @@ const TICK: Duration = Duration::from_millis(1);
 #[derive(Debug, Clone, Copy)]
 pub struct MediaSpec {
     pub audio: bool,
-    /// Video bitrate in kbit/s; 0 = no video.
+    /// Video bitrate in kbit/s (of the highest layer with simulcast); 0 = no video.
     pub video_kbps: u32,
     pub video_fps: u32,
+    /// The camera as three RID layers, `q`, `h` and `f`, at 1/16, 1/4 and all of `video_kbps`.
+    pub simulcast: bool,
+    /// Audio levels of a talker (−12 … −30 dBov) rather than of someone quiet (−45 … −58 dBov,
+    /// which the server does not count as speaking).
+    pub loud: bool,
 }
+
+/// Simulcast layers, lowest first: RID and share of the configured video bitrate (a divisor).
+const LAYERS: [(&str, u32); 3] = [("q", 16), ("h", 4), ("f", 1)];
 
 pub type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
@@ -99,9 +107,11 @@ impl MediaHandle {
 }
 
 /// Starts a media thread.
+/// Starts a media thread. `subscriber_reports`: subscribers send RTCP receiver reports.
 pub fn spawn(
     index: usize,
     bind_ip: std::net::IpAddr,
+    subscriber_reports: bool,
     window: Arc<Window>,
     live: SharedLive,
 ) -> std::io::Result<(MediaHandle, thread::JoinHandle<()>)> {
@@ -115,6 +125,7 @@ pub fn spawn(
                 poll,
                 rx,
                 bind_ip,
+                subscriber_reports,
                 window,
                 live,
                 slots: Vec::new(),
@@ -153,16 +164,32 @@ struct Slot {
 struct Generator {
     spec: MediaSpec,
     audio_seq: u32,
-    video_seq: u32,
     next_audio: Instant,
     next_frame: Instant,
+    /// The camera, or its simulcast layers lowest first.
+    video: Vec<VideoStream>,
+}
+
+/// One video stream of a publisher: a camera, or one simulcast layer of it.
+struct VideoStream {
+    /// Index of its sender in the client.
+    sender: usize,
+    ssrc: u32,
+    /// Stamp stream number.
+    stream: u8,
+    kbps: u32,
+    /// Stamp sequence.
+    seq: u32,
+    /// The next frame is a keyframe (the first one, and after a request for this SSRC).
     keyframe: bool,
-    frames: u64,
+    /// Simulcast layers carry a 15-bit VP8 picture id and TL0PICIDX, as browsers' do, so the
+    /// server's rewriting at a layer switch has something to rewrite.
+    ids: Option<(u16, u8)>,
 }
 
 impl Generator {
     fn next_due(&self) -> Instant {
-        match (self.spec.audio, self.spec.video_kbps > 0) {
+        match (self.spec.audio, !self.video.is_empty()) {
             (true, true) => self.next_audio.min(self.next_frame),
             (true, false) => self.next_audio,
             (false, _) => self.next_frame,
@@ -170,10 +197,24 @@ impl Generator {
     }
 }
 
+/// The RFC 6464 level byte of a generated audio packet: a deterministic wobble per publisher
+/// and packet, so levels vary as speech does, within a talker's or a quiet range.
+fn audio_level(loud: bool, publisher: u32, seq: u32) -> u8 {
+    let wobble = (seq.wrapping_mul(7) ^ publisher.wrapping_mul(13)) % 19;
+    if loud {
+        // Voice activity flag, −12 … −30 dBov.
+        0x80 | (12 + wobble) as u8
+    } else {
+        // −45 … −58 dBov: never three packets above the server's −40 dBov, never speaking.
+        (45 + wobble % 14) as u8
+    }
+}
+
 struct MediaThread {
     poll: Poll,
     rx: mpsc::Receiver<Command>,
     bind_ip: std::net::IpAddr,
+    subscriber_reports: bool,
     window: Arc<Window>,
     live: SharedLive,
     slots: Vec<Option<Slot>>,
@@ -269,10 +310,17 @@ impl MediaThread {
         if out.failed_now {
             self.record.failed_connections += 1;
         }
-        if out.keyframe_requested {
-            self.record.keyframe_requests += 1;
+        if !out.keyframe_ssrcs.is_empty() {
+            self.record.keyframe_requests += out.keyframe_ssrcs.len() as u64;
             if let Some(g) = s.generator.as_mut() {
-                g.keyframe = true;
+                let known = out
+                    .keyframe_ssrcs
+                    .iter()
+                    .any(|ssrc| g.video.iter().any(|v| v.ssrc == *ssrc));
+                for v in &mut g.video {
+                    // A request naming none of our SSRCs is answered on every stream.
+                    v.keyframe |= !known || out.keyframe_ssrcs.contains(&v.ssrc);
+                }
             }
         }
         let receiver = s.participant;
@@ -318,45 +366,57 @@ impl MediaThread {
                     stream: STREAM_AUDIO,
                     seq: g.audio_seq,
                 };
+                let level = audio_level(g.spec.loud, s.participant, g.audio_seq);
                 g.audio_seq += 1;
                 let mut payload = vec![0xF8u8; AUDIO_PAYLOAD];
                 stamp.write(&mut payload);
                 if s.client
-                    .send(0, now, Bytes::from(payload), true, AUDIO_TS_STEP)
+                    .send(
+                        0,
+                        now,
+                        Bytes::from(payload),
+                        true,
+                        AUDIO_TS_STEP,
+                        Some(level),
+                    )
                     .is_ok()
                 {
                     self.record.on_sent(&stamp, &self.window);
                     sent += 1;
                 }
             }
-            let video_sender = usize::from(g.spec.audio);
-            while g.spec.video_kbps > 0 && g.next_frame <= now {
+            while !g.video.is_empty() && g.next_frame <= now {
                 let fps = g.spec.video_fps.max(1);
                 g.next_frame += Duration::from_micros(1_000_000 / u64::from(fps));
-                let key = g.frames == 0 || std::mem::take(&mut g.keyframe);
-                g.frames += 1;
-                if key {
-                    self.record.keyframes_sent += 1;
-                }
-                let frame_bytes = (g.spec.video_kbps as usize * 1000 / 8 / fps as usize).max(64);
-                let packets = frame_bytes.div_ceil(VIDEO_MTU_PAYLOAD);
-                let size = (frame_bytes / packets).max(32);
-                for part in 0..packets {
-                    let stamp = Stamp {
-                        sent_us: now_us(),
-                        publisher: s.participant,
-                        stream: STREAM_VIDEO,
-                        seq: g.video_seq,
-                    };
-                    g.video_seq += 1;
-                    let payload = vp8_payload(part == 0, key, size, &stamp);
-                    let last = part + 1 == packets;
-                    if s.client
-                        .send(video_sender, now, payload, last, 90_000 / fps)
-                        .is_ok()
-                    {
-                        self.record.on_sent(&stamp, &self.window);
-                        sent += 1;
+                for v in &mut g.video {
+                    let key = std::mem::take(&mut v.keyframe);
+                    if key {
+                        self.record.keyframes_sent += 1;
+                    }
+                    let frame_bytes = (v.kbps as usize * 1000 / 8 / fps as usize).max(64);
+                    let packets = frame_bytes.div_ceil(VIDEO_MTU_PAYLOAD);
+                    let size = (frame_bytes / packets).max(32);
+                    for part in 0..packets {
+                        let stamp = Stamp {
+                            sent_us: now_us(),
+                            publisher: s.participant,
+                            stream: v.stream,
+                            seq: v.seq,
+                        };
+                        v.seq += 1;
+                        let payload = vp8_payload(part == 0, key, size, v.ids, &stamp);
+                        let last = part + 1 == packets;
+                        if s.client
+                            .send(v.sender, now, payload, last, 90_000 / fps, None)
+                            .is_ok()
+                        {
+                            self.record.on_sent(&stamp, &self.window);
+                            sent += 1;
+                        }
+                    }
+                    if let Some((picture_id, tl0)) = v.ids.as_mut() {
+                        *picture_id = picture_id.wrapping_add(1) & 0x7fff;
+                        *tl0 = tl0.wrapping_add(1);
                     }
                 }
             }
@@ -491,14 +551,40 @@ impl MediaThread {
         spec: MediaSpec,
         now: Instant,
     ) -> Result<String, ClientError> {
-        let mut client = Client::new(Role::Publisher, self.bind_ip, now)?;
+        let mut client = Client::new(Role::Publisher, self.bind_ip, now, false)?;
         // SSRCs unique per participant, so a receiver can tell streams apart even unstamped.
         let base = 0x1000_0000 + participant * 16;
         if spec.audio {
-            client.add_track(user, "microphone", RtpCodecKind::Audio, base)?;
+            client.add_track(user, "microphone", RtpCodecKind::Audio, &[(base, None)])?;
         }
+        let mut video = Vec::new();
         if spec.video_kbps > 0 {
-            client.add_track(user, "camera", RtpCodecKind::Video, base + 1)?;
+            let first_sender = client.senders.len();
+            let layers: Vec<(u32, Option<&'static str>, u32)> = if spec.simulcast {
+                (0u32..)
+                    .zip(LAYERS)
+                    .map(|(i, (rid, share))| (base + 1 + i, Some(rid), spec.video_kbps / share))
+                    .collect()
+            } else {
+                vec![(base + 1, None, spec.video_kbps)]
+            };
+            let encodings: Vec<(u32, Option<&'static str>)> =
+                layers.iter().map(|&(ssrc, rid, _)| (ssrc, rid)).collect();
+            client.add_track(user, "camera", RtpCodecKind::Video, &encodings)?;
+            for (i, &(ssrc, _, kbps)) in layers.iter().enumerate() {
+                video.push(VideoStream {
+                    sender: first_sender + i,
+                    ssrc,
+                    stream: STREAM_VIDEO + i as u8,
+                    kbps: kbps.max(1),
+                    seq: 0,
+                    keyframe: true,
+                    // Far apart per layer, as separate encoders' would be.
+                    ids: spec
+                        .simulcast
+                        .then(|| ((100 + 9000 * i as u16) & 0x7fff, 10 + 80 * i as u8)),
+                });
+            }
         }
         let sdp = client.offer(now)?;
         let slot = self.insert(Slot {
@@ -508,11 +594,9 @@ impl MediaThread {
             generator: Some(Generator {
                 spec,
                 audio_seq: 0,
-                video_seq: 0,
                 next_audio: now,
                 next_frame: now,
-                keyframe: true,
-                frames: 0,
+                video,
             }),
         })?;
         self.by_participant
@@ -535,7 +619,8 @@ impl MediaThread {
         let slot = match self.slot_of(participant, Role::Subscriber) {
             Some(slot) => slot,
             None => {
-                let client = Client::new(Role::Subscriber, self.bind_ip, now)?;
+                let client =
+                    Client::new(Role::Subscriber, self.bind_ip, now, self.subscriber_reports)?;
                 let slot = self.insert(Slot {
                     participant,
                     client,
@@ -582,21 +667,39 @@ impl MediaThread {
 }
 
 /// A generated VP8 packet: payload descriptor and frame tag where a depacketizer looks, filler,
-/// and the stamp at the tail.
-fn vp8_payload(first: bool, key: bool, size: usize, stamp: &Stamp) -> Bytes {
-    const KEY_START: &[u8] = &[
-        0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00,
-    ];
-    const DELTA_START: &[u8] = &[0x10, 0x01, 0x00, 0x00];
-    const CONTINUATION: &[u8] = &[0x00];
-    let head = match (first, key) {
-        (true, true) => KEY_START,
-        (true, false) => DELTA_START,
-        (false, _) => CONTINUATION,
-    };
-    let mut payload = Vec::with_capacity(size.max(head.len() + crate::stamp::STAMP_LEN));
-    payload.extend_from_slice(head);
-    payload.resize(size.max(head.len() + crate::stamp::STAMP_LEN), 0x42);
+/// and the stamp at the tail. With `ids` (picture id, TL0PICIDX) the descriptor carries them, as
+/// a browser's simulcast layers do; without, it is the one-byte descriptor.
+fn vp8_payload(
+    first: bool,
+    key: bool,
+    size: usize,
+    ids: Option<(u16, u8)>,
+    stamp: &Stamp,
+) -> Bytes {
+    // Frame tag (P=0: key, then the start code and a size) or an inter frame's tag.
+    const KEY_TAG: &[u8] = &[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+    const DELTA_TAG: &[u8] = &[0x01, 0x00, 0x00];
+    let mut payload = Vec::with_capacity(size.max(32) + crate::stamp::STAMP_LEN);
+    match ids {
+        // X, S on a frame's first packet, PID 0; I (15-bit picture id), L, T; TID 0, Y.
+        Some((picture_id, tl0)) => {
+            let [hi, lo] = picture_id.to_be_bytes();
+            payload.extend_from_slice(&[
+                if first { 0x90 } else { 0x80 },
+                0xe0,
+                0x80 | hi,
+                lo,
+                tl0,
+                0x20,
+            ]);
+        }
+        None => payload.push(if first { 0x10 } else { 0x00 }),
+    }
+    if first {
+        payload.extend_from_slice(if key { KEY_TAG } else { DELTA_TAG });
+    }
+    let len = size.max(payload.len() + crate::stamp::STAMP_LEN);
+    payload.resize(len, 0x42);
     stamp.write(&mut payload);
     Bytes::from(payload)
 }
@@ -618,13 +721,37 @@ mod tests {
             stream: STREAM_VIDEO,
             seq: 9,
         };
-        let key = vp8_payload(true, true, 500, &stamp);
-        assert_eq!(key.len(), 500);
-        assert!(confab_bot::media::vp8_is_keyframe(&key));
-        assert!(!confab_bot::media::vp8_is_keyframe(&vp8_payload(
-            true, false, 500, &stamp
-        )));
-        assert_eq!(Stamp::read(&key), Some(stamp));
+        for ids in [None, Some((0x1234, 7))] {
+            let key = vp8_payload(true, true, 500, ids, &stamp);
+            assert_eq!(key.len(), 500);
+            assert!(confab_bot::media::vp8_is_keyframe(&key), "{ids:?}");
+            assert!(!confab_bot::media::vp8_is_keyframe(&vp8_payload(
+                true, false, 500, ids, &stamp
+            )));
+            assert!(!confab_bot::media::vp8_is_keyframe(&vp8_payload(
+                false, true, 500, ids, &stamp
+            )));
+            assert_eq!(Stamp::read(&key), Some(stamp));
+        }
+        // The same bytes as before for a single layer: descriptor 0x10, then the key frame tag.
+        let plain = vp8_payload(true, true, 500, None, &stamp);
+        assert_eq!(&plain[..4], &[0x10, 0x00, 0x00, 0x00]);
+        let layered = vp8_payload(true, false, 500, Some((0x1234, 7)), &stamp);
+        assert_eq!(&layered[..7], &[0x90, 0xe0, 0x92, 0x34, 7, 0x20, 0x01]);
+    }
+
+    #[test]
+    fn talkers_speak_and_the_others_stay_under_the_speaking_threshold() {
+        for seq in 0..200 {
+            for publisher in 0..50 {
+                let loud = audio_level(true, publisher, seq);
+                assert!(loud & 0x80 != 0 && (12..=30).contains(&(loud & 0x7f)));
+                let quiet = audio_level(false, publisher, seq);
+                assert!((45..=58).contains(&quiet), "{quiet}");
+            }
+        }
+        // Levels vary from packet to packet.
+        assert_ne!(audio_level(true, 3, 0), audio_level(true, 3, 1));
     }
 
     #[test]

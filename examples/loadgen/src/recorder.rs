@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::stamp::Stamp;
+use crate::stamp::{STREAM_AUDIO, Stamp};
 
 /// The measurement window, in stamp microseconds; shared by every thread. Zero means unset.
 #[derive(Default)]
@@ -105,6 +105,9 @@ pub struct Record {
     pub keyframes_sent: u64,
     pub keyframe_requests: u64,
     pub failed_connections: u64,
+    /// (receiver, publisher) -> the stream of the latest video packet, whenever it was sent:
+    /// which layer a subscriber gets now (for waiting until the layers settle).
+    pub latest_video: HashMap<(u32, u32), u8>,
 }
 
 impl Record {
@@ -125,6 +128,10 @@ impl Record {
             self.unstamped += 1;
             return;
         };
+        if stamp.stream != STREAM_AUDIO {
+            self.latest_video
+                .insert((receiver, stamp.publisher), stamp.stream);
+        }
         if window.contains(stamp.sent_us) {
             *self
                 .received
@@ -153,6 +160,8 @@ impl Record {
         self.keyframes_sent += other.keyframes_sent;
         self.keyframe_requests += other.keyframe_requests;
         self.failed_connections += other.failed_connections;
+        self.latest_video
+            .extend(other.latest_video.iter().map(|(k, v)| (*k, *v)));
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use crate::expect::{Expectation, Tally};
 use crate::floor::FloorResult;
 use crate::procfs;
 use crate::recorder::{Record, quantile};
@@ -45,6 +46,17 @@ pub struct Report {
     pub forwarded_pps: f64,
     pub expected: u64,
     pub received: u64,
+    /// Expected packets that did not arrive (before subtracting our own sockets' drops).
+    pub missing: u64,
+    /// Packets of streams no subscriber asked for (see [`Tally`]).
+    pub unexpected: u64,
+    /// Video packets on, below and above each subscriber's chosen layer.
+    pub video_layers: (u64, u64, u64),
+    pub simulcast: bool,
+    /// The loudest-N the expectations assume applied (0: all audio forwarded).
+    pub loudest_n: u32,
+    /// What was expected, in words.
+    pub expecting: String,
     pub server_cpu_percent: f64,
     pub server_cpu_us_per_pkt: f64,
     /// Share of the window the server's threads waited for a CPU, summed over threads.
@@ -75,26 +87,26 @@ pub struct Report {
 }
 
 impl Report {
+    /// `samples`: at the start and the end of the window; `rss`: the server's before anyone
+    /// joined and at the end of the window.
     pub fn new(
         plan: &Plan,
+        expectation: &Expectation,
+        tally: &Tally,
         record: &Record,
-        start: &Sample,
-        end: &Sample,
-        rss_base: u64,
-        rss_end: u64,
+        (start, end): (&Sample, &Sample),
+        (rss_base, rss_end): (u64, u64),
         churn: Option<ChurnResult>,
     ) -> Report {
         let window_s = end.at.duration_since(start.at).as_secs_f64().max(0.001);
         let sent: u64 = record.sent.values().sum();
-        let received: u64 = record.received.values().sum();
-        let expected = sent * u64::from(plan.receivers_per_stream());
+        let received = tally.received;
+        let expected = tally.expected;
         let server_cpu = end.server_cpu_us.saturating_sub(start.server_cpu_us) as f64;
         let self_cpu = end.self_cpu_us.saturating_sub(start.self_cpu_us) as f64;
         let loadgen_drops = end.self_udp_drops.saturating_sub(start.self_udp_drops);
         // Packets our own sockets dropped were forwarded by the server: not its loss.
-        let lost = expected
-            .saturating_sub(received)
-            .saturating_sub(loadgen_drops);
+        let lost = tally.missing.saturating_sub(loadgen_drops);
         let per_pkt = |cpu: f64| {
             if received > 0 {
                 cpu / received as f64
@@ -120,6 +132,16 @@ impl Report {
             forwarded_pps: received as f64 / window_s,
             expected,
             received,
+            missing: tally.missing,
+            unexpected: tally.unexpected,
+            video_layers: (tally.video_on_choice, tally.video_below, tally.video_above),
+            simulcast: plan.simulcast,
+            loudest_n: if expectation.loudest_n_applies() {
+                plan.loudest.n
+            } else {
+                0
+            },
+            expecting: expectation.describe(),
             server_cpu_percent: server_cpu / window_s / 10_000.0,
             server_cpu_us_per_pkt: per_pkt(server_cpu),
             server_runqueue_wait_percent: end.server_wait_us.saturating_sub(start.server_wait_us)
@@ -179,6 +201,7 @@ impl Report {
                 format!("{} / {}", self.participants, self.publishers),
             ),
             ("window", format!("{:.1} s", self.window_s)),
+            ("expected", self.expecting.clone()),
             (
                 "peer connections up",
                 format!("{} of {}", self.connections.0, self.connections.1),
@@ -227,9 +250,22 @@ impl Report {
                 format!(
                     "{:.4}% ({} of {} expected missing; excluded {} dropped by our sockets)",
                     self.server_loss_ratio * 100.0,
-                    self.expected.saturating_sub(self.received),
+                    self.missing,
                     self.expected,
                     self.loadgen_drops
+                ),
+            ),
+            (
+                "unexpected",
+                format!(
+                    "{} packets of streams not asked for{}",
+                    self.unexpected,
+                    if self.unexpected * 100 > self.received.max(1) {
+                        " (over 1 %: the server does not do what was assumed, so the loss \
+                         figure is not to be trusted; check --loudest-n)"
+                    } else {
+                        ""
+                    }
                 ),
             ),
             (
@@ -285,6 +321,19 @@ impl Report {
             ),
         ];
         let mut rows = rows;
+        if self.simulcast {
+            let (on, below, above) = self.video_layers;
+            let all = (on + below + above).max(1) as f64;
+            rows.push((
+                "video layers",
+                format!(
+                    "{:.2}% of video packets on the chosen layer, {:.2}% below, {:.2}% above",
+                    on as f64 * 100.0 / all,
+                    below as f64 * 100.0 / all,
+                    above as f64 * 100.0 / all
+                ),
+            ));
+        }
         if let Some(c) = &self.churn {
             rows.push((
                 "churn",
@@ -329,6 +378,10 @@ impl Report {
             "floor_pps": self.floor.map(|f| round(f.forwarded_pps, 1)),
             "ratio_to_floor": self.ratio_to_floor().map(|r| round(r, 3)),
             "server_loss_ratio": self.server_loss_ratio,
+            "expected_packets": self.expected,
+            "unexpected_packets": self.unexpected,
+            "simulcast": self.simulcast,
+            "loudest_n": self.loudest_n,
             "loadgen_socket_drops": self.loadgen_drops,
             "server_socket_drops": self.server_socket_drops,
             "latency_p50_ms": self.latency_p50_ms.map(|v| round(v, 3)),
@@ -348,6 +401,11 @@ impl Report {
             "connections_up": self.connections.0,
             "connections_expected": self.connections.1,
         });
+        if self.simulcast {
+            let (on, below, above) = self.video_layers;
+            let all = (on + below + above).max(1) as f64;
+            j["video_on_chosen_layer_ratio"] = json!(round(on as f64 / all, 4));
+        }
         if let Some(c) = &self.churn {
             j["churn_cycles"] = json!(c.cycles);
             j["churn_completed"] = json!(c.completed);

@@ -10,12 +10,13 @@ use tokio::sync::oneshot;
 
 use crate::Args;
 use crate::api::{self, ApiError, Participant};
+use crate::expect::{Expectation, Tally};
 use crate::floor::{self, FloorLoad};
 use crate::media::{self, Command, MediaHandle, MediaSpec};
 use crate::procfs;
 use crate::recorder::{Live, Record, Window, quantile};
 use crate::report::{Report, Sample};
-use crate::scenario::Plan;
+use crate::scenario::{Loudest, Plan, SERVER_LOUDEST_N, SERVER_LOUDEST_N_MIN};
 use crate::server::{self, SpawnedServer};
 use crate::stamp::now_us;
 
@@ -39,7 +40,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const CHURN_JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-fn plan_from(args: &Args) -> Result<Plan, RunError> {
+/// The plan the flags ask for. `spawn_here`: the server is started by this run, so the
+/// scenario's loudest-N setting is given to it; a running server is assumed to do what the flags
+/// say, or its defaults.
+fn plan_from(args: &Args, spawn_here: bool) -> Result<Plan, RunError> {
     let mut plan = Plan::named(&args.scenario)?;
     if let Some(n) = args.participants {
         plan.participants = n;
@@ -66,19 +70,37 @@ fn plan_from(args: &Args) -> Result<Plan, RunError> {
         ));
     }
     if args.simulcast {
-        // The server takes RID layers and rtc:subscribe, but these bots do not send layers or
-        // choose them yet; a flag that silently did nothing would mislabel the run.
+        plan.simulcast = true;
+    }
+    if args.no_simulcast {
+        plan.simulcast = false;
+    }
+    if plan.simulcast && plan.media.video_kbps == 0 {
         return Err(RunError::Usage(
-            "--simulcast: the load generator's bots do not send simulcast layers yet; run \
-             meeting-50 without it (single-layer video to everyone)"
-                .into(),
+            "--simulcast needs video: give --video-kbps".into(),
         ));
     }
+    plan.media.simulcast = plan.simulcast;
+    if let Some(n) = args.low_tiles {
+        plan.low_tiles = n;
+    }
+    if let Some(n) = args.high_tiles {
+        plan.high_tiles = n;
+    }
+    if !spawn_here {
+        plan.server_loudest_n = None;
+    }
+    plan.server_loudest_n = args.loudest_n.or(plan.server_loudest_n);
+    plan.loudest = Loudest {
+        n: plan.server_loudest_n.unwrap_or(SERVER_LOUDEST_N),
+        min_publishers: args.loudest_n_min.unwrap_or(SERVER_LOUDEST_N_MIN),
+    };
     Ok(plan)
 }
 
 pub async fn run(args: Args) -> Result<(), RunError> {
-    let plan = plan_from(&args)?;
+    let plan = plan_from(&args, args.server.is_none())?;
+    let expectation = Expectation::new(&plan);
     let (spawned, url, pid) = match (&args.server, args.server_pid) {
         (Some(url), Some(pid)) => (None, url.trim_end_matches('/').to_owned(), pid),
         (Some(url), None) => {
@@ -108,6 +130,14 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             if let Some(w) = args.media_workers {
                 extra.extend(["--media-workers".to_owned(), w.to_string()]);
             }
+            // Always explicit, so an environment variable cannot make the server do other than
+            // the expectations assume.
+            extra.extend([
+                "--loudest-n".to_owned(),
+                plan.loudest.n.to_string(),
+                "--loudest-n-min-participants".to_owned(),
+                plan.loudest.min_publishers.to_string(),
+            ]);
             let capacity = (plan.participants + 2).max(50) as usize;
             let s = SpawnedServer::start(&binary, &args.secret, capacity, &extra)?;
             let (url, pid) = (s.url.clone(), s.pid());
@@ -120,21 +150,38 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         }
     };
     eprintln!(
-        "scenario {}: {} participants, {} publishing {} streams each (audio {}, video {} kbit/s), \
-         server {url} pid {pid}",
+        "scenario {}: {} participants, {} publishing {} streams each (audio {}, video {} kbit/s{}), \
+         server {url} pid {pid}\n  expecting {}{}",
         plan.name,
         plan.participants,
         plan.publishers,
         plan.streams_per_publisher(),
         plan.media.audio,
-        plan.media.video_kbps
+        plan.media.video_kbps,
+        if plan.simulcast {
+            " in three layers"
+        } else {
+            ""
+        },
+        expectation.describe(),
+        if args.server.is_none() {
+            ""
+        } else {
+            " (a running server's loudest-N cannot be read: --loudest-n says what it is)"
+        },
     );
 
     let window = Arc::new(Window::default());
     let live = Arc::new(Live::default());
     let mut threads = Vec::new();
     for i in 0..args.threads.max(1) {
-        threads.push(media::spawn(i, LOCALHOST, window.clone(), live.clone())?);
+        threads.push(media::spawn(
+            i,
+            LOCALHOST,
+            plan.simulcast,
+            window.clone(),
+            live.clone(),
+        )?);
     }
     let handles: Vec<MediaHandle> = threads.iter().map(|(h, _)| h.clone()).collect();
     let handle_for = |i: u32| handles[i as usize % handles.len()].clone();
@@ -152,6 +199,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     // Join one at a time, publishers first, as people trickle into a meeting.
     let mut participants: Vec<Participant> = Vec::new();
     let mut call_id = String::new();
+    let mut subscribing = Vec::new();
     let join_started = Instant::now();
     for i in 0..plan.participants {
         let mut p = Participant::connect(
@@ -170,8 +218,20 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         } else {
             p.join(&call_id).await?;
         }
+        if plan.simulcast {
+            let choices = expectation
+                .choices(i)
+                .into_iter()
+                .map(|(other, view)| (users[other as usize].clone(), view.quality()))
+                .collect();
+            subscribing.push((i, p.subscribe_all(choices)));
+        }
         if i < plan.publishers {
-            p.publish(plan.media).await?;
+            p.publish(MediaSpec {
+                loud: expectation.loud(i),
+                ..plan.media
+            })
+            .await?;
         }
         participants.push(p);
         if (i + 1) % 10 == 0 || i + 1 == plan.participants {
@@ -207,6 +267,22 @@ pub async fn run(args: Args) -> Result<(), RunError> {
                 eprintln!("    participant {p} {role:?}: ICE {ice}, connection {pc}");
             }
         }
+    }
+
+    for (i, task) in subscribing {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("  warning: participant {i}: rtc:subscribe failed: {e}"),
+            Err(e) => eprintln!("  warning: participant {i}: rtc:subscribe task: {e}"),
+        }
+    }
+    if plan.simulcast {
+        settle(
+            &expectation,
+            &handles,
+            Duration::from_secs(args.settle_timeout),
+        )
+        .await;
     }
 
     eprintln!("warm-up {} s", args.warmup);
@@ -255,10 +331,19 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     }
     drop(spawned);
 
-    let mut report = Report::new(&plan, &record, &start, &end, rss_base, rss_end, churn);
+    let tally = Tally::new(&expectation, &record);
+    let mut report = Report::new(
+        &plan,
+        &expectation,
+        &tally,
+        &record,
+        (&start, &end),
+        (rss_base, rss_end),
+        churn,
+    );
     report.set_connections(connections_at_window, expected_connections);
     if args.floor_duration > 0 && report.forwarded_pps > 0.0 {
-        let load = floor_load(&plan, &record, report.window_s);
+        let load = floor_load(&plan, &tally, &record, report.window_s);
         eprintln!(
             "floor: {} streams x {:.1} pps x {} receivers, {} B payload, {} s",
             load.streams, load.pps, load.fanout, load.payload, args.floor_duration
@@ -274,20 +359,58 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The floor moves the same streams at the same rates to the same number of receivers.
-fn floor_load(plan: &Plan, record: &Record, window_s: f64) -> FloorLoad {
-    let streams = record.sent.len().max(1) as u32;
-    let sent: u64 = record.sent.values().sum();
+/// The floor moves the same packets: the streams some subscriber should get, at their rates, to
+/// as many receivers as they have on average (with simulcast and loudest-N, streams differ in
+/// fan-out; the floor gives each the mean, which moves the same number of packets).
+fn floor_load(plan: &Plan, tally: &Tally, record: &Record, window_s: f64) -> FloorLoad {
+    let streams = tally.streams.max(1);
     let payload = record
         .payload_bytes_received
         .checked_div(record.received_total)
         .map_or(100, |b| b as usize);
     FloorLoad {
         streams,
-        pps: sent as f64 / f64::from(streams) / window_s.max(0.001),
-        fanout: plan.receivers_per_stream(),
+        pps: tally.sent as f64 / f64::from(streams) / window_s.max(0.001),
+        fanout: (tally.fanout.round() as u32).clamp(1, plan.participants.saturating_sub(1).max(1)),
         sinks: plan.participants,
         payload,
+    }
+}
+
+/// Waits until every subscriber receives each camera it views at the layer it chose, or
+/// `timeout`. Until then the server's congestion control may hold layers lower: a new
+/// subscriber's estimate starts at 1.5 Mbit/s and grows 5 % a second on a clean path.
+async fn settle(expectation: &Expectation, handles: &[MediaHandle], timeout: Duration) {
+    let started = Instant::now();
+    let mut last_print = started;
+    loop {
+        let record = snapshot(handles).await;
+        let (mut on_choice, mut viewed) = (0usize, 0usize);
+        for r in expectation.receivers() {
+            for (p, _) in expectation.choices(r) {
+                if let Some(stream) = expectation.video_stream(r, p) {
+                    viewed += 1;
+                    on_choice += usize::from(record.latest_video.get(&(r, p)) == Some(&stream));
+                }
+            }
+        }
+        let done = on_choice == viewed;
+        if done || started.elapsed() >= timeout || last_print.elapsed() >= Duration::from_secs(5) {
+            eprintln!(
+                "  layers: {on_choice} of {viewed} viewed cameras arrive at the chosen layer \
+                 ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+            last_print = Instant::now();
+        }
+        if done {
+            return;
+        }
+        if started.elapsed() >= timeout {
+            eprintln!("  warning: layers did not settle; measuring anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -377,6 +500,8 @@ async fn churn(
                     audio: true,
                     video_kbps: 0,
                     video_fps: 1,
+                    simulcast: false,
+                    loud: false,
                 })
                 .await;
             // The stable room keeps sending, so the counter moves anyway; wait until this
