@@ -2,7 +2,7 @@
 //! conversation, and each participant's signaling socket (contract sections 2, 5, 6).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use confab_bot::signaling::{Event, SignalingClient, SignalingError};
 use jsonwebtoken::{EncodingKey, Header};
@@ -29,6 +29,11 @@ pub enum ApiError {
     #[error("{0}")]
     Protocol(&'static str),
 }
+
+/// `rtc:subscribe` pacing: 10 a second leaves half of the server's per-socket rate to the
+/// answers a participant sends while others join.
+const SUBSCRIBE_INTERVAL: Duration = Duration::from_millis(100);
+const SUBSCRIBE_RETRIES: u32 = 10;
 
 /// An HS256 token as the host application would mint it.
 pub fn token(secret: &str, user: &str, admin: bool) -> Result<String, ApiError> {
@@ -185,7 +190,9 @@ impl Participant {
     }
 
     /// Sends `rtc:subscribe` for each (user, quality) in turn, on a task of its own so a join
-    /// is not held up by it; the server keeps a choice made before the camera exists.
+    /// is not held up by it; the server keeps a choice made before the camera exists. Paced
+    /// under the server's per-socket message rate (20/s, bursts of 40), which the answers to its
+    /// renegotiations share, and retried when the server says the rate was exceeded anyway.
     pub fn subscribe_all(
         &self,
         choices: Vec<(String, &'static str)>,
@@ -194,18 +201,28 @@ impl Participant {
         let call_id = self.call_id.clone();
         tokio::spawn(async move {
             let call_id = call_id.ok_or(ApiError::Protocol("subscribe before joining"))?;
+            let mut pace = tokio::time::interval(SUBSCRIBE_INTERVAL);
             for (user, quality) in choices {
-                signaling
-                    .request(
-                        "rtc:subscribe",
-                        json!({
-                            "call_id": call_id,
-                            "user_id": user,
-                            "source": "camera",
-                            "quality": quality,
-                        }),
-                    )
-                    .await?;
+                let data = json!({
+                    "call_id": call_id,
+                    "user_id": user,
+                    "source": "camera",
+                    "quality": quality,
+                });
+                let mut attempt = 0;
+                loop {
+                    pace.tick().await;
+                    match signaling.request("rtc:subscribe", data.clone()).await {
+                        Ok(_) => break,
+                        Err(SignalingError::Server(e))
+                            if e.code == "RATE_LIMITED" && attempt < SUBSCRIBE_RETRIES =>
+                        {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
             Ok(())
         })

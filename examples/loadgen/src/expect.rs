@@ -19,7 +19,7 @@
 //! *unexpected*: if it is large, the server does something other than assumed (another loudest-N
 //! setting, say) and the loss figure should not be trusted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::recorder::Record;
 use crate::scenario::{Loudest, Plan};
@@ -195,6 +195,8 @@ pub struct Tally {
     /// Expected packets that did not arrive, counted per subscriber, publisher and kind (audio,
     /// video), so a camera arriving on another layer than chosen is not loss.
     pub missing: u64,
+    /// Of `missing`, those of subscribers whose connection was not up when the window opened.
+    pub missing_unconnected: u64,
     /// Packets of streams a subscriber should not get (a camera it turned off, audio loudest-N
     /// should hold back).
     pub unexpected: u64,
@@ -211,7 +213,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn new(e: &Expectation, record: &Record) -> Tally {
+    /// `unconnected`: subscribers whose connection was not up as the window opened.
+    pub fn new(e: &Expectation, record: &Record, unconnected: &HashSet<u32>) -> Tally {
         let mut t = Tally::default();
         // (receiver, publisher, video) -> (expected, received)
         let mut pairs: HashMap<(u32, u32, bool), (u64, u64)> = HashMap::new();
@@ -241,9 +244,13 @@ impl Tally {
                 }
             }
         }
-        for (expected, received) in pairs.into_values() {
+        for ((r, _, _), (expected, received)) in pairs {
             if expected > 0 {
-                t.missing += expected.saturating_sub(received);
+                let missing = expected.saturating_sub(received);
+                t.missing += missing;
+                if unconnected.contains(&r) {
+                    t.missing_unconnected += missing;
+                }
             } else {
                 t.unexpected += received;
             }
@@ -350,11 +357,12 @@ mod tests {
         record.received.insert((2, 0, STREAM_VIDEO + 2), 15);
         record.received.insert((2, 1, STREAM_VIDEO), 10);
         record.received.insert((2, 1, STREAM_VIDEO + 2), 5);
-        let t = Tally::new(&e, &record);
+        let t = Tally::new(&e, &record, &HashSet::from([1]));
         // Audio 6 x 100; video: subscriber 0 and 1 each 30 (high) + 10 (low), subscriber 2 the same.
         assert_eq!(t.expected, 600 + 3 * 40);
         // One audio packet; subscribers 0 and 1 got no video at all.
         assert_eq!(t.missing, 1 + 2 * 40);
+        assert_eq!(t.missing_unconnected, 40, "subscriber 1 said apart");
         assert_eq!(t.video_on_choice, 15 + 10);
         assert_eq!((t.video_below, t.video_above), (15, 5));
         assert_eq!(

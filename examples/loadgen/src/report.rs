@@ -46,8 +46,10 @@ pub struct Report {
     pub forwarded_pps: f64,
     pub expected: u64,
     pub received: u64,
-    /// Expected packets that did not arrive (before subtracting our own sockets' drops).
+    /// Expected packets that did not arrive (before subtracting our own sockets' drops), and
+    /// of those, the ones of subscribers whose connection was not up.
     pub missing: u64,
+    pub missing_unconnected: u64,
     /// Packets of streams no subscriber asked for (see [`Tally`]).
     pub unexpected: u64,
     /// Video packets on, below and above each subscriber's chosen layer.
@@ -133,6 +135,7 @@ impl Report {
             expected,
             received,
             missing: tally.missing,
+            missing_unconnected: tally.missing_unconnected,
             unexpected: tally.unexpected,
             video_layers: (tally.video_on_choice, tally.video_below, tally.video_above),
             simulcast: plan.simulcast,
@@ -248,10 +251,12 @@ impl Report {
             (
                 "server loss",
                 format!(
-                    "{:.4}% ({} of {} expected missing; excluded {} dropped by our sockets)",
+                    "{:.4}% ({} of {} expected missing, {} of them to subscribers whose \
+                     connection was not up; excluded {} dropped by our sockets)",
                     self.server_loss_ratio * 100.0,
                     self.missing,
                     self.expected,
+                    self.missing_unconnected,
                     self.loadgen_drops
                 ),
             ),
@@ -380,6 +385,7 @@ impl Report {
             "server_loss_ratio": self.server_loss_ratio,
             "expected_packets": self.expected,
             "unexpected_packets": self.unexpected,
+            "missing_to_unconnected_packets": self.missing_unconnected,
             "simulcast": self.simulcast,
             "loudest_n": self.loudest_n,
             "loadgen_socket_drops": self.loadgen_drops,

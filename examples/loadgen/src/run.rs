@@ -1,6 +1,7 @@
 //! One run: start or attach to the server, join the bots, measure a steady window, optionally
 //! cycle joins and leaves, then measure the floor and report.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,6 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::Args;
 use crate::api::{self, ApiError, Participant};
+use crate::client::Role;
 use crate::expect::{Expectation, Tally};
 use crate::floor::{self, FloorLoad};
 use crate::media::{self, Command, MediaHandle, MediaSpec};
@@ -260,12 +262,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let connected = live.connected.load(Ordering::Relaxed);
     if connected < expected_connections {
         eprintln!("  warning: {connected}/{expected_connections} connections up");
-        for h in &handles {
-            let (reply, rx) = oneshot::channel();
-            h.send(Command::Stragglers { reply });
-            for (p, role, ice, pc) in rx.await.unwrap_or_default() {
-                eprintln!("    participant {p} {role:?}: ICE {ice}, connection {pc}");
-            }
+        for (p, role, ice, pc) in stragglers(&handles).await {
+            eprintln!("    participant {p} {role:?}: ICE {ice}, connection {pc}");
         }
     }
 
@@ -287,6 +285,14 @@ pub async fn run(args: Args) -> Result<(), RunError> {
 
     eprintln!("warm-up {} s", args.warmup);
     progress(&live, pid, Duration::from_secs(args.warmup)).await;
+    // Subscribers whose connection is not up as the window opens: what they miss is still
+    // counted as loss (the server did not bring them up), and also said apart.
+    let unconnected: HashSet<u32> = stragglers(&handles)
+        .await
+        .into_iter()
+        .filter(|(_, role, _, _)| *role == Role::Subscriber)
+        .map(|(p, ..)| p)
+        .collect();
 
     let self_pid = std::process::id();
     let connections_at_window = live.connected.load(Ordering::Relaxed);
@@ -331,7 +337,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     }
     drop(spawned);
 
-    let tally = Tally::new(&expectation, &record);
+    let tally = Tally::new(&expectation, &record, &unconnected);
     let mut report = Report::new(
         &plan,
         &expectation,
@@ -379,15 +385,27 @@ fn floor_load(plan: &Plan, tally: &Tally, record: &Record, window_s: f64) -> Flo
 
 /// Waits until every subscriber receives each camera it views at the layer it chose, or
 /// `timeout`. Until then the server's congestion control may hold layers lower: a new
-/// subscriber's estimate starts at 1.5 Mbit/s and grows 5 % a second on a clean path.
+/// subscriber's estimate starts at 1.5 Mbit/s and grows 5 % a second on a clean path. Cameras of
+/// publishers, and subscribers, whose connection is not up are left out.
 async fn settle(expectation: &Expectation, handles: &[MediaHandle], timeout: Duration) {
     let started = Instant::now();
     let mut last_print = started;
     loop {
         let record = snapshot(handles).await;
+        let down: HashSet<(u32, Role)> = stragglers(handles)
+            .await
+            .into_iter()
+            .map(|(p, role, ..)| (p, role))
+            .collect();
         let (mut on_choice, mut viewed) = (0usize, 0usize);
         for r in expectation.receivers() {
+            if down.contains(&(r, Role::Subscriber)) {
+                continue;
+            }
             for (p, _) in expectation.choices(r) {
+                if down.contains(&(p, Role::Publisher)) {
+                    continue;
+                }
                 if let Some(stream) = expectation.video_stream(r, p) {
                     viewed += 1;
                     on_choice += usize::from(record.latest_video.get(&(r, p)) == Some(&stream));
@@ -412,6 +430,17 @@ async fn settle(expectation: &Expectation, handles: &[MediaHandle], timeout: Dur
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Connections that are not up: (participant, role, ICE state, connection state).
+async fn stragglers(handles: &[MediaHandle]) -> Vec<(u32, Role, String, String)> {
+    let mut all = Vec::new();
+    for h in handles {
+        let (reply, rx) = oneshot::channel();
+        h.send(Command::Stragglers { reply });
+        all.extend(rx.await.unwrap_or_default());
+    }
+    all
 }
 
 async fn snapshot(handles: &[MediaHandle]) -> Record {
