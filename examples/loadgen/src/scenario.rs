@@ -74,7 +74,7 @@ impl Plan {
                 server_loudest_n: Some(0),
                 ..plan(50, 50, audio, 0)
             },
-            // Cameras as three layers (94, 375 and 1500 kbit/s at 30 fps); each subscriber
+            // Cameras as three layers (93, 375 and 1500 kbit/s at 30 fps); each subscriber
             // views 25 cameras at the low layer and one at the high layer, and hears what the
             // server's loudest-N lets through (its default: the 3 loudest).
             "meeting-50" => Plan {
