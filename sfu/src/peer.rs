@@ -613,6 +613,12 @@ fn build_pc(
 /// requests cover a repair lost once more and a round trip of up to about 300 ms.
 const MAX_NACKS_PER_PACKET: u16 = 3;
 
+/// Packets each video leg keeps for retransmission: about 1 s of a 2.5 Mbit/s screen share,
+/// several seconds of a camera layer. A repair that comes later than that is of no use to a
+/// real-time decoder, and rtc's default (1024) costs a subscriber of many videos megabytes of
+/// slots and retained payloads per leg.
+const NACK_HISTORY_PACKETS: u16 = 256;
+
 /// rtc's default chain (`register_default_interceptors`: NACK generator and responder,
 /// simulcast header extensions, RTCP reports) with the NACK generator capped at
 /// [`MAX_NACKS_PER_PACKET`], and transport-wide congestion control per role (see
@@ -632,7 +638,12 @@ fn interceptors(
         );
     }
     let registry = Registry::new()
-        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(
+            Slot::NackResponder,
+            NackResponderBuilder::new()
+                .with_size(NACK_HISTORY_PACKETS)
+                .build(),
+        )
         .with(
             Slot::NackGenerator,
             NackGeneratorBuilder::new()
