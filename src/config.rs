@@ -152,6 +152,11 @@ pub struct SettingsArgs {
     pub log: Option<String>,
 }
 
+/// The log filter without `--log`: Confab at `info`; the media engine's crates only above their
+/// routine chatter (rtc logs every negotiation at `info`, and warns on every handshake about a
+/// server name and about media that arrives a moment before its keys).
+pub const DEFAULT_LOG: &str = "info,rtc=error,rtc_ice=warn,rtc_dtls=error";
+
 /// Field-by-field `self.or(lower)`: the macro keeps the list of fields in one place.
 macro_rules! layer {
     ($high:expr, $low:expr, [$($field:ident),+ $(,)?]) => {
@@ -411,7 +416,7 @@ impl Settings {
             stun_urls: comma_list(args.stun_urls),
             allowed_origins,
             redis_url: non_empty(args.redis_url),
-            log: args.log.unwrap_or_else(|| "info".to_owned()),
+            log: args.log.unwrap_or_else(|| DEFAULT_LOG.to_owned()),
             dev,
             quality_interval: Duration::from_secs(5),
         };

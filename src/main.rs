@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use confab::app::{AppState, Server};
 use confab::auth::JwtKeys;
-use confab::config::{Seconds, Settings, SettingsArgs};
+use confab::config::{DEFAULT_LOG, Seconds, Settings, SettingsArgs};
 use confab::store::Store;
 use confab_signaling::OpaqueId;
 use tracing_subscriber::EnvFilter;
@@ -73,8 +73,8 @@ fn load(common: Common, dev: bool) -> Result<Settings, String> {
 
 fn init_tracing(filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("invalid log filter {filter:?} ({e}); using info");
-        EnvFilter::new("info")
+        eprintln!("invalid log filter {filter:?} ({e}); using {DEFAULT_LOG}");
+        EnvFilter::new(DEFAULT_LOG)
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
