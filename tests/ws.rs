@@ -345,12 +345,12 @@ async fn bad_input_gets_an_error_and_the_socket_stays_open() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_message_is_refused_and_closes_the_socket() {
+/// Sends one message padded to `pad` bytes and expects the contract's answer to an oversized
+/// one: an `error` PAYLOAD_TOO_LARGE, then close code 1009.
+async fn assert_refused_as_too_large(pad: usize) {
     let (_db, server) = server().await;
     let mut ws = WsClient::connect(&server, &token("alice")).await;
-    let big =
-        json!({"id": "big", "type": "call:initiate", "data": {"pad": "x".repeat(300 * 1024)}});
+    let big = json!({"id": "big", "type": "call:initiate", "data": {"pad": "x".repeat(pad)}});
     ws.send(big).await;
     let frame = ws
         .wait_for(|f| f["type"] == "error")
@@ -361,18 +361,14 @@ async fn an_oversized_message_is_refused_and_closes_the_socket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_refused_and_closes_the_socket() {
+    assert_refused_as_too_large(300 * 1024).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_beyond_the_transport_cap_is_refused_the_same_way() {
-    let (_db, server) = server().await;
-    let mut ws = WsClient::connect(&server, &token("alice")).await;
     // 2 MiB: past the limit the transport reads at all, not only the contract's 256 KiB.
-    let huge = json!({"id": "huge", "type": "call:initiate", "data": {"pad": "x".repeat(2 << 20)}});
-    ws.send(huge).await;
-    let frame = ws
-        .wait_for(|f| f["type"] == "error")
-        .await
-        .expect("error before close");
-    assert_eq!(frame["data"]["code"], "PAYLOAD_TOO_LARGE");
-    assert_eq!(ws.closed_with().await, Some(1009));
+    assert_refused_as_too_large(2 << 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
