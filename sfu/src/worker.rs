@@ -834,9 +834,8 @@ impl Worker {
             } = peer;
             for layer in published.iter_mut().flat_map(|t| t.layers.iter_mut()) {
                 let bytes = tracks.get(&layer.ssrc).map_or(0, |c| c.bytes);
-                let delta = u128::from(bytes.saturating_sub(layer.bytes_seen));
+                layer.rate_bps = bits_per_second(bytes.saturating_sub(layer.bytes_seen), micros);
                 layer.bytes_seen = bytes;
-                layer.rate_bps = u64::try_from(delta * 8 * 1_000_000 / micros).unwrap_or(u64::MAX);
             }
         }
         let views = self.layer_views();
@@ -899,9 +898,8 @@ impl Worker {
                     // What the connection carried in the interval: its audio, and the video
                     // bytes that actually left (a probed layer whose keyframe never came
                     // carried nothing).
-                    let video_bps = u64::try_from(u128::from(video_sent) * 8 * 1_000_000 / micros)
-                        .unwrap_or(u64::MAX);
-                    sub.bwe.confirm(audio_bps + video_bps);
+                    sub.bwe
+                        .confirm(audio_bps + bits_per_second(video_sent, micros));
                     self.probes.carried += 1;
                 }
                 ProbeStep::Failed => self.probes.failed += 1,
@@ -1687,6 +1685,11 @@ fn send_pli(peer: &mut Peer, ssrc: u32, now: Instant, dirty: &mut Vec<PeerKey>, 
         None => return,
     }
     mark_dirty(dirty, peer);
+}
+
+/// A rate from a byte count over `micros` microseconds.
+fn bits_per_second(bytes: u64, micros: u128) -> u64 {
+    u64::try_from(u128::from(bytes) * 8 * 1_000_000 / micros.max(1)).unwrap_or(u64::MAX)
 }
 
 /// Counts a subscriber's NACKs and keyframe requests, and hands its report blocks to the legs
