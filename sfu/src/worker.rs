@@ -74,6 +74,12 @@ const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
 /// Upper bound on `recvmmsg` batches read per wake-up, so a flood cannot starve commands and
 /// timers.
 const MAX_RECV_BATCHES: usize = 4;
+/// Forwarded packets a subscriber connection holds before they are pushed through its egress
+/// pipeline. rtc moves queued messages through its handlers stage by stage, and each stage's
+/// queue keeps the capacity of the largest burst it ever held: left to the end of a receive
+/// round, a subscriber in a 50-person call would hold a packet from every publisher of up to
+/// `MAX_RECV_BATCHES` batches, and its eight queues would keep about 1 MB for good.
+const MAX_UNFLUSHED_PER_PEER: u64 = 16;
 /// How long to sleep when no peer has a deadline; any command or datagram wakes the loop anyway.
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// At most one PLI per source track per this long: every subscriber that joins or loses a packet
@@ -678,6 +684,17 @@ impl Worker {
                     &mut self.keyframe_requests,
                 ) {
                     mark_dirty(&mut self.dirty, sub);
+                    if sub.unflushed >= MAX_UNFLUSHED_PER_PEER {
+                        flush_writes(
+                            &mut self.send_batch,
+                            &self.send_socket,
+                            sub,
+                            &mut self.demux,
+                            &mut self.send_dropped,
+                            &mut self.forwarding_latency,
+                            &mut self.rtcp,
+                        );
+                    }
                 }
             }
         }
