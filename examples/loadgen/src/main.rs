@@ -113,6 +113,19 @@ struct FloorServeArgs {
     sinks: String,
 }
 
+/// The bots' own webrtc-rs stack logs through `log`; `CONFAB_LOADGEN_LOG` (an env-filter
+/// directive such as `rtc_dtls=debug`) shows it on stderr, for telling why a bot's connection
+/// stalled. Off by default: the run's progress and report are the output.
+fn init_log() {
+    let Ok(filter) = std::env::var("CONFAB_LOADGEN_LOG") else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> std::process::ExitCode {
     let mut argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("floor-serve") {
@@ -133,6 +146,7 @@ fn main() -> std::process::ExitCode {
         };
     }
     let args = Args::parse_from(argv);
+    init_log();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

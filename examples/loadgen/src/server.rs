@@ -45,7 +45,11 @@ impl SpawnedServer {
             .args(["--database-url", &db])
             .args(["--max-participants", &max_participants.to_string()])
             .args(extra)
-            .env("CONFAB_LOG", "error")
+            // Quiet unless the caller asks for the server's log (say `error,rtc_dtls=debug`).
+            .env(
+                "CONFAB_LOG",
+                std::env::var("CONFAB_LOG").unwrap_or_else(|_| "error".to_owned()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
