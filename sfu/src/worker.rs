@@ -80,6 +80,9 @@ const MAX_RECV_BATCHES: usize = 4;
 /// round, a subscriber in a 50-person call would hold a packet from every publisher of up to
 /// `MAX_RECV_BATCHES` batches, and its eight queues would keep about 1 MB for good.
 const MAX_UNFLUSHED_PER_PEER: u64 = 16;
+/// How long one turn of the loop may spend reconciling subscribers before it reads the socket
+/// again (see `run_sync_queue`): about one offer for a 50-person call.
+const SYNC_BUDGET: Duration = Duration::from_millis(2);
 /// How long to sleep when no peer has a deadline; any command or datagram wakes the loop anyway.
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// At most one PLI per source track per this long: every subscriber that joins or loses a packet
@@ -401,6 +404,9 @@ impl Worker {
                     }
                 },
                 () = tokio::time::sleep_until(round_up(self.epoch, wake_at).into()) => {}
+                // Reconciliations left over by the budget: take the next turn at once, after
+                // whatever the socket and the commands have.
+                () = std::future::ready(()), if !self.sync_queue.is_empty() => {}
             }
         }
     }
@@ -1006,12 +1012,32 @@ impl Worker {
         self.keyframe_requests = requests;
     }
 
+    /// Reconciles queued subscribers for at most [`SYNC_BUDGET`], newcomers first, and leaves
+    /// the rest for the next turn of the loop.
+    ///
+    /// Every join changes what everyone else receives, and each reconciliation builds and parses
+    /// an SDP with an m-line per forwarded track: when 50 people join at once, doing them all in
+    /// one go held the socket for tens of milliseconds at a time, and the newcomers' ICE and DTLS
+    /// exchanges, which need the loop several times over, waited behind each block. Someone who
+    /// has no subscriber connection yet is waiting for their first offer, so they go first; the
+    /// others already hear the call and only miss the newest track for a moment.
     fn run_sync_queue(&mut self) {
-        while let Some((room, participant)) = self.sync_queue.pop() {
+        let deadline = Instant::now() + SYNC_BUDGET;
+        while !self.sync_queue.is_empty() {
+            let newcomer = self.sync_queue.iter().position(|(room, name)| {
+                self.rooms
+                    .get(room)
+                    .and_then(|members| members.get(name))
+                    .is_some_and(|m| m.subscriber.is_none())
+            });
+            let (room, participant) = self.sync_queue.remove(newcomer.unwrap_or(0));
             // Several changes for one subscriber collapse into one reconciliation.
             self.sync_queue
                 .retain(|(r, p)| !(*r == room && *p == participant));
             self.sync_subscriber(room, participant);
+            if Instant::now() >= deadline {
+                break;
+            }
         }
     }
 
