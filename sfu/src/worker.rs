@@ -25,7 +25,7 @@ use bytes::BytesMut;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -241,6 +241,8 @@ pub(crate) struct Worker {
     dirty: Vec<PeerKey>,
     /// The other half of `dirty`'s double buffer, kept so servicing allocates nothing.
     dirty_batch: Vec<PeerKey>,
+    /// The peer being serviced had its ICE connect: its DTLS client has a ClientHello to send.
+    dtls_started: bool,
     /// Subscribers whose forwarded set may have changed, reconciled after servicing.
     sync_queue: Vec<(RoomId, String)>,
     /// Keyframe requests found while servicing a subscriber: (publisher, source SSRC).
@@ -318,6 +320,7 @@ impl Worker {
                 pli_queue: Vec::new(),
                 dirty: Vec::new(),
                 dirty_batch: Vec::new(),
+                dtls_started: false,
                 sync_queue: Vec::new(),
                 keyframe_requests: Vec::new(),
                 next_key: 0,
@@ -565,6 +568,23 @@ impl Worker {
             &mut self.forwarding_latency,
             &mut self.rtcp,
         );
+        if std::mem::take(&mut self.dtls_started) {
+            // Picking the pair started our DTLS client, and rtc leaves its ClientHello in the
+            // DTLS endpoint until the connection's next timeout moves it out: up to an ICE tick
+            // (50-200 ms) added to every join. A timeout now sends it at once (rtc's timers act
+            // only on what is due), after the datagrams above: they carry the answer to the
+            // check that nominated the pair, and a client drops DTLS that arrives before it.
+            let _ = peer.pc.handle_timeout(now);
+            flush_writes(
+                &mut self.send_batch,
+                &self.send_socket,
+                peer,
+                &mut self.demux,
+                &mut self.send_dropped,
+                &mut self.forwarding_latency,
+                &mut self.rtcp,
+            );
+        }
         if let Some(deadline) = peer.pc.poll_timeout() {
             let at = round_up(self.epoch, deadline.max(now));
             if peer.armed != Some(at) {
@@ -592,6 +612,14 @@ impl Worker {
             let Some(event) = peer.pc.poll_event() else {
                 return started;
             };
+            if matches!(
+                event,
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                    RTCIceConnectionState::Connected
+                )
+            ) {
+                self.dtls_started = true;
+            }
             match on_peer_event(peer, event, &self.events) {
                 Some(PeerChange::Connected) => started |= peer.role == PeerRole::Subscriber,
                 Some(PeerChange::TrackOpened) => {}
