@@ -34,6 +34,10 @@ pub enum ApiError {
 /// answers a participant sends while others join.
 const SUBSCRIBE_INTERVAL: Duration = Duration::from_millis(100);
 const SUBSCRIBE_RETRIES: u32 = 10;
+/// A rate-limited answer is sent again after this long (the server refills 20 messages a
+/// second), up to this many times.
+const RATE_LIMITED_WAIT: Duration = Duration::from_millis(100);
+const ANSWER_RETRIES: u32 = 50;
 
 /// An HS256 token as the host application would mint it.
 pub fn token(secret: &str, user: &str, admin: bool) -> Result<String, ApiError> {
@@ -274,15 +278,25 @@ async fn handle_events(
                     }
                     Err(_) => continue,
                 };
-                // Answered in order: the server runs one negotiation at a time.
-                if let Err(e) = signaling
-                    .request(
-                        "rtc:answer",
-                        json!({ "call_id": call_id, "target": "subscriber", "sdp": answer }),
-                    )
-                    .await
-                {
-                    eprintln!("  participant {index}: rtc:answer refused: {e}");
+                // Answered in order: the server runs one negotiation at a time, so a refused
+                // answer would stall this subscriber. Fast churn renegotiates the others faster
+                // than the per-socket message rate allows: wait for the bucket and send it again.
+                let data = json!({ "call_id": call_id, "target": "subscriber", "sdp": answer });
+                let mut attempt = 0;
+                loop {
+                    match signaling.request("rtc:answer", data.clone()).await {
+                        Ok(_) => break,
+                        Err(SignalingError::Server(e))
+                            if e.code == "RATE_LIMITED" && attempt < ANSWER_RETRIES =>
+                        {
+                            attempt += 1;
+                            tokio::time::sleep(RATE_LIMITED_WAIT).await;
+                        }
+                        Err(e) => {
+                            eprintln!("  participant {index}: rtc:answer refused: {e}");
+                            break;
+                        }
+                    }
                 }
             }
             "rtc:candidate" => {
