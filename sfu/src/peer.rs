@@ -81,6 +81,8 @@ pub(crate) struct Peer {
     /// Subscriber only: the forwarded set changed while an offer was out; offer again once the
     /// answer is in.
     pub(crate) renegotiate: bool,
+    /// Subscriber only: the next offer waits until then (see the worker's renegotiation gap).
+    pub(crate) offer_not_before: Option<Instant>,
     /// Subscriber only: the host candidate is added once, after the first local description.
     pub(crate) candidate_added: bool,
     /// Subscriber only: packets handed to this peer's legs since its datagrams were last flushed,
@@ -157,6 +159,7 @@ impl Peer {
             free_transceivers: Vec::new(),
             offer_pending: false,
             renegotiate: false,
+            offer_not_before: None,
             candidate_added: false,
             unflushed: 0,
             oldest_unflushed: None,

@@ -8,7 +8,8 @@
 //!    datagrams, then re-arm its timer — rtc has no "output pending" signal, so touched peers are
 //!    swept. Servicing a publisher forwards its packets to its subscribers' legs, which marks
 //!    those subscribers dirty in turn;
-//! 3. reconcile the subscribers whose forwarded set changed, which may produce offers; cut the
+//! 3. reconcile the subscribers whose forwarded set changed, which may produce offers (for a
+//!    bounded time per turn, and no sooner than a gap after the subscriber's last answer); cut the
 //!    quality reports and, every 200 ms, decide each room's speakers and loudest-N audio when due;
 //! 4. wait for the first of: a command from the async side, a readable socket, the next timer.
 //!
@@ -83,6 +84,13 @@ const MAX_UNFLUSHED_PER_PEER: u64 = 16;
 /// How long one turn of the loop may spend reconciling subscribers before it reads the socket
 /// again (see `run_sync_queue`): about one offer for a 50-person call.
 const SYNC_BUDGET: Duration = Duration::from_millis(2);
+/// Least time between the answer to one renegotiation of a subscriber and the next offer.
+/// When people join in a burst (everyone clicking the same link), each join would otherwise
+/// renegotiate every member at once: an SDP with an m-line per track to build on the worker and
+/// to answer on every client, for every join, which for 50 members in two seconds kept both busy
+/// enough to hold the newcomers' handshakes back by hundreds of milliseconds. Changes that arrive
+/// within the gap go out together in the next offer; a first offer is never held back.
+const RENEGOTIATION_GAP: Duration = Duration::from_millis(250);
 /// How long to sleep when no peer has a deadline; any command or datagram wakes the loop anyway.
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// At most one PLI per source track per this long: every subscriber that joins or loses a packet
@@ -245,6 +253,8 @@ pub(crate) struct Worker {
     dtls_started: bool,
     /// Subscribers whose forwarded set may have changed, reconciled after servicing.
     sync_queue: Vec<(RoomId, String)>,
+    /// Reconciliations held back by [`RENEGOTIATION_GAP`]: (when, room, subscriber).
+    deferred_syncs: Vec<(Instant, RoomId, String)>,
     /// Keyframe requests found while servicing a subscriber: (publisher, source SSRC).
     keyframe_requests: Vec<(PeerKey, u32)>,
     next_key: u64,
@@ -322,6 +332,7 @@ impl Worker {
                 dirty_batch: Vec::new(),
                 dtls_started: false,
                 sync_queue: Vec::new(),
+                deferred_syncs: Vec::new(),
                 keyframe_requests: Vec::new(),
                 next_key: 0,
                 next_track: 0,
@@ -357,6 +368,7 @@ impl Worker {
             let now = Instant::now();
             self.fire_due_timers(now);
             self.fire_due_plis(now);
+            self.release_deferred_syncs(now);
             self.service_dirty();
             self.run_sync_queue();
             self.service_dirty();
@@ -379,6 +391,7 @@ impl Worker {
                 .map(|Reverse((at, _))| *at)
                 .into_iter()
                 .chain(self.pli_queue.iter().map(|(at, _, _)| *at))
+                .chain(self.deferred_syncs.iter().map(|(at, _, _)| *at))
                 .chain([self.quality_due, self.bandwidth_due])
                 .chain(speakers_due)
                 .min()
@@ -508,6 +521,18 @@ impl Worker {
         });
         // Nothing pushes to the queue while it is taken, so this loses no entry.
         self.pli_queue = queue;
+    }
+
+    /// Queues the reconciliations whose renegotiation gap has passed.
+    fn release_deferred_syncs(&mut self, now: Instant) {
+        let queue = &mut self.sync_queue;
+        self.deferred_syncs.retain(|(at, room, participant)| {
+            if *at > now {
+                return true;
+            }
+            queue.push((*room, participant.clone()));
+            false
+        });
     }
 
     /// Services dirty peers until none is left. Servicing a publisher marks its subscribers
@@ -1131,6 +1156,18 @@ impl Worker {
             sub.renegotiate = true;
             return;
         }
+        if let Some(at) = sub.offer_not_before
+            && now < at
+        {
+            if !self
+                .deferred_syncs
+                .iter()
+                .any(|(_, r, p)| *r == room && *p == participant)
+            {
+                self.deferred_syncs.push((at, room, participant));
+            }
+            return;
+        }
         let mut removed = Vec::new();
         for (slot, entry) in sub.legs.iter_mut().enumerate() {
             let still_wanted = entry.as_ref().is_none_or(|leg| {
@@ -1401,14 +1438,16 @@ impl Worker {
         if !sub.offer_pending {
             return Err(EngineError::NoOfferPending);
         }
-        peer::apply_subscriber_answer(Instant::now(), &mut sub.pc, answer_sdp)?;
+        let now = Instant::now();
+        peer::apply_subscriber_answer(now, &mut sub.pc, answer_sdp)?;
         sub.offer_pending = false;
+        sub.offer_not_before = Some(now + RENEGOTIATION_GAP);
         for leg in sub.legs.iter_mut().flatten() {
             leg.negotiated = true;
         }
         mark_dirty(&mut self.dirty, sub);
         let (key, renegotiate) = (sub.key, sub.renegotiate);
-        self.start_legs(key, Instant::now());
+        self.start_legs(key, now);
         if renegotiate {
             self.sync_queue.push((room, participant));
         }
@@ -1569,6 +1608,7 @@ impl Worker {
         }
         self.rooms.clear();
         self.sync_queue.clear();
+        self.deferred_syncs.clear();
         // The closes queued DTLS close alerts; send them before the worker stops.
         self.send_queued();
     }
