@@ -405,7 +405,15 @@ impl Worker {
                         let _ = reply.send(());
                         return;
                     }
-                    Some(command) => self.handle_command(command),
+                    Some(command) => {
+                        self.handle_command(command);
+                        // A command can take milliseconds (an SDP with an m-line per track), and
+                        // while commands or reconciliations keep this select ready the runtime
+                        // never polls for readiness again: without this read, a queue of answers
+                        // after a burst of joins kept the socket unread for most of a second and
+                        // the kernel dropped what overflowed, handshakes included.
+                        self.read_datagrams_now(&mut recv_batch);
+                    }
                     None => {
                         self.close_all();
                         return;
@@ -422,7 +430,9 @@ impl Worker {
                 () = tokio::time::sleep_until(round_up(self.epoch, wake_at).into()) => {}
                 // Reconciliations left over by the budget: take the next turn at once, after
                 // whatever the socket and the commands have.
-                () = std::future::ready(()), if !self.sync_queue.is_empty() => {}
+                () = std::future::ready(()), if !self.sync_queue.is_empty() => {
+                    self.read_datagrams_now(&mut recv_batch);
+                }
             }
         }
     }
@@ -442,32 +452,53 @@ impl Worker {
                     return;
                 }
             };
-            for i in 0..n {
-                let Some((datagram, from)) = batch.get(i) else {
-                    continue;
-                };
-                self.datagrams_received += 1;
-                let Some(key) = self.demux.route(from, datagram) else {
-                    continue;
-                };
-                let Some(peer) = self.peers.get_mut(&key) else {
-                    continue;
-                };
-                let msg = TaggedBytesMut {
-                    now: Instant::now(),
-                    transport: TransportContext {
-                        local_addr: self.announced,
-                        peer_addr: from,
-                        ecn: None,
-                        transport_protocol: TransportProtocol::UDP,
-                    },
-                    message: BytesMut::from(datagram),
-                };
-                if let Err(e) = peer.pc.handle_read(msg) {
-                    debug!(error = %e, participant = %peer.participant, "handle_read failed");
+            self.ingest(batch, n);
+        }
+    }
+
+    /// Reads what the socket holds without asking the runtime whether it is readable: after a
+    /// turn that was not woken by the socket, whose readiness the runtime may not have polled
+    /// for a while. An empty socket costs one system call.
+    fn read_datagrams_now(&mut self, batch: &mut RecvBatch) {
+        for _ in 0..MAX_RECV_BATCHES {
+            match batch.recv(&self.send_socket) {
+                Ok(n) => self.ingest(batch, n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!(error = %e, "media socket read error");
+                    return;
                 }
-                mark_dirty(&mut self.dirty, peer);
             }
+        }
+    }
+
+    /// Feeds the `n` datagrams of the last read to their peers.
+    fn ingest(&mut self, batch: &RecvBatch, n: usize) {
+        for i in 0..n {
+            let Some((datagram, from)) = batch.get(i) else {
+                continue;
+            };
+            self.datagrams_received += 1;
+            let Some(key) = self.demux.route(from, datagram) else {
+                continue;
+            };
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            let msg = TaggedBytesMut {
+                now: Instant::now(),
+                transport: TransportContext {
+                    local_addr: self.announced,
+                    peer_addr: from,
+                    ecn: None,
+                    transport_protocol: TransportProtocol::UDP,
+                },
+                message: BytesMut::from(datagram),
+            };
+            if let Err(e) = peer.pc.handle_read(msg) {
+                debug!(error = %e, participant = %peer.participant, "handle_read failed");
+            }
+            mark_dirty(&mut self.dirty, peer);
         }
     }
 
