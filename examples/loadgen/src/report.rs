@@ -67,6 +67,9 @@ pub struct Report {
     pub loadgen_cpu_us_per_pkt: f64,
     pub loadgen_drops: u64,
     pub server_socket_drops: u64,
+    /// Drops on the server's sockets since they were opened: joins included, which is when a
+    /// busy server is likeliest to overflow.
+    pub server_socket_drops_total: u64,
     pub rcvbuf_errors: u64,
     pub server_loss_ratio: f64,
     pub latency_p50_ms: Option<f64>,
@@ -155,6 +158,7 @@ impl Report {
             loadgen_cpu_us_per_pkt: per_pkt(self_cpu),
             loadgen_drops,
             server_socket_drops: end.server_udp_drops.saturating_sub(start.server_udp_drops),
+            server_socket_drops_total: end.server_udp_drops,
             rcvbuf_errors: end.rcvbuf_errors.saturating_sub(start.rcvbuf_errors),
             server_loss_ratio: if expected > 0 {
                 lost as f64 / expected as f64
@@ -276,8 +280,8 @@ impl Report {
             (
                 "socket drops",
                 format!(
-                    "server sockets {}, machine RcvbufErrors {}",
-                    self.server_socket_drops, self.rcvbuf_errors
+                    "server sockets {} ({} since they opened), machine RcvbufErrors {}",
+                    self.server_socket_drops, self.server_socket_drops_total, self.rcvbuf_errors
                 ),
             ),
             (
@@ -390,6 +394,7 @@ impl Report {
             "loudest_n": self.loudest_n,
             "loadgen_socket_drops": self.loadgen_drops,
             "server_socket_drops": self.server_socket_drops,
+            "server_socket_drops_total": self.server_socket_drops_total,
             "latency_p50_ms": self.latency_p50_ms.map(|v| round(v, 3)),
             "latency_p99_ms": self.latency_p99_ms.map(|v| round(v, 3)),
             "join_p50_ms": self.join_p50_ms.map(|v| round(v, 1)),
