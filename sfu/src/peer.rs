@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
@@ -83,6 +84,14 @@ pub(crate) struct Peer {
     pub(crate) renegotiate: bool,
     /// Subscriber only: the next offer waits until then (see the worker's renegotiation gap).
     pub(crate) offer_not_before: Option<Instant>,
+    /// Subscriber only: the client has answered an offer at least once.
+    pub(crate) answered: bool,
+    /// Subscriber only: connectivity checks that arrived before the first answer was applied.
+    /// A client starts checking as soon as it has answered, and its checks often beat the answer,
+    /// which travels through the signaling server; rtc's agent cannot verify a check before it
+    /// knows the client's ufrag and drops it, and the client repeats it only at its next tick.
+    /// Held here (a few at most) and handed to the agent with the answer.
+    pub(crate) early_checks: Vec<(BytesMut, SocketAddr)>,
     /// Subscriber only: the host candidate is added once, after the first local description.
     pub(crate) candidate_added: bool,
     /// Subscriber only: packets handed to this peer's legs since its datagrams were last flushed,
@@ -160,6 +169,8 @@ impl Peer {
             offer_pending: false,
             renegotiate: false,
             offer_not_before: None,
+            answered: false,
+            early_checks: Vec::new(),
             candidate_added: false,
             unflushed: 0,
             oldest_unflushed: None,

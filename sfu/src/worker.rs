@@ -91,6 +91,9 @@ const SYNC_BUDGET: Duration = Duration::from_millis(2);
 /// enough to hold the newcomers' handshakes back by hundreds of milliseconds. Changes that arrive
 /// within the gap go out together in the next offer; a first offer is never held back.
 const RENEGOTIATION_GAP: Duration = Duration::from_millis(250);
+/// Connectivity checks held for a subscriber that has not answered yet (see
+/// `Peer::early_checks`); clients send a few per candidate pair before they give up on one.
+const MAX_EARLY_CHECKS: usize = 8;
 /// How long to sleep when no peer has a deadline; any command or datagram wakes the loop anyway.
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// At most one PLI per source track per this long: every subscriber that joins or loses a packet
@@ -485,6 +488,12 @@ impl Worker {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
+            if peer.role == PeerRole::Subscriber && !peer.answered && is_stun(datagram) {
+                if peer.early_checks.len() < MAX_EARLY_CHECKS {
+                    peer.early_checks.push((BytesMut::from(datagram), from));
+                }
+                continue;
+            }
             let msg = TaggedBytesMut {
                 now: Instant::now(),
                 transport: TransportContext {
@@ -1460,6 +1469,7 @@ impl Worker {
         participant: String,
         answer_sdp: String,
     ) -> Result<(), EngineError> {
+        let announced = self.announced;
         let Some(member) = self.member(room, &participant) else {
             return Err(EngineError::UnknownParticipant { room, participant });
         };
@@ -1472,6 +1482,22 @@ impl Worker {
         let now = Instant::now();
         peer::apply_subscriber_answer(now, &mut sub.pc, answer_sdp)?;
         sub.offer_pending = false;
+        sub.answered = true;
+        for (datagram, from) in std::mem::take(&mut sub.early_checks) {
+            let msg = TaggedBytesMut {
+                now,
+                transport: TransportContext {
+                    local_addr: announced,
+                    peer_addr: from,
+                    ecn: None,
+                    transport_protocol: TransportProtocol::UDP,
+                },
+                message: datagram,
+            };
+            if let Err(e) = sub.pc.handle_read(msg) {
+                debug!(error = %e, %participant, "an early connectivity check failed");
+            }
+        }
         sub.offer_not_before = Some(now + RENEGOTIATION_GAP);
         for leg in sub.legs.iter_mut().flatten() {
             leg.negotiated = true;
