@@ -626,22 +626,7 @@ impl Worker {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        flush_writes(
-            &mut self.send_batch,
-            &self.send_socket,
-            peer,
-            &mut self.demux,
-            &mut self.send_dropped,
-            &mut self.forwarding_latency,
-            &mut self.rtcp,
-        );
-        if std::mem::take(&mut self.dtls_started) {
-            // Picking the pair started our DTLS client, and rtc leaves its ClientHello in the
-            // DTLS endpoint until the connection's next timeout moves it out: up to an ICE tick
-            // (50-200 ms) added to every join. A timeout now sends it at once (rtc's timers act
-            // only on what is due), after the datagrams above: they carry the answer to the
-            // check that nominated the pair, and a client drops DTLS that arrives before it.
-            let _ = peer.pc.handle_timeout(now);
+        loop {
             flush_writes(
                 &mut self.send_batch,
                 &self.send_socket,
@@ -651,6 +636,15 @@ impl Worker {
                 &mut self.forwarding_latency,
                 &mut self.rtcp,
             );
+            if !std::mem::take(&mut self.dtls_started) {
+                break;
+            }
+            // Picking the pair started our DTLS client, and rtc leaves its ClientHello in the
+            // DTLS endpoint until the connection's next timeout moves it out: up to an ICE tick
+            // (50-200 ms) added to every join. A timeout now sends it at once (rtc's timers act
+            // only on what is due), after the datagrams just flushed: they carry the answer to
+            // the check that nominated the pair, and a client drops DTLS that arrives before it.
+            let _ = peer.pc.handle_timeout(now);
         }
         if let Some(deadline) = peer.pc.poll_timeout() {
             let at = round_up(self.epoch, deadline.max(now));
