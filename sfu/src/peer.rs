@@ -82,10 +82,9 @@ pub(crate) struct Peer {
     /// Subscriber only: the forwarded set changed while an offer was out; offer again once the
     /// answer is in.
     pub(crate) renegotiate: bool,
-    /// Subscriber only: the next offer waits until then (see the worker's renegotiation gap).
+    /// Subscriber only: the next offer waits until then (see the worker's renegotiation gap);
+    /// set by every applied answer, so `None` until the client's first.
     pub(crate) offer_not_before: Option<Instant>,
-    /// Subscriber only: the client has answered an offer at least once.
-    pub(crate) answered: bool,
     /// Subscriber only: connectivity checks that arrived before the first answer was applied.
     /// A client starts checking as soon as it has answered, and its checks often beat the answer,
     /// which travels through the signaling server; rtc's agent cannot verify a check before it
@@ -146,6 +145,11 @@ impl TwccEstimate {
 }
 
 impl Peer {
+    /// Subscriber only: the client has answered an offer at least once.
+    pub(crate) fn has_answered(&self) -> bool {
+        self.offer_not_before.is_some()
+    }
+
     pub(crate) fn new(
         key: PeerKey,
         room: RoomId,
@@ -169,7 +173,6 @@ impl Peer {
             offer_pending: false,
             renegotiate: false,
             offer_not_before: None,
-            answered: false,
             early_checks: Vec::new(),
             candidate_added: false,
             unflushed: 0,

@@ -92,7 +92,7 @@ const SYNC_BUDGET: Duration = Duration::from_millis(2);
 /// within the gap go out together in the next offer; a first offer is never held back. 500 ms
 /// rather than 250 halved meeting-50's join p99 (98 m-lines per subscriber there), and a new
 /// member's tracks still reach the others within about half a second.
-const RENEGOTIATION_GAP: Duration = Duration::from_millis(500);
+pub const RENEGOTIATION_GAP: Duration = Duration::from_millis(500);
 /// Connectivity checks held for a subscriber that has not answered yet (see
 /// `Peer::early_checks`); clients send a few per candidate pair before they give up on one.
 const MAX_EARLY_CHECKS: usize = 8;
@@ -254,8 +254,6 @@ pub(crate) struct Worker {
     dirty: Vec<PeerKey>,
     /// The other half of `dirty`'s double buffer, kept so servicing allocates nothing.
     dirty_batch: Vec<PeerKey>,
-    /// The peer being serviced had its ICE connect: its DTLS client has a ClientHello to send.
-    dtls_started: bool,
     /// Subscribers whose forwarded set may have changed, reconciled after servicing.
     sync_queue: Vec<(RoomId, String)>,
     /// Reconciliations held back by [`RENEGOTIATION_GAP`]: (when, room, subscriber).
@@ -335,7 +333,6 @@ impl Worker {
                 pli_queue: Vec::new(),
                 dirty: Vec::new(),
                 dirty_batch: Vec::new(),
-                dtls_started: false,
                 sync_queue: Vec::new(),
                 deferred_syncs: Vec::new(),
                 keyframe_requests: Vec::new(),
@@ -490,22 +487,18 @@ impl Worker {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
-            if peer.role == PeerRole::Subscriber && !peer.answered && is_stun(datagram) {
+            if peer.role == PeerRole::Subscriber && !peer.has_answered() && is_stun(datagram) {
                 if peer.early_checks.len() < MAX_EARLY_CHECKS {
                     peer.early_checks.push((BytesMut::from(datagram), from));
                 }
                 continue;
             }
-            let msg = TaggedBytesMut {
-                now: Instant::now(),
-                transport: TransportContext {
-                    local_addr: self.announced,
-                    peer_addr: from,
-                    ecn: None,
-                    transport_protocol: TransportProtocol::UDP,
-                },
-                message: BytesMut::from(datagram),
-            };
+            let msg = inbound(
+                Instant::now(),
+                self.announced,
+                from,
+                BytesMut::from(datagram),
+            );
             if let Err(e) = peer.pc.handle_read(msg) {
                 debug!(error = %e, participant = %peer.participant, "handle_read failed");
             }
@@ -567,14 +560,9 @@ impl Worker {
 
     /// Queues the reconciliations whose renegotiation gap has passed.
     fn release_deferred_syncs(&mut self, now: Instant) {
-        let queue = &mut self.sync_queue;
-        self.deferred_syncs.retain(|(at, room, participant)| {
-            if *at > now {
-                return true;
-            }
-            queue.push((*room, participant.clone()));
-            false
-        });
+        let due = self.deferred_syncs.extract_if(.., |(at, _, _)| *at <= now);
+        self.sync_queue
+            .extend(due.map(|(_, room, participant)| (room, participant)));
     }
 
     /// Services dirty peers until none is left. Servicing a publisher marks its subscribers
@@ -600,7 +588,8 @@ impl Worker {
             return;
         };
         peer.dirty = false;
-        let mut started = self.drain_events(key);
+        let mut drained = Drained::default();
+        self.drain_events(key, &mut drained);
         loop {
             let Some(peer) = self.peers.get_mut(&key) else {
                 return;
@@ -622,7 +611,7 @@ impl Worker {
         }
         // Draining reads can raise events (a track opens on its first packet); take them now
         // rather than at this peer's next datagram or timer.
-        started |= self.drain_events(key);
+        self.drain_events(key, &mut drained);
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -636,7 +625,7 @@ impl Worker {
                 &mut self.forwarding_latency,
                 &mut self.rtcp,
             );
-            if !std::mem::take(&mut self.dtls_started) {
+            if !std::mem::take(&mut drained.ice_connected) {
                 break;
             }
             // Picking the pair started our DTLS client, and rtc leaves its ClientHello in the
@@ -653,7 +642,7 @@ impl Worker {
                 self.timers.push(Reverse((at, key)));
             }
         }
-        if started {
+        if drained.subscriber_connected {
             self.start_legs(key, now);
         }
         let mut requests = std::mem::take(&mut self.keyframe_requests);
@@ -663,28 +652,21 @@ impl Worker {
         self.keyframe_requests = requests;
     }
 
-    /// Handles a peer's pending events; returns whether a subscriber just connected.
-    fn drain_events(&mut self, key: PeerKey) -> bool {
-        let mut started = false;
+    /// Handles a peer's pending events, adding what servicing must act on to `drained`.
+    fn drain_events(&mut self, key: PeerKey, drained: &mut Drained) {
         loop {
             let Some(peer) = self.peers.get_mut(&key) else {
-                return started;
+                return;
             };
             let Some(event) = peer.pc.poll_event() else {
-                return started;
+                return;
             };
-            if matches!(
-                event,
-                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
-                    RTCIceConnectionState::Connected
-                )
-            ) {
-                self.dtls_started = true;
-            }
             match on_peer_event(peer, event, &self.events) {
-                Some(PeerChange::Connected) => started |= peer.role == PeerRole::Subscriber,
-                Some(PeerChange::TrackOpened) => {}
-                None => {}
+                Some(PeerChange::Connected) => {
+                    drained.subscriber_connected |= peer.role == PeerRole::Subscriber;
+                }
+                Some(PeerChange::IceConnected) => drained.ice_connected = true,
+                Some(PeerChange::TrackOpened) | None => {}
             }
         }
     }
@@ -1478,19 +1460,8 @@ impl Worker {
         let now = Instant::now();
         peer::apply_subscriber_answer(now, &mut sub.pc, answer_sdp)?;
         sub.offer_pending = false;
-        sub.answered = true;
         for (datagram, from) in std::mem::take(&mut sub.early_checks) {
-            let msg = TaggedBytesMut {
-                now,
-                transport: TransportContext {
-                    local_addr: announced,
-                    peer_addr: from,
-                    ecn: None,
-                    transport_protocol: TransportProtocol::UDP,
-                },
-                message: datagram,
-            };
-            if let Err(e) = sub.pc.handle_read(msg) {
+            if let Err(e) = sub.pc.handle_read(inbound(now, announced, from, datagram)) {
                 debug!(error = %e, %participant, "an early connectivity check failed");
             }
         }
@@ -2210,9 +2181,38 @@ fn resume_leg(sub: &mut Peer, slot: usize) {
     }
 }
 
+/// A datagram from `from`, as rtc takes it: tagged with the address clients reach us on.
+fn inbound(
+    now: Instant,
+    announced: SocketAddr,
+    from: SocketAddr,
+    message: BytesMut,
+) -> TaggedBytesMut {
+    TaggedBytesMut {
+        now,
+        transport: TransportContext {
+            local_addr: announced,
+            peer_addr: from,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        },
+        message,
+    }
+}
+
+/// What draining one peer's events found that servicing it must act on.
+#[derive(Default)]
+struct Drained {
+    /// A subscriber connection just came up: its legs can start.
+    subscriber_connected: bool,
+    /// ICE just connected, which started the DTLS client (see `service`).
+    ice_connected: bool,
+}
+
 /// What an event changed that the worker must act on.
 enum PeerChange {
     Connected,
+    IceConnected,
     TrackOpened,
 }
 
@@ -2315,6 +2315,9 @@ fn on_peer_event(
             }
             Some(PeerChange::TrackOpened)
         }
+        RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+            RTCIceConnectionState::Connected,
+        ) => Some(PeerChange::IceConnected),
         _ => None,
     }
 }
