@@ -36,3 +36,4 @@ pub use engine::{
 };
 pub use error::EngineError;
 pub use layers::VideoQuality;
+pub use worker::RENEGOTIATION_GAP;

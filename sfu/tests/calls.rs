@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Call, Client, eventually, received_from, send_all};
 use confab_bot::media::RtpCodecKind;
-use confab_sfu::{EngineError, EngineEvent, MediaKind, PeerRole, TrackSource};
+use confab_sfu::{EngineError, EngineEvent, MediaKind, PeerRole, RENEGOTIATION_GAP, TrackSource};
 
 /// Every client received audio and video from every other publisher.
 fn assert_full_mesh(clients: &[Client]) {
@@ -278,6 +278,72 @@ async fn leaving_renegotiates_the_others() {
     })
     .await;
     assert!(flowing, "media still flows after renegotiation");
+    leave_all(&call, &clients[..2]).await;
+    call.engine.shutdown().await;
+}
+
+/// The next offer to `participant` that carries no track of `gone`.
+async fn offer_without(call: &mut Call, participant: &str, gone: &str) -> Vec<String> {
+    loop {
+        let ev = call
+            .expect_event(|e| {
+                matches!(e, EngineEvent::SubscriberOffer { participant: p, .. } if p == participant)
+            })
+            .await;
+        if let EngineEvent::SubscriberOffer { tracks, .. } = ev
+            && tracks.iter().all(|t| t.publisher != gone)
+        {
+            return tracks.into_iter().map(|t| t.publisher).collect();
+        }
+    }
+}
+
+/// A change that comes right after a subscriber answered waits for the renegotiation gap, so a
+/// burst of joins or leaves reaches each member as a few offers, not one per change; the
+/// subscriber gets it all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_right_after_an_answer_waits_for_the_renegotiation_gap() {
+    let mut call = Call::new(1);
+    let clients = vec![
+        call.add("a", true).await,
+        call.add("b", true).await,
+        call.add("c", true).await,
+        call.add("d", true).await,
+    ];
+    send_all(&clients, Duration::from_secs(1)).await;
+    let settled = eventually(Duration::from_secs(10), || {
+        clients.iter().all(|c| {
+            c.subscriber
+                .tracks()
+                .iter()
+                .filter(|t| t.packets > 0)
+                .count()
+                == 6
+        })
+    })
+    .await;
+    assert!(settled, "every subscriber receives six tracks");
+    while call.events.try_recv().is_ok() {}
+
+    call.leave(&clients[2]).await;
+    offer_without(&mut call, "a", "c").await;
+    // Offered no sooner than this, so answered no sooner either.
+    let offered = std::time::Instant::now();
+    call.leave(&clients[3]).await;
+    let publishers = offer_without(&mut call, "a", "d").await;
+    assert!(
+        offered.elapsed() >= RENEGOTIATION_GAP,
+        "the second offer came {:?} after the first",
+        offered.elapsed()
+    );
+    assert!(publishers.iter().all(|p| p == "b"), "{publishers:?}");
+    let before = received_from(&clients[0], "b", MediaKind::Audio);
+    send_all(&clients[..2], Duration::from_secs(1)).await;
+    let flowing = eventually(Duration::from_secs(5), || {
+        received_from(&clients[0], "b", MediaKind::Audio) > before
+    })
+    .await;
+    assert!(flowing, "media still flows after both renegotiations");
     leave_all(&call, &clients[..2]).await;
     call.engine.shutdown().await;
 }
