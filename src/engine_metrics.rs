@@ -81,6 +81,10 @@ const FAMILIES: &[(&str, &str)] = &[
         "confab_bandwidth_probes_total",
         "Probes of a paused or lowered video by congestion control, by result",
     ),
+    (
+        "confab_rtp_retransmissions_total",
+        "Packets subscribers asked for again with NACKs, by result",
+    ),
 ];
 
 impl EngineMetrics {
@@ -289,6 +293,17 @@ impl Collector for EngineMetrics {
                 vec![
                     counter(vec![label("result", "carried")], stats.probes.carried),
                     counter(vec![label("result", "failed")], stats.probes.failed),
+                ],
+            ),
+            family(
+                14,
+                MetricType::COUNTER,
+                vec![
+                    counter(vec![label("result", "sent")], stats.retransmissions),
+                    counter(
+                        vec![label("result", "unavailable")],
+                        stats.retransmissions_unavailable,
+                    ),
                 ],
             ),
         ]

@@ -206,6 +206,8 @@ async fn a_direct_call_carries_audio_and_video_both_ways() {
         "confab_rtt_seconds_count{direction=\"outbound\"}",
         "confab_rtp_packets_forwarded_total{kind=\"video\"}",
         "confab_forwarding_latency_seconds_bucket",
+        "confab_rtp_retransmissions_total{result=\"sent\"}",
+        "confab_rtp_retransmissions_total{result=\"unavailable\"}",
     ];
     let mut metrics = String::new();
     for _ in 0..100 {

@@ -387,9 +387,14 @@ pub struct EngineStats {
     pub forwarded_bytes_video: u64,
     /// From datagram read to forwarded datagram written, per forwarded packet.
     pub forwarding_latency: LatencyHistogram,
-    /// NACK packets (RTCP transport-layer NACK) received from subscribers; rtc's responder
-    /// answers them from its retransmission buffer.
+    /// NACK packets (RTCP transport-layer NACK) received from subscribers.
     pub nacks_received: u64,
+    /// Packets subscribers asked for again that were rebuilt from the publishers' recent packets
+    /// and sent (over RTX where the leg negotiated it).
+    pub retransmissions: u64,
+    /// Packets subscribers asked for again that were no longer held (older than a second) or
+    /// never forwarded to them.
+    pub retransmissions_unavailable: u64,
     /// Keyframe requests received from subscribers: PLI and FIR packets.
     pub plis_received: u64,
     /// RTCP datagrams led by a sender report sent on subscriber connections.
@@ -672,6 +677,8 @@ impl MediaEngine {
             total.forwarded_bytes_video += video_bytes;
             total.forwarding_latency.merge(&s.forwarding_latency);
             total.nacks_received += s.nacks_received;
+            total.retransmissions += s.retransmissions;
+            total.retransmissions_unavailable += s.retransmissions_unavailable;
             total.plis_received += s.plis_received;
             total.sender_reports_sent += s.sender_reports_sent;
             total.receiver_reports_sent += s.receiver_reports_sent;

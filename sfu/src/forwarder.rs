@@ -10,6 +10,15 @@ use std::time::Instant;
 
 use rtc::rtp;
 
+/// How a leg currently numbers its source: the leg's sequence number and timestamp are the
+/// source's plus these offsets. Retransmissions map a leg's packet back to its source with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    pub(crate) source: u32,
+    pub(crate) seq_offset: u16,
+    pub(crate) ts_offset: u32,
+}
+
 /// Rewrites one source's packets into one subscriber leg's numbering.
 ///
 /// Public only so that the forwarding benchmark can reach it through [`crate::bench_support`].
@@ -60,6 +69,16 @@ impl Forwarder {
     /// RTP clock rate of the leg's codec, which the subscriber's reported jitter is counted in.
     pub(crate) fn clock_rate(&self) -> u32 {
         self.clock_rate
+    }
+
+    /// The mapping the last packet was numbered with; `None` before the first and after a
+    /// re-base.
+    pub(crate) fn mapping(&self) -> Option<Mapping> {
+        Some(Mapping {
+            source: self.source?,
+            seq_offset: self.seq_offset,
+            ts_offset: self.ts_offset,
+        })
     }
 
     /// Makes the next packet re-base the offsets even if it comes from the same source, so a

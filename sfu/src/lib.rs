@@ -15,6 +15,7 @@ mod layers;
 mod peer;
 mod probe;
 mod quality;
+mod repair;
 mod speaker;
 mod transport_cc;
 mod udp;

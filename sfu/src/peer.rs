@@ -11,8 +11,8 @@ use bytes::BytesMut;
 use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
-    Attribute, CongestionControlBuilder, Gcc, Interceptor, NackGeneratorBuilder,
-    NackResponderBuilder, Packet, Registry, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
+    Attribute, CongestionControlBuilder, Gcc, Interceptor, NackGeneratorBuilder, Packet, Registry,
+    Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
 };
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -48,6 +48,7 @@ use crate::forwarder::Forwarder;
 use crate::layers::{LayerView, MAX_LAYERS, Selection, VideoCodec, rid_rank};
 use crate::probe::Prober;
 use crate::quality::{ReceptionStats, RemoteReports};
+use crate::repair::{LegMapping, RepairQueue, RepairSender, SourceHistory};
 use crate::speaker::{AudioGate, LevelWindow};
 use crate::transport_cc::VideoTransportCc;
 use crate::vp8::Vp8Rewriter;
@@ -106,6 +107,8 @@ pub(crate) struct Peer {
     /// Subscriber only: rtc's GCC estimate from the subscriber's transport-cc feedback, in bits
     /// per second; 0 until the first feedback.
     pub(crate) twcc_estimate: TwccEstimate,
+    /// Subscriber only: retransmissions on their way to the connection's repair sender.
+    pub(crate) repairs: RepairQueue,
 }
 
 /// The latest transport-cc based estimate of one connection, written by its interceptor chain
@@ -181,6 +184,7 @@ impl Peer {
             prober: Prober::default(),
             video_sent: 0,
             twcc_estimate: TwccEstimate::default(),
+            repairs: RepairQueue::default(),
         }
     }
 }
@@ -257,6 +261,8 @@ pub(crate) struct Layer {
     /// Payload bitrate over the last bandwidth interval, and the byte count it started from.
     pub(crate) rate_bps: u64,
     pub(crate) bytes_seen: u64,
+    /// Video only: the recent packets, which subscribers' retransmissions are rebuilt from.
+    pub(crate) history: SourceHistory,
 }
 
 impl Layer {
@@ -268,6 +274,7 @@ impl Layer {
             pli_pending: false,
             rate_bps: 0,
             bytes_seen: 0,
+            history: SourceHistory::default(),
         }
     }
 }
@@ -294,6 +301,8 @@ pub(crate) struct Leg {
     pub(crate) selection: Option<Selection>,
     /// Keeps VP8 picture ids continuous across layer switches and resumes.
     pub(crate) vp8: Vp8Rewriter,
+    /// How the leg's numbering maps onto its sources, to answer the subscriber's NACKs.
+    pub(crate) mapping: LegMapping,
     /// The client has answered an offer that carries this leg.
     pub(crate) negotiated: bool,
     /// A keyframe was requested for this leg's start.
@@ -346,7 +355,7 @@ pub(crate) fn answer_publisher(
 ) -> Result<(RTCPeerConnection, String), EngineError> {
     let offer = RTCSessionDescription::offer(offer_sdp)
         .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
-    let mut pc = build_pc(now, creds, PeerRole::Publisher, None)?;
+    let mut pc = build_pc(now, creds, PeerRole::Publisher, None, None)?;
     pc.set_remote_description(now, offer)
         .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
     let answer = pc
@@ -383,13 +392,21 @@ pub(crate) fn reanswer_publisher(
 }
 
 /// Builds an empty subscriber peer connection; transceivers are added before each offer. Its
-/// transport-cc estimate is written to `estimate`.
+/// transport-cc estimate is written to `estimate`, and it sends the retransmissions pushed to
+/// `repairs`.
 pub(crate) fn new_subscriber(
     now: Instant,
     creds: &IceCredentials,
     estimate: &TwccEstimate,
+    repairs: &RepairQueue,
 ) -> Result<RTCPeerConnection, EngineError> {
-    build_pc(now, creds, PeerRole::Subscriber, Some(estimate))
+    build_pc(
+        now,
+        creds,
+        PeerRole::Subscriber,
+        Some(estimate),
+        Some(repairs),
+    )
 }
 
 /// Creates and applies a subscriber offer (`actpass`, ICE-lite) and returns its SDP. The host
@@ -575,6 +592,7 @@ fn build_pc(
     creds: &IceCredentials,
     role: PeerRole,
     estimate: Option<&TwccEstimate>,
+    repairs: Option<&RepairQueue>,
 ) -> Result<RTCPeerConnection, EngineError> {
     let rtc_err = |e: rtc::shared::error::Error| EngineError::Rtc(e.to_string());
     let mut media = RtcMediaEngine::default();
@@ -592,12 +610,11 @@ fn build_pc(
             )
             .map_err(rtc_err)?;
     }
-    // The chain keeps rtc's NACK responder on every sender (retransmitting from its
-    // buffer, over RTX where negotiated) and its report interceptors: sender reports on a
-    // subscriber's legs, whose timestamps the subscriber's receiver reports echo back for RTT,
-    // and receiver reports on a publisher's streams. The marker lets the RTCP the worker acts on
-    // reach it.
-    let registry = interceptors(&mut media, role)
+    // The chain keeps rtc's report interceptors: sender reports on a subscriber's legs, whose
+    // timestamps the subscriber's receiver reports echo back for RTT, and receiver reports on a
+    // publisher's streams. A subscriber's retransmissions leave through the repair sender. The
+    // marker lets the RTCP the worker acts on reach it.
+    let registry = interceptors(&mut media, role, repairs)
         .map_err(rtc_err)?
         .with(Slot::from(14_000), RtcpMarker::new(role, estimate.cloned()));
     let settings = SettingEngineBuilder::new()
@@ -639,20 +656,18 @@ const MAX_NACKS_PER_PACKET: u16 = 3;
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 const ICE_CHECK_ATTEMPTS: u16 = 28;
 
-/// Packets each video leg keeps for retransmission: about 1 s of a 2.5 Mbit/s screen share,
-/// several seconds of a camera layer. A repair that comes later than that is of no use to a
-/// real-time decoder, and rtc's default (1024) costs a subscriber of many videos megabytes of
-/// slots and retained payloads per leg.
-const NACK_HISTORY_PACKETS: u16 = 256;
-
 /// rtc's default chain (`register_default_interceptors`: NACK generator and responder,
 /// simulcast header extensions, RTCP reports) with the NACK generator capped at
-/// [`MAX_NACKS_PER_PACKET`], and transport-wide congestion control per role (see
-/// [`transport_cc`]). Assembled here rather than patched afterwards, because replacing a
-/// registry slot logs a warning on every connection.
+/// [`MAX_NACKS_PER_PACKET`], transport-wide congestion control per role (see
+/// [`transport_cc`]), and on a subscriber the engine's own [`RepairSender`] in the responder's
+/// place: rtc's responder keeps a history per leg, the engine one per published stream (see
+/// [`crate::repair`]). A publisher's connection sends no media, so it needs no responder.
+/// Assembled here rather than patched afterwards, because replacing a registry slot logs a
+/// warning on every connection.
 fn interceptors(
     media: &mut RtcMediaEngine,
     role: PeerRole,
+    repairs: Option<&RepairQueue>,
 ) -> Result<Registry, rtc::shared::error::Error> {
     for parameter in ["", "pli"] {
         media.register_feedback(
@@ -663,19 +678,15 @@ fn interceptors(
             RtpCodecKind::Video,
         );
     }
-    let registry = Registry::new()
-        .with(
-            Slot::NackResponder,
-            NackResponderBuilder::new()
-                .with_size(NACK_HISTORY_PACKETS)
-                .build(),
-        )
-        .with(
-            Slot::NackGenerator,
-            NackGeneratorBuilder::new()
-                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
-                .build(),
-        );
+    let mut registry = Registry::new().with(
+        Slot::NackGenerator,
+        NackGeneratorBuilder::new()
+            .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+            .build(),
+    );
+    if let Some(repairs) = repairs {
+        registry = registry.with(Slot::NackResponder, RepairSender::new(repairs.clone()));
+    }
     configure_simulcast_extension_headers(media)?;
     let registry = match role {
         // rtc's TWCC receiver, and the extension and feedback for audio and video: what a

@@ -8,9 +8,11 @@
 //! each payload once. While a leg has never switched the offsets are zero and the shared
 //! payload is forwarded as is.
 //!
-//! The copy is one exact-size allocation per packet. A per-leg arena handing out slices of
-//! larger chunks was measured slower (`vp8_49` in `benches/forwarding.rs`, 49 legs, 1100-byte
-//! payloads, kept as long as a NACK buffer keeps them): about 440 ns per leg with 64 KiB
+//! The copy is one exact-size allocation per packet, freed once the packet is sent:
+//! retransmissions are rebuilt from the publisher's payload (see [`crate::repair`]), so no
+//! per-leg buffer keeps it. A per-leg arena handing out slices of larger chunks was measured
+//! slower (`vp8_49` in `benches/forwarding.rs`, 49 legs, 1100-byte payloads, kept as long as
+//! a per-leg NACK buffer kept them at the time): about 440 ns per leg with 64 KiB
 //! chunks and 180 ns with 16 KiB ones, against 95-135 ns with a plain allocation, because a
 //! chunk lives until its last packet leaves the retransmission buffer. The plain header
 //! rewrite with a shared payload is 35-45 ns per leg, and parsing the descriptor of a leg that
@@ -144,21 +146,48 @@ impl Vp8Rewriter {
         if self.picture_offset == 0 && self.tl0_offset == 0 {
             return payload.clone();
         }
-        let mut out = BytesMut::from(&payload[..]);
-        if let Some((at, pid, long)) = picture {
-            if long {
-                let [hi, lo] = pid.to_be_bytes();
-                out[at] = 0x80 | hi;
-                out[at + 1] = lo;
-            } else {
-                out[at] = (pid & 0x7f) as u8;
-            }
-        }
-        if let Some((at, v)) = tl0 {
-            out[at] = v;
-        }
-        out.freeze()
+        write_ids(payload, picture, tl0)
     }
+
+    /// The picture id and TL0PICIDX offsets the last packet was rewritten with.
+    pub(crate) fn offsets(&self) -> (u16, u8) {
+        (self.picture_offset, self.tl0_offset)
+    }
+}
+
+/// A copy of `payload` with its picture id and TL0PICIDX shifted by the given offsets: a
+/// retransmission of a packet a leg sent rewritten. The payload as is when it has no descriptor.
+pub(crate) fn with_offsets(payload: &Bytes, picture_offset: u16, tl0_offset: u8) -> Bytes {
+    let Some(d) = parse(payload) else {
+        return payload.clone();
+    };
+    let picture = d
+        .picture_id
+        .map(|(at, pid, long)| (at, pid.wrapping_add(picture_offset) & 0x7fff, long));
+    let tl0 = d.tl0.map(|(at, v)| (at, v.wrapping_add(tl0_offset)));
+    write_ids(payload, picture, tl0)
+}
+
+/// A copy of `payload` with the given picture id and TL0PICIDX written in their places.
+fn write_ids(
+    payload: &Bytes,
+    picture: Option<(usize, u16, bool)>,
+    tl0: Option<(usize, u8)>,
+) -> Bytes {
+    let mut out = BytesMut::from(&payload[..]);
+    if let Some((at, pid, long)) = picture {
+        if long {
+            let [hi, lo] = pid.to_be_bytes();
+            out[at] = 0x80 | hi;
+            out[at + 1] = lo;
+        } else {
+            out[at] = (pid & 0x7f) as u8;
+        }
+    }
+    if let Some((at, v)) = tl0 {
+        out[at] = v;
+    }
+    out.freeze()
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ use crate::peer::{
 };
 use crate::probe::{ProbeLeg, ProbeStep};
 use crate::quality::{self, IntervalSum};
+use crate::repair::{self, LegMapping, RepairQueue};
 use crate::speaker::{self, DETECTION_INTERVAL, LoudestN, Speakers};
 use crate::udp::{Flushed, RecvBatch, SendBatch};
 use crate::vp8::Vp8Rewriter;
@@ -93,6 +94,11 @@ const SYNC_BUDGET: Duration = Duration::from_millis(2);
 /// rather than 250 halved meeting-50's join p99 (98 m-lines per subscriber there), and a new
 /// member's tracks still reach the others within about half a second.
 pub const RENEGOTIATION_GAP: Duration = Duration::from_millis(500);
+
+/// At most this many packets are rebuilt for one subscriber's burst of NACKs; a receiver that
+/// asks for more has lost more than a retransmission can save, and its keyframe request will
+/// follow.
+const MAX_REPAIRS_PER_READ: usize = 512;
 /// Connectivity checks held for a subscriber that has not answered yet (see
 /// `Peer::early_checks`); clients send a few per candidate pair before they give up on one.
 const MAX_EARLY_CHECKS: usize = 8;
@@ -177,6 +183,8 @@ pub(crate) struct WorkerStats {
     pub(crate) forwarded_bytes: [u64; 2],
     pub(crate) forwarding_latency: LatencyHistogram,
     pub(crate) nacks_received: u64,
+    pub(crate) retransmissions: u64,
+    pub(crate) retransmissions_unavailable: u64,
     pub(crate) plis_received: u64,
     pub(crate) sender_reports_sent: u64,
     pub(crate) receiver_reports_sent: u64,
@@ -222,6 +230,10 @@ struct ForwardCounters {
 #[derive(Default)]
 struct RtcpCounters {
     nacks_received: u64,
+    /// Packets subscribers asked for again that were rebuilt and queued, and ones that were no
+    /// longer held (or never forwarded).
+    retransmissions: u64,
+    retransmissions_unavailable: u64,
     plis_received: u64,
     sender_reports_sent: u64,
     receiver_reports_sent: u64,
@@ -260,6 +272,8 @@ pub(crate) struct Worker {
     deferred_syncs: Vec<(Instant, RoomId, String)>,
     /// Keyframe requests found while servicing a subscriber: (publisher, source SSRC).
     keyframe_requests: Vec<(PeerKey, u32)>,
+    /// Packets a subscriber asked for again while servicing it: (leg SSRC, sequence number).
+    nacked: Vec<(u32, u16)>,
     next_key: u64,
     /// Numbers forwarded track ids, so an id is never reused on any subscriber connection.
     next_track: u64,
@@ -336,6 +350,7 @@ impl Worker {
                 sync_queue: Vec::new(),
                 deferred_syncs: Vec::new(),
                 keyframe_requests: Vec::new(),
+                nacked: Vec::new(),
                 next_key: 0,
                 next_track: 0,
                 epoch: Instant::now(),
@@ -603,12 +618,19 @@ impl Worker {
                 RTCMessage::RtcpPacket(_, packets) => {
                     collect_keyframe_requests(peer, &packets, &mut self.keyframe_requests);
                     if peer.role == PeerRole::Subscriber {
-                        read_subscriber_rtcp(peer, &packets, arrived, &mut self.rtcp);
+                        read_subscriber_rtcp(
+                            peer,
+                            &packets,
+                            arrived,
+                            &mut self.rtcp,
+                            &mut self.nacked,
+                        );
                     }
                 }
                 _ => {}
             }
         }
+        self.answer_nacks(key, now);
         // Draining reads can raise events (a track opens on its first packet); take them now
         // rather than at this peer's next datagram or timer.
         self.drain_events(key, &mut drained);
@@ -650,6 +672,50 @@ impl Worker {
             self.request_keyframe(publisher, ssrc, now);
         }
         self.keyframe_requests = requests;
+    }
+
+    /// Rebuilds the packets a subscriber asked for again from its publishers' histories and
+    /// queues them on its connection, which sends them with its next write.
+    fn answer_nacks(&mut self, key: PeerKey, now: Instant) {
+        if self.nacked.is_empty() {
+            return;
+        }
+        let Some(sub) = self.peers.get(&key) else {
+            self.nacked.clear();
+            return;
+        };
+        let peers = &self.peers;
+        let mut repairs = Vec::with_capacity(self.nacked.len());
+        for &(ssrc, seq) in &self.nacked {
+            let leg = sub
+                .legs
+                .iter()
+                .flatten()
+                .find(|l| l.forwarder.ssrc() == ssrc);
+            let repair = leg.and_then(|leg| {
+                let resolved = leg.mapping.resolve(seq)?;
+                let layer = peers
+                    .get(&leg.publisher)?
+                    .published
+                    .iter()
+                    .flat_map(|t| &t.layers)
+                    .find(|l| l.ssrc == resolved.source)?;
+                repair::rebuild(
+                    &resolved,
+                    &layer.history,
+                    ssrc,
+                    |pt| leg.forwarder.payload_type(pt),
+                    now,
+                )
+            });
+            match repair {
+                Some(packet) => repairs.push(packet),
+                None => self.rtcp.retransmissions_unavailable += 1,
+            }
+        }
+        self.nacked.clear();
+        self.rtcp.retransmissions += repairs.len() as u64;
+        sub.repairs.push(repairs);
     }
 
     /// Handles a peer's pending events, adding what servicing must act on to `drained`.
@@ -724,6 +790,11 @@ impl Worker {
             return;
         }
         let track = &mut peer.published[idx];
+        if track.kind == MediaKind::Video
+            && let Some(layer) = track.layers.iter_mut().find(|l| l.ssrc == ssrc)
+        {
+            layer.history.record(packet, now);
+        }
         let mut resumed = false;
         if track.kind == MediaKind::Audio {
             let level = track
@@ -1289,11 +1360,13 @@ impl Worker {
     ) -> Result<PeerKey, EngineError> {
         let creds = self.fresh_credentials();
         let estimate = TwccEstimate::default();
-        let pc = peer::new_subscriber(now, &creds, &estimate)?;
+        let repairs = RepairQueue::default();
+        let pc = peer::new_subscriber(now, &creds, &estimate, &repairs)?;
         let key = self.new_key();
         self.demux.add_ufrag(&creds.ufrag, key);
         let mut sub = Peer::new(key, room, participant.to_owned(), PeerRole::Subscriber, pc);
         sub.twcc_estimate = estimate;
+        sub.repairs = repairs;
         self.peers.insert(key, sub);
         if let Some(member) = self
             .rooms
@@ -1689,6 +1762,8 @@ impl Worker {
             forwarded_bytes: self.forwarding.bytes,
             forwarding_latency: self.forwarding_latency.clone(),
             nacks_received: self.rtcp.nacks_received,
+            retransmissions: self.rtcp.retransmissions,
+            retransmissions_unavailable: self.rtcp.retransmissions_unavailable,
             plis_received: self.rtcp.plis_received,
             sender_reports_sent: self.rtcp.sender_reports_sent,
             receiver_reports_sent: self.rtcp.receiver_reports_sent,
@@ -1827,13 +1902,15 @@ fn bits_per_second(bytes: u64, micros: u128) -> u64 {
     u64::try_from(u128::from(bytes) * 8 * 1_000_000 / micros.max(1)).unwrap_or(u64::MAX)
 }
 
-/// Counts a subscriber's NACKs and keyframe requests, and hands its report blocks to the legs
-/// they are about, with the RTT each one measures.
+/// Counts a subscriber's NACKs and keyframe requests, adds the (leg SSRC, sequence number) of
+/// each packet it asks for again to `nacked`, and hands its report blocks to the legs they are
+/// about, with the RTT each one measures.
 fn read_subscriber_rtcp(
     sub: &mut Peer,
     packets: &[Box<dyn rtc::rtcp::Packet>],
     arrived: Instant,
     counters: &mut RtcpCounters,
+    nacked: &mut Vec<(u32, u16)>,
 ) {
     let mut arrival_ntp = None;
     for packet in packets {
@@ -1843,8 +1920,11 @@ fn read_subscriber_rtcp(
         } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
             &sr.reports
         } else {
-            if any.is::<TransportLayerNack>() {
+            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 counters.nacks_received += 1;
+                let room = MAX_REPAIRS_PER_READ.saturating_sub(nacked.len());
+                let seqs = nack.nacks.iter().flat_map(|pair| *pair);
+                nacked.extend(seqs.take(room).map(|seq| (nack.media_ssrc, seq)));
             } else if peer::is_keyframe_request(packet.as_ref()) {
                 counters.plis_received += 1;
             }
@@ -2020,6 +2100,7 @@ fn add_leg(
         forwarder,
         selection,
         vp8: Vp8Rewriter::default(),
+        mapping: LegMapping::default(),
         negotiated: false,
         keyframe_requested: false,
         reports: Default::default(),
@@ -2152,6 +2233,12 @@ fn forward(
         header: leg.forwarder.leg_header(&packet.header, pt, now),
         payload,
     };
+    if leg.info.kind == MediaKind::Video
+        && let Some(mapping) = leg.forwarder.mapping()
+    {
+        leg.mapping
+            .on_sent(out.header.sequence_number, mapping, leg.vp8.offsets());
+    }
     let out_len = out.payload.len();
     let len = out_len as u64;
     let written = match pc.rtp_sender(leg.sender_id) {

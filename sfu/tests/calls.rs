@@ -97,7 +97,7 @@ async fn two_party_call_each_receives_the_other() {
     }
     let stats = call.engine.stats().await.expect("stats");
     eprintln!("{stats:?}");
-    // rtc's NACK responder stays on the legs: video offers nack/pli feedback and an RTX stream.
+    // Video legs are repaired: the offer carries nack/pli feedback and an RTX stream.
     assert!(offer_sdp.contains("nack pli") && offer_sdp.contains("a=ssrc-group:FID"));
     // Transport-wide congestion control covers video only: audio is never limited by the
     // estimate, so it carries no transport-wide sequence numbers.

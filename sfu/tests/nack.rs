@@ -1,5 +1,6 @@
 //! Retransmission through the engine: a subscriber that loses video asks for it again with NACKs,
-//! and the server answers them from the leg's retransmission buffer.
+//! and the server answers them from the publisher's recent packets, rebuilt in the leg's
+//! numbering.
 
 mod common;
 
@@ -62,8 +63,9 @@ async fn subscriber_nacks_are_answered_with_retransmissions() {
     let stats = call.engine.stats().await.expect("stats");
     let video = received_from(bob, "alice", MediaKind::Video);
     eprintln!(
-        "bob video packets {video}; {loss:?}; engine nacks_received {}; RTX offered {rtx_offered}",
-        stats.nacks_received
+        "bob video packets {video}; {loss:?}; engine nacks_received {} retransmissions {} \
+         unavailable {}; RTX offered {rtx_offered}",
+        stats.nacks_received, stats.retransmissions, stats.retransmissions_unavailable
     );
     for q in &outbound {
         eprintln!(
@@ -75,6 +77,10 @@ async fn subscriber_nacks_are_answered_with_retransmissions() {
     // ~75 video packets/s for 3 s, every 10th dropped.
     assert!(loss.dropped >= 10, "{loss:?}");
     assert!(stats.nacks_received > 0, "{stats:?}");
+    assert!(
+        stats.retransmissions >= loss.recovered,
+        "{stats:?} {loss:?}"
+    );
     assert!(
         loss.recovered * 10 >= loss.dropped * 8,
         "only {} of {} dropped packets recovered: {loss:?}",
