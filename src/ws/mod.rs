@@ -23,6 +23,10 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// The transport's own cap, above the contract's, so that an oversized message still reaches
 /// the session and gets its `error` before the close.
 const TRANSPORT_MAX_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
+/// Each socket's read buffer, allocated when it opens. Signaling is a few small messages a
+/// second, and a description larger than this is read in several turns; tungstenite's 128 KiB
+/// default was a tenth of a participant's server memory in a 50-person audio call.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 #[derive(Deserialize)]
 pub struct WsParams {
@@ -60,5 +64,6 @@ pub async fn upgrade(
     };
     ws.max_message_size(TRANSPORT_MAX_BYTES)
         .max_frame_size(TRANSPORT_MAX_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| session::run(socket, state, actor))
 }
