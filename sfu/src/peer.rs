@@ -11,14 +11,15 @@ use bytes::BytesMut;
 use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
-    Attribute, CongestionControlBuilder, Gcc, Interceptor, NackGeneratorBuilder, Packet, Registry,
-    Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
+    Attribute, CongestionControlBuilder, Gcc, Interceptor, NackGeneratorBuilder, Packet,
+    ReceiverReportBuilder, Registry, SenderReportBuilder, Slot, StreamInfo, TaggedPacket,
+    TwccSenderBuilder,
 };
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine as RtcMediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -657,11 +658,11 @@ const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 const ICE_CHECK_ATTEMPTS: u16 = 28;
 
 /// rtc's default chain (`register_default_interceptors`: NACK generator and responder,
-/// simulcast header extensions, RTCP reports) with the NACK generator capped at
-/// [`MAX_NACKS_PER_PACKET`], transport-wide congestion control per role (see
-/// [`transport_cc`]), and on a subscriber the engine's own [`RepairSender`] in the responder's
-/// place: rtc's responder keeps a history per leg, the engine one per published stream (see
-/// [`crate::repair`]). A publisher's connection sends no media, so it needs no responder.
+/// simulcast header extensions, RTCP reports), split by role: each connection keeps only the
+/// interceptors that act on the direction its media flows. The NACK generator is capped at
+/// [`MAX_NACKS_PER_PACKET`], congestion control is per role (see [`transport_cc`]), and a
+/// subscriber has the engine's own [`RepairSender`] in the responder's place: rtc's responder
+/// keeps a history per leg, the engine one per published stream (see [`crate::repair`]).
 /// Assembled here rather than patched afterwards, because replacing a registry slot logs a
 /// warning on every connection.
 fn interceptors(
@@ -678,23 +679,35 @@ fn interceptors(
             RtpCodecKind::Video,
         );
     }
-    let mut registry = Registry::new().with(
-        Slot::NackGenerator,
-        NackGeneratorBuilder::new()
-            .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
-            .build(),
-    );
-    if let Some(repairs) = repairs {
-        registry = registry.with(Slot::NackResponder, RepairSender::new(repairs.clone()));
-    }
     configure_simulcast_extension_headers(media)?;
-    let registry = match role {
-        // rtc's TWCC receiver, and the extension and feedback for audio and video: what a
-        // browser's own send-side estimate needs from the server.
-        PeerRole::Publisher => configure_twcc_receiver_only(registry, media)?,
-        PeerRole::Subscriber => transport_cc(registry, media)?,
-    };
-    Ok(configure_rtcp_reports(registry))
+    match role {
+        // A publisher's connection only receives media: lost packets are asked for again,
+        // receiver reports tell the client how its streams arrive, and rtc's TWCC receiver (with
+        // the extension and feedback for audio and video) is what a browser's own send-side
+        // estimate needs from the server.
+        PeerRole::Publisher => {
+            let registry = Registry::new()
+                .with(
+                    Slot::NackGenerator,
+                    NackGeneratorBuilder::new()
+                        .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                        .build(),
+                )
+                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+            configure_twcc_receiver_only(registry, media)
+        }
+        // A subscriber's connection only sends media, and every forwarded packet is moved
+        // through each interceptor of its chain, so it holds only what acts on sent media:
+        // repairs, sender reports, and transport-wide congestion control.
+        PeerRole::Subscriber => {
+            let mut registry =
+                Registry::new().with(Slot::SenderReport, SenderReportBuilder::new().build());
+            if let Some(repairs) = repairs {
+                registry = registry.with(Slot::NackResponder, RepairSender::new(repairs.clone()));
+            }
+            transport_cc(registry, media)
+        }
+    }
 }
 
 /// Send-side estimation on what the server forwards to a subscriber, for video only: the
