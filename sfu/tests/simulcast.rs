@@ -283,6 +283,70 @@ async fn a_single_layer_camera_pauses_and_resumes_at_a_keyframe() {
     call.leave(&bob).await;
 }
 
+/// A subscriber that loses packets of a layer it switched to gets them back exactly as they
+/// were first sent: the engine rebuilds each repair from the publisher's packet, in the leg's
+/// sequence numbers and timestamps and with the picture ids it rewrote at the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repairs_after_a_layer_switch_are_the_packets_that_were_lost() {
+    let call = Call::new(1);
+    let lossy = BotConfig {
+        drop_every_nth_video: Some(5),
+        ..BotConfig::default()
+    };
+    let bob = call.add_with("bob", false, &lossy).await;
+    let alice = call.add_simulcast("alice", 3).await;
+    let publisher = alice.publisher.clone().expect("alice publishes");
+    let sending = tokio::spawn(async move { publisher.send_media(Duration::from_secs(60)).await });
+    assert!(
+        eventually(EVENT_TIMEOUT, || layer(&bob, "alice") == Some(2)).await,
+        "bob starts on the top layer: {:?}",
+        camera(&bob, "alice")
+    );
+    // Down to the lowest layer, whose picture ids start thousands away from the top one's:
+    // every payload bob gets from here on has its picture id and TL0PICIDX rewritten.
+    choose(&call, "bob", "alice", VideoQuality::Low).await;
+    assert!(
+        eventually(EVENT_TIMEOUT, || layer(&bob, "alice") == Some(0)).await,
+        "bob moves to the low layer: {:?}",
+        camera(&bob, "alice")
+    );
+    let at_switch = bob.subscriber.simulated_loss().expect("loss is simulated");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The last drops are asked for on the NACK generator's next tick.
+    eventually(Duration::from_secs(3), || {
+        bob.subscriber
+            .simulated_loss()
+            .is_some_and(|l| l.recovered + 1 >= l.dropped)
+    })
+    .await;
+    let loss = bob.subscriber.simulated_loss().expect("loss is simulated");
+    let stats = call.engine.stats().await.expect("stats");
+    eprintln!(
+        "at the switch {at_switch:?}; at the end {loss:?}; engine retransmissions {} \
+         unavailable {}",
+        stats.retransmissions, stats.retransmissions_unavailable
+    );
+    assert!(
+        loss.dropped >= at_switch.dropped + 4,
+        "low-layer packets were dropped: {at_switch:?} then {loss:?}"
+    );
+    assert!(
+        loss.recovered * 10 >= loss.dropped * 8,
+        "only {} of {} dropped packets recovered: {loss:?}",
+        loss.recovered,
+        loss.dropped
+    );
+    assert_eq!(
+        loss.mismatched_recoveries, 0,
+        "a repair differed from the packet it replaced: {loss:?}"
+    );
+    assert!(loss.rtx_packets > 0, "{loss:?}");
+    sending.abort();
+    for c in [&alice, &bob] {
+        call.leave(c).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_losing_packets_is_moved_to_a_lower_layer_and_back_up_when_it_heals() {
     let mut call = Call::with_engine(common::start_engine_with(EngineConfig {

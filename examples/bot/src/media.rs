@@ -113,8 +113,9 @@ impl Default for BotConfig {
 /// kept per SSRC and not unwrapped, which is plenty for a test run (far fewer than 65536 packets).
 #[derive(Default)]
 struct LossLog {
-    /// (SSRC, sequence number) of every packet dropped.
-    dropped: HashSet<(u32, u16)>,
+    /// (SSRC, sequence number) of every packet dropped, with what it carried (timestamp, marker
+    /// and payload), to check that a repair delivers the same packet.
+    dropped: HashMap<(u32, u16), (u32, bool, Bytes)>,
     /// Dropped packets that later reached the track.
     recovered: HashSet<(u32, u16)>,
     /// Packets that arrived on a negotiated RTX (repair) SSRC.
@@ -125,6 +126,8 @@ struct LossLog {
     stopped: bool,
     /// Deliveries to the track of a packet that was already recovered (duplicate repairs).
     duplicate_recoveries: u64,
+    /// Recovered packets whose timestamp, marker or payload differ from the dropped original.
+    mismatched_recoveries: u64,
 }
 
 /// A snapshot of a subscriber's simulated receive loss.
@@ -141,6 +144,8 @@ pub struct SimulatedLossStats {
     pub plain_retransmissions: u64,
     /// Recovered packets delivered to the track more than once.
     pub duplicate_recoveries: u64,
+    /// Recovered packets that were not the packet dropped: another timestamp, marker or payload.
+    pub mismatched_recoveries: u64,
 }
 
 /// Shared between the dropping interceptor and the track readers.
@@ -179,7 +184,8 @@ impl LossSimulator {
     }
 
     /// Whether an inbound RTP packet is to be dropped; notes what it saw either way.
-    fn drops(&mut self, header: &rtp::Header) -> bool {
+    fn drops(&mut self, packet: &rtp::Packet) -> bool {
+        let header = &packet.header;
         let Ok(mut log) = self.log.lock() else {
             return false;
         };
@@ -197,13 +203,14 @@ impl LossSimulator {
             return false;
         }
         let key = (header.ssrc, header.sequence_number);
-        if log.dropped.contains(&key) {
+        if log.dropped.contains_key(&key) {
             log.plain_retransmissions += 1;
             return false;
         }
         *seen = seen.wrapping_add(1);
         if seen.is_multiple_of(self.every) {
-            log.dropped.insert(key);
+            let kept = (header.timestamp, header.marker, packet.payload.clone());
+            log.dropped.insert(key, kept);
             return true;
         }
         false
@@ -219,7 +226,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for LossSimulator {
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtp(packet) = &msg.message.packet
-            && self.drops(&packet.header)
+            && self.drops(packet)
         {
             return Ok(());
         }
@@ -1045,8 +1052,15 @@ impl RemoteTrack {
             && let Ok(mut log) = loss.lock()
         {
             let key = (packet.header.ssrc, packet.header.sequence_number);
-            if log.dropped.contains(&key) && !log.recovered.insert(key) {
-                log.duplicate_recoveries += 1;
+            if let Some((timestamp, marker, payload)) = log.dropped.get(&key) {
+                let same = *timestamp == packet.header.timestamp
+                    && *marker == packet.header.marker
+                    && *payload == packet.payload;
+                if !log.recovered.insert(key) {
+                    log.duplicate_recoveries += 1;
+                } else if !same {
+                    log.mismatched_recoveries += 1;
+                }
             }
         }
         self.bytes
@@ -1180,6 +1194,7 @@ impl Subscriber {
             rtx_packets: log.rtx_packets,
             plain_retransmissions: log.plain_retransmissions,
             duplicate_recoveries: log.duplicate_recoveries,
+            mismatched_recoveries: log.mismatched_recoveries,
         })
     }
 
