@@ -18,8 +18,9 @@
 //! with a picture id and TL0PICIDX: `plain` is the header rewrite plus a shared payload;
 //! `vp8_untouched` also parses the payload descriptor of a leg that never switched layers (its
 //! payload stays shared); `vp8_rewritten` is a leg that switched, whose payload is copied into
-//! a new buffer and gets new ids. Forwarded packets are kept for a while (the last 1024, as a
-//! NACK buffer keeps them), so the allocator sees a realistic lifetime.
+//! a new buffer and gets new ids. Forwarded packets are kept for a while (the last 1024, as the
+//! per-leg NACK buffers the engine used before `repair` kept them), so the allocator sees a
+//! long lifetime; in the engine today a rewritten copy lives only until it is sent.
 //!
 //! Run with `cargo bench -p confab-sfu --bench forwarding`.
 

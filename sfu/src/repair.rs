@@ -33,8 +33,9 @@ use rtc::shared::error::Error;
 use crate::forwarder::Mapping;
 use crate::vp8;
 
-/// How long a published packet stays available for repair. A repair that comes later is of no
-/// use to a real-time decoder; the subscriber's NACK generator gives up on a packet well before.
+/// How long a published packet stays available for repair: several round trips of a poor
+/// path. A repair that comes later is of no use to a real-time decoder, whose jitter buffer has
+/// played past the gap.
 pub(crate) const HISTORY_AGE: Duration = Duration::from_secs(1);
 
 /// At most this many packets per published stream, whatever their age: a second of an
