@@ -58,8 +58,8 @@ struct Kept {
     payload: Bytes,
 }
 
-/// The recent packets of one published video stream (a simulcast layer, or the only encoding),
-/// in arrival order. Entries leave by age or count as new ones come, so a quiet stream holds
+/// The recent packets of one published video stream (a simulcast layer, or the only encoding)
+/// that at least one leg forwarded, in arrival order. Entries leave by age or count as new ones come, so a quiet stream holds
 /// little and a loud one at most [`HISTORY_MAX_PACKETS`]; the deque keeps its capacity, so
 /// recording a packet allocates nothing once the stream's rate is reached.
 #[derive(Debug, Default)]

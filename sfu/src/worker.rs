@@ -790,11 +790,6 @@ impl Worker {
             return;
         }
         let track = &mut peer.published[idx];
-        if track.kind == MediaKind::Video
-            && let Some(layer) = track.layers.iter_mut().find(|l| l.ssrc == ssrc)
-        {
-            layer.history.record(packet, now);
-        }
         let mut resumed = false;
         if track.kind == MediaKind::Audio {
             let level = track
@@ -813,6 +808,7 @@ impl Worker {
         }
         let view = track.layer_view();
         let fanout = std::mem::take(&mut track.fanout);
+        let mut taken = false;
         for &(sub_key, slot) in &fanout {
             if let Some(sub) = self.peers.get_mut(&sub_key) {
                 if resumed {
@@ -831,6 +827,7 @@ impl Worker {
                     &mut self.forwarding,
                     &mut self.keyframe_requests,
                 ) {
+                    taken = true;
                     mark_dirty(&mut self.dirty, sub);
                     if sub.unflushed >= MAX_UNFLUSHED_PER_PEER {
                         flush_writes(
@@ -852,6 +849,14 @@ impl Worker {
             .and_then(|p| p.published.get_mut(idx))
         {
             track.fanout = fanout;
+            // Only a packet some leg took can be asked for again, so a layer nobody watches
+            // keeps no history.
+            if taken
+                && track.kind == MediaKind::Video
+                && let Some(layer) = track.layers.iter_mut().find(|l| l.ssrc == ssrc)
+            {
+                layer.history.record(packet, now);
+            }
         }
     }
 
