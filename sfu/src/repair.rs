@@ -226,7 +226,9 @@ impl RepairQueue {
     }
 
     fn take(&self, into: &mut VecDeque<rtp::Packet>) {
-        if self.0.pending.swap(false, Ordering::Acquire) {
+        // A plain load first: this runs on every write the connection makes, and a swap is a
+        // locked instruction even when there is nothing to take.
+        if self.0.pending.load(Ordering::Relaxed) && self.0.pending.swap(false, Ordering::Acquire) {
             let mut packets = self.0.packets.lock().unwrap_or_else(|e| e.into_inner());
             into.extend(packets.drain(..));
         }

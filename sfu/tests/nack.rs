@@ -81,17 +81,9 @@ async fn subscriber_nacks_are_answered_with_retransmissions() {
         stats.retransmissions >= loss.recovered,
         "{stats:?} {loss:?}"
     );
-    assert!(
-        loss.recovered * 10 >= loss.dropped * 8,
-        "only {} of {} dropped packets recovered: {loss:?}",
-        loss.recovered,
-        loss.dropped
-    );
     // The leg negotiated RTX, so the repairs came on the repair stream, not as repeats.
     assert!(rtx_offered, "{offer_sdp}");
-    assert!(loss.rtx_packets > 0, "{loss:?}");
-    assert_eq!(loss.plain_retransmissions, 0, "{loss:?}");
-    assert_eq!(loss.mismatched_recoveries, 0, "{loss:?}");
+    common::assert_repaired(&loss);
     // The subscriber's receiver reports count the primary stream as the path delivered it: rtc
     // unwraps RTX after its interceptor chain, so repairs never fill the reported gaps and the
     // outbound quality shows the loss before repair (~0.09-0.11 per interval when observed).

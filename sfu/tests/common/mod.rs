@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use confab_bot::media::{BotConfig, Publisher, RtpCodecKind, Subscriber};
+use confab_bot::media::{BotConfig, Publisher, RtpCodecKind, SimulatedLossStats, Subscriber};
 use confab_sfu::{EngineConfig, EngineEvent, MediaEngine, MediaKind, RoomId};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -222,6 +222,23 @@ pub fn received_from(client: &Client, publisher: &str, kind: MediaKind) -> u64 {
         .filter(|t| t.stream_id == publisher && t.kind == want)
         .map(|t| t.packets)
         .sum()
+}
+
+/// A lossy subscriber got its drops back: at least 80 % of them (the last few may still be in
+/// flight), on the RTX stream, each one the very packet it replaced.
+pub fn assert_repaired(loss: &SimulatedLossStats) {
+    assert!(
+        loss.recovered * 10 >= loss.dropped * 8,
+        "only {} of {} dropped packets recovered: {loss:?}",
+        loss.recovered,
+        loss.dropped
+    );
+    assert_eq!(
+        loss.mismatched_recoveries, 0,
+        "a repair differed from the packet it replaced: {loss:?}"
+    );
+    assert!(loss.rtx_packets > 0, "{loss:?}");
+    assert_eq!(loss.plain_retransmissions, 0, "{loss:?}");
 }
 
 /// Polls `check` until it holds or the timeout passes; returns whether it held.
