@@ -227,6 +227,21 @@ async fn late_joiner_gets_a_keyframe_within_one_second() {
     call.engine.shutdown().await;
 }
 
+/// Waits until every client's subscriber receives media on exactly `tracks` tracks.
+async fn all_receive(clients: &[Client], tracks: usize) -> bool {
+    eventually(Duration::from_secs(10), || {
+        clients.iter().all(|c| {
+            c.subscriber
+                .tracks()
+                .iter()
+                .filter(|t| t.packets > 0)
+                .count()
+                == tracks
+        })
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaving_renegotiates_the_others() {
     let mut call = Call::new(1);
@@ -237,17 +252,7 @@ async fn leaving_renegotiates_the_others() {
     ];
     send_all(&clients, Duration::from_secs(2)).await;
     // Everyone's latest offer carries the other two publishers' four tracks.
-    let settled = eventually(Duration::from_secs(10), || {
-        clients.iter().all(|c| {
-            c.subscriber
-                .tracks()
-                .iter()
-                .filter(|t| t.packets > 0)
-                .count()
-                == 4
-        })
-    })
-    .await;
+    let settled = all_receive(&clients, 4).await;
     assert!(settled, "every subscriber receives four tracks");
     while call.events.try_recv().is_ok() {}
 
@@ -311,17 +316,7 @@ async fn a_change_right_after_an_answer_waits_for_the_renegotiation_gap() {
         call.add("d", true).await,
     ];
     send_all(&clients, Duration::from_secs(1)).await;
-    let settled = eventually(Duration::from_secs(10), || {
-        clients.iter().all(|c| {
-            c.subscriber
-                .tracks()
-                .iter()
-                .filter(|t| t.packets > 0)
-                .count()
-                == 6
-        })
-    })
-    .await;
+    let settled = all_receive(&clients, 6).await;
     assert!(settled, "every subscriber receives six tracks");
     while call.events.try_recv().is_ok() {}
 
