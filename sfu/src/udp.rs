@@ -3,8 +3,10 @@
 //! One publisher packet becomes up to 49 subscriber datagrams, each to its own address. Sent one
 //! `sendto` at a time, the system call costs more than the forwarding itself, so a worker queues
 //! the datagrams its peers produce during a loop pass and hands them to the kernel in batches of
-//! [`BATCH`]. Reads are batched the same way. Buffers, addresses and headers are allocated once
-//! per worker; a batch call allocates nothing.
+//! [`BATCH`]. Within a batch, consecutive datagrams to one subscriber go out as one segmented
+//! send (UDP GSO), so the kernel routes and queues a run of them once. Reads are batched the same
+//! way. Buffers, addresses and headers are allocated once per worker; a batch call allocates
+//! nothing.
 //!
 //! On other systems than Linux the same types fall back to one call per datagram.
 
@@ -81,6 +83,25 @@ impl SendBatch {
             #[cfg(target_os = "linux")]
             sys: linux::Headers::new(),
         }
+    }
+
+    /// Turns coalescing off, as a kernel that refuses it would: the fallback path, for tests.
+    #[cfg(test)]
+    fn without_segmentation(mut self) -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            self.sys.gso = false;
+        }
+        self
+    }
+
+    /// Whether sends still coalesce runs with `UDP_SEGMENT` (always false off Linux).
+    #[cfg(test)]
+    fn segments(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.sys.gso;
+        #[cfg(not(target_os = "linux"))]
+        false
     }
 
     /// Whether the batch is full and must be flushed before the next push.
@@ -183,14 +204,33 @@ mod linux {
     use std::os::fd::AsRawFd;
 
     use bytes::BytesMut;
-    use tracing::debug;
+    use tracing::{debug, warn};
 
     use super::{BATCH, RECV_BUF_LEN};
+
+    /// Most segments one GSO send may carry: the kernel's `UDP_MAX_SEGMENTS` on every version
+    /// that has `UDP_SEGMENT`.
+    const MAX_SEGMENTS: usize = 64;
+
+    /// Most bytes one GSO send may carry: what fits in one UDP datagram over IPv6, so the same
+    /// limit serves both families.
+    const MAX_GSO_BYTES: usize = 65_000;
+
+    /// Room for one `UDP_SEGMENT` control message (a `u16`), 8-byte aligned as `cmsghdr` needs.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(8))]
+    struct Control([u8; 32]);
 
     pub(super) struct Headers {
         headers: Vec<libc::mmsghdr>,
         iovecs: Vec<libc::iovec>,
         addrs: Vec<libc::sockaddr_storage>,
+        controls: Vec<Control>,
+        /// Datagrams carried by each header of the send being built.
+        segments: Vec<usize>,
+        /// Whether sends may coalesce datagrams with `UDP_SEGMENT`; cleared for good the first
+        /// time the kernel refuses it (a kernel without it, a device that cannot checksum).
+        pub(super) gso: bool,
     }
 
     impl Headers {
@@ -201,10 +241,19 @@ mod linux {
                 headers: vec![header; BATCH],
                 iovecs: vec![iovec; BATCH],
                 addrs: vec![addr; BATCH],
+                controls: vec![Control([0; 32]); BATCH],
+                segments: Vec::with_capacity(BATCH),
+                gso: true,
             }
         }
 
         /// Sends `datagrams` in as many `sendmmsg` calls as it takes; returns (sent, dropped).
+        ///
+        /// Consecutive datagrams to one address go out as one GSO send (`UDP_SEGMENT`) when all
+        /// but the last have the same length and the last is no longer: the kernel then routes
+        /// and queues them once and cuts them apart at the device, or on loopback at the
+        /// receiving socket. A subscriber's packets leave rtc one connection at a time, so in a
+        /// loop pass that forwarded k packets every subscriber is a run of about k datagrams.
         pub(super) fn send_all(
             &mut self,
             socket: &UdpSocket,
@@ -212,59 +261,130 @@ mod linux {
         ) -> (u64, u64) {
             let (mut sent, mut dropped) = (0u64, 0u64);
             for chunk in datagrams.chunks(BATCH) {
-                for (i, (datagram, to)) in chunk.iter().enumerate() {
-                    self.iovecs[i] = libc::iovec {
-                        iov_base: datagram.as_ptr() as *mut libc::c_void,
-                        iov_len: datagram.len(),
-                    };
-                    let addr_len = write_sockaddr(*to, &mut self.addrs[i]);
-                    let header = &mut self.headers[i].msg_hdr;
-                    header.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-                    header.msg_namelen = addr_len;
-                    header.msg_iov = &mut self.iovecs[i];
-                    header.msg_iovlen = 1;
-                    header.msg_control = std::ptr::null_mut();
-                    header.msg_controllen = 0;
-                    header.msg_flags = 0;
-                }
-                let mut start = 0;
-                while start < chunk.len() {
-                    let pending = &mut self.headers[start..chunk.len()];
-                    // SAFETY: `pending` holds initialised headers whose name and iovec pointers
-                    // point into `self.addrs`, `self.iovecs` and `chunk`, all alive and unmoved
-                    // for the duration of the call.
-                    let n = unsafe {
-                        libc::sendmmsg(
-                            socket.as_raw_fd(),
-                            pending.as_mut_ptr(),
-                            pending.len() as libc::c_uint,
-                            0,
-                        )
-                    };
-                    if n >= 0 {
-                        sent += n as u64;
-                        start += n as usize;
-                        continue;
-                    }
-                    let error = io::Error::last_os_error();
-                    match error.kind() {
-                        ErrorKind::Interrupted => {}
-                        // The socket buffer is full: everything left in this batch is dropped.
-                        ErrorKind::WouldBlock => {
-                            dropped += (chunk.len() - start) as u64;
-                            start = chunk.len();
+                let mut from = 0;
+                while from < chunk.len() {
+                    let gso = self.gso;
+                    let count = self.prepare(&chunk[from..]);
+                    let mut start = 0;
+                    while start < count {
+                        let pending = &mut self.headers[start..count];
+                        // SAFETY: `pending` holds initialised headers whose name, iovec and
+                        // control pointers point into `self.addrs`, `self.iovecs`,
+                        // `self.controls` and `chunk`, all alive and unmoved during the call.
+                        let n = unsafe {
+                            libc::sendmmsg(
+                                socket.as_raw_fd(),
+                                pending.as_mut_ptr(),
+                                pending.len() as libc::c_uint,
+                                0,
+                            )
+                        };
+                        if n >= 0 {
+                            sent += self.segments[start..start + n as usize]
+                                .iter()
+                                .sum::<usize>() as u64;
+                            start += n as usize;
+                            continue;
                         }
-                        // The datagram at `start` was refused (an ICMP error from an earlier
-                        // send, an unroutable address): drop it and go on with the rest.
-                        _ => {
-                            debug!(%error, to = %chunk[start].1, "send failed");
-                            dropped += 1;
-                            start += 1;
+                        let error = io::Error::last_os_error();
+                        let failed = self.segments[start];
+                        match error.kind() {
+                            ErrorKind::Interrupted => {}
+                            // The socket buffer is full: everything left in this batch is
+                            // dropped.
+                            ErrorKind::WouldBlock => {
+                                dropped += self.segments[start..count].iter().sum::<usize>() as u64;
+                                start = count;
+                            }
+                            // A coalesced send refused as such: this kernel or the route's
+                            // device cannot segment UDP. Send the rest one datagram at a time.
+                            _ if gso && failed > 1 && gso_unsupported(&error) => {
+                                warn!(%error, "UDP segmentation offload refused; sending datagrams one by one");
+                                self.gso = false;
+                                break;
+                            }
+                            // The datagram at `start` was refused (an ICMP error from an earlier
+                            // send, an unroutable address): drop it and go on with the rest.
+                            _ => {
+                                debug!(%error, "send failed");
+                                dropped += failed as u64;
+                                start += 1;
+                            }
                         }
                     }
+                    // Everything up to `start` was sent or dropped; after a refused GSO send
+                    // the rest is prepared again, uncoalesced.
+                    from += self.segments[..start].iter().sum::<usize>();
                 }
             }
             (sent, dropped)
+        }
+
+        /// Fills the headers for `datagrams` (at most [`BATCH`]), one header per run of
+        /// datagrams that can share a GSO send; returns the number of headers.
+        fn prepare(&mut self, datagrams: &[(BytesMut, SocketAddr)]) -> usize {
+            self.segments.clear();
+            let mut i = 0;
+            while i < datagrams.len() {
+                let (first, to) = &datagrams[i];
+                let size = first.len();
+                let mut run = 1;
+                if self.gso {
+                    let mut bytes = size;
+                    while let Some((next, next_to)) = datagrams.get(i + run) {
+                        if run == MAX_SEGMENTS
+                            || next_to != to
+                            || next.len() > size
+                            || bytes + next.len() > MAX_GSO_BYTES
+                        {
+                            break;
+                        }
+                        bytes += next.len();
+                        run += 1;
+                        if next.len() < size {
+                            break; // only the last segment may be shorter
+                        }
+                    }
+                }
+                for (j, (datagram, _)) in datagrams[i..i + run].iter().enumerate() {
+                    self.iovecs[i + j] = libc::iovec {
+                        iov_base: datagram.as_ptr() as *mut libc::c_void,
+                        iov_len: datagram.len(),
+                    };
+                }
+                let h = self.segments.len();
+                let addr_len = write_sockaddr(*to, &mut self.addrs[h]);
+                let header = &mut self.headers[h].msg_hdr;
+                header.msg_name = (&mut self.addrs[h] as *mut libc::sockaddr_storage).cast();
+                header.msg_namelen = addr_len;
+                header.msg_iov = &mut self.iovecs[i];
+                header.msg_iovlen = run;
+                header.msg_flags = 0;
+                if run > 1 {
+                    let control = &mut self.controls[h];
+                    header.msg_control = control.0.as_mut_ptr().cast();
+                    header.msg_controllen = control.0.len();
+                    // SAFETY: the header's control buffer is `Control`, aligned for `cmsghdr`
+                    // and large enough for one cmsg carrying a u16, which CMSG_SPACE confirms.
+                    unsafe {
+                        let space = libc::CMSG_SPACE(size_of::<u16>() as libc::c_uint) as usize;
+                        debug_assert!(space <= control.0.len());
+                        header.msg_controllen = space;
+                        let cmsg = libc::CMSG_FIRSTHDR(header);
+                        (*cmsg).cmsg_level = libc::SOL_UDP;
+                        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                        (*cmsg).cmsg_len =
+                            libc::CMSG_LEN(size_of::<u16>() as libc::c_uint) as usize;
+                        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size as u16);
+                    }
+                } else {
+                    header.msg_control = std::ptr::null_mut();
+                    header.msg_controllen = 0;
+                }
+                self.segments.push(run);
+                i += run;
+            }
+            self.segments.len()
         }
 
         /// One `recvmmsg` into `buffers`; fills `received` with (buffer index, length, sender)
@@ -322,6 +442,16 @@ mod linux {
             }
             Ok(())
         }
+    }
+
+    /// Whether a failed send says the kernel cannot segment UDP here: `EIO` when the device
+    /// cannot checksum the segments, `EINVAL` or `ENOPROTOOPT` from a kernel without
+    /// `UDP_SEGMENT`.
+    fn gso_unsupported(error: &io::Error) -> bool {
+        matches!(
+            error.raw_os_error(),
+            Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::ENOPROTOOPT)
+        )
     }
 
     fn write_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
@@ -434,6 +564,92 @@ mod tests {
             }
         }
         assert_eq!(seen, (0..total as u32).collect::<Vec<_>>());
+    }
+
+    /// Reads until `count` datagrams arrived on `rx` (or five seconds passed).
+    fn receive(rx: &UdpSocket, count: usize) -> Vec<Vec<u8>> {
+        let mut recv = RecvBatch::new();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while seen.len() < count && Instant::now() < deadline {
+            match recv.recv(rx) {
+                Ok(n) => {
+                    for i in 0..n {
+                        seen.push(recv.get(i).expect("datagram i").0.to_vec());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("recv failed: {e}"),
+            }
+        }
+        seen
+    }
+
+    /// Runs that can be coalesced (same address, same length, a shorter last one) and runs
+    /// that cannot (a longer datagram after a shorter one, another address, more than 64 in a
+    /// row) all arrive as the datagrams that were pushed, each whole and in order.
+    #[test]
+    fn coalesced_runs_arrive_as_the_datagrams_pushed() {
+        let batch = send_plan(SendBatch::new());
+        // Loopback on any kernel since 4.18 takes UDP_SEGMENT: no fallback happened.
+        assert_eq!(batch.segments(), cfg!(target_os = "linux"));
+    }
+
+    #[test]
+    fn without_segmentation_the_same_datagrams_arrive() {
+        send_plan(SendBatch::new().without_segmentation());
+    }
+
+    /// Sends a plan of runs through `batch` and checks what arrives; returns the batch.
+    fn send_plan(mut batch: SendBatch) -> SendBatch {
+        let (tx, a) = pair();
+        let (_, b) = pair();
+        let (to_a, to_b) = (
+            a.local_addr().expect("addr a"),
+            b.local_addr().expect("addr b"),
+        );
+        let datagram = |n: usize, len: usize| {
+            let mut d = vec![n as u8; len];
+            d[..4].copy_from_slice(&(n as u32).to_be_bytes());
+            d
+        };
+        let mut plan: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+        let mut n = 0;
+        let mut add = |plan: &mut Vec<(Vec<u8>, SocketAddr)>, len: usize, to: SocketAddr| {
+            plan.push((datagram(n, len), to));
+            n += 1;
+        };
+        for len in [100, 100, 100, 60, 100, 120, 120, 7] {
+            add(&mut plan, len, to_a);
+        }
+        for len in [200, 200, 200] {
+            add(&mut plan, len, to_b);
+        }
+        add(&mut plan, 200, to_a);
+        for _ in 0..70 {
+            add(&mut plan, 1100, to_b);
+        }
+        let mut sent = 0;
+        for (d, to) in &plan {
+            if batch.is_full() {
+                sent += batch.flush(&tx).sent;
+            }
+            batch.push(BytesMut::from(&d[..]), *to);
+        }
+        let flushed = batch.flush(&tx);
+        sent += flushed.sent;
+        assert_eq!((sent, flushed.dropped), (plan.len() as u64, 0));
+
+        let expect = |to: SocketAddr| -> Vec<Vec<u8>> {
+            plan.iter()
+                .filter(|(_, t)| *t == to)
+                .map(|(d, _)| d.clone())
+                .collect()
+        };
+        let (want_a, want_b) = (expect(to_a), expect(to_b));
+        assert_eq!(receive(&a, want_a.len()), want_a);
+        assert_eq!(receive(&b, want_b.len()), want_b);
+        batch
     }
 
     #[test]
