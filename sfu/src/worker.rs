@@ -36,7 +36,8 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
 };
 use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit,
@@ -2052,6 +2053,14 @@ fn add_leg(
         MediaKind::Video => RtpCodecKind::Video,
     };
     let clock_rate = codec.clock_rate;
+    // The leg's m-line offers only the publisher's codec (and its RTX): a subscriber cannot
+    // receive anything else on it, and rtc's full list (ten video codecs with their RTX and
+    // five feedback lines each) made every video m-line of the offer, of the answer and of
+    // both parsed descriptions rtc keeps about 3 KB, times every camera in the call.
+    let preferred = vec![RTCRtpCodecParameters {
+        rtp_codec: codec.clone(),
+        payload_type: 0,
+    }];
     let track = MediaStreamTrack::new(
         info.stream_id.clone(),
         info.track_id.clone(),
@@ -2097,6 +2106,12 @@ fn add_leg(
             (sender_id, Forwarder::new(ssrc, clock_rate))
         }
     };
+    // A reused transceiver may have carried another codec; preferences follow the new track.
+    if let Some(mut transceiver) = sub.pc.rtp_transceiver(RTCRtpTransceiverId::from(sender_id))
+        && let Err(e) = transceiver.set_codec_preferences(preferred)
+    {
+        debug!(error = %e, "codec preferences not set; the leg offers every codec");
+    }
     let leg = Leg {
         publisher,
         source_ssrc,

@@ -103,6 +103,19 @@ async fn two_party_call_each_receives_the_other() {
     // estimate, so it carries no transport-wide sequence numbers.
     let sections: Vec<&str> = offer_sdp.split("\nm=").skip(1).collect();
     for section in &sections {
+        // Each leg offers the publisher's codec and nothing else (and, for video, its RTX).
+        let mut formats: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("a=rtpmap:"))
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .collect();
+        formats.sort_unstable();
+        let expected: &[&str] = if section.starts_with("audio") {
+            &["opus/48000/2"]
+        } else {
+            &["VP8/90000", "rtx/90000"]
+        };
+        assert_eq!(formats, expected, "formats offered in\n{section}");
         let (extension, feedback) = (
             section.contains("transport-wide-cc"),
             section.contains(" transport-cc"),
