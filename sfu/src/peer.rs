@@ -497,25 +497,46 @@ pub(crate) fn count_sending_tracks(sdp: &str) -> (usize, usize) {
 /// `DeliverToApplication`; without this a subscriber's PLI/FIR would never reach the worker and
 /// could not be relayed to the publisher, and its receiver reports (the outbound quality) and
 /// NACKs (a counter) would never be seen either. Only compounds holding one of those are marked
-/// (no copy, no allocation); the interceptors wire-ward of this one have already acted on them.
-/// A publisher's RTCP (its sender reports) is of no use to the worker, so a publisher's marker
-/// passes only keyframe requests and the rest stays inside the chain.
-struct RtcpMarker {
+/// (no copy, no allocation); the interceptors wire-ward of the one that marks have already acted
+/// on them. A publisher's RTCP (its sender reports) is of no use to the worker, so a publisher's
+/// marking passes only keyframe requests and the rest stays inside the chain.
+///
+/// On a subscriber connection the [`RepairSender`] marks (every forwarded packet is moved
+/// through each interceptor of the chain, so one fewer is measurably cheaper); a publisher's
+/// chain ends in an [`RtcpMarker`].
+pub(crate) struct RtcpMarking {
     deliver_reports: bool,
     /// Subscriber only: where the transport-cc estimate goes, read off the feedback packets
     /// rtc's congestion-control interceptor annotates.
     estimate: Option<TwccEstimate>,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
 }
 
-impl RtcpMarker {
+impl RtcpMarking {
     fn new(role: PeerRole, estimate: Option<TwccEstimate>) -> Self {
         Self {
             deliver_reports: role == PeerRole::Subscriber,
             estimate,
-            read_queue: VecDeque::new(),
-            write_queue: VecDeque::new(),
+        }
+    }
+
+    /// Reads the estimate off an inbound packet and marks it if the worker needs it.
+    pub(crate) fn mark(&self, msg: &mut TaggedPacket) {
+        if let Some(estimate) = &self.estimate {
+            for attribute in &msg.message.attributes {
+                if let Attribute::TargetBitrateChanged { bits_per_second } = attribute {
+                    estimate.set(*bits_per_second);
+                }
+            }
+            if let Packet::Rtcp(packets) = &msg.message.packet
+                && packets.iter().any(|p| p.as_any().is::<TransportLayerCc>())
+            {
+                estimate.on_feedback();
+            }
+        }
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| self.wanted(p.as_ref()))
+        {
+            msg.message.add(Attribute::DeliverToApplication);
         }
     }
 
@@ -538,6 +559,24 @@ pub(crate) fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
+/// The interceptor that applies [`RtcpMarking`] at the application end of a chain that has no
+/// [`RepairSender`] to do it.
+struct RtcpMarker {
+    marking: RtcpMarking,
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl RtcpMarker {
+    fn new(marking: RtcpMarking) -> Self {
+        Self {
+            marking,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
+}
+
 impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpMarker {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
@@ -546,23 +585,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpMarker {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Some(estimate) = &self.estimate {
-            for attribute in &msg.message.attributes {
-                if let Attribute::TargetBitrateChanged { bits_per_second } = attribute {
-                    estimate.set(*bits_per_second);
-                }
-            }
-            if let Packet::Rtcp(packets) = &msg.message.packet
-                && packets.iter().any(|p| p.as_any().is::<TransportLayerCc>())
-            {
-                estimate.on_feedback();
-            }
-        }
-        if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets.iter().any(|p| self.wanted(p.as_ref()))
-        {
-            msg.message.add(Attribute::DeliverToApplication);
-        }
+        self.marking.mark(&mut msg);
         self.read_queue.push_back(msg);
         Ok(())
     }
@@ -614,10 +637,9 @@ fn build_pc(
     // The chain keeps rtc's report interceptors: sender reports on a subscriber's legs, whose
     // timestamps the subscriber's receiver reports echo back for RTT, and receiver reports on a
     // publisher's streams. A subscriber's retransmissions leave through the repair sender. The
-    // marker lets the RTCP the worker acts on reach it.
-    let registry = interceptors(&mut media, role, repairs)
-        .map_err(rtc_err)?
-        .with(Slot::from(14_000), RtcpMarker::new(role, estimate.cloned()));
+    // marking lets the RTCP the worker acts on reach it.
+    let marking = RtcpMarking::new(role, estimate.cloned());
+    let registry = interceptors(&mut media, role, repairs, marking).map_err(rtc_err)?;
     let settings = SettingEngineBuilder::new()
         // Lite: the server has a reachable address and learns the client's from its checks, so it
         // never needs to send checks or gather; that is what makes one shared socket workable.
@@ -646,6 +668,10 @@ fn build_pc(
         .map_err(rtc_err)
 }
 
+/// Where an [`RtcpMarker`] goes: application-ward of every interceptor rtc places, so they have
+/// all acted on a packet before it is marked.
+const MARKER_SLOT: Slot = Slot::Custom(14_000);
+
 /// How often the NACK generator asks for one lost packet. rtc's generator never sees a repair
 /// that arrives over RTX (it comes under the repair SSRC), so without a cap it asks again every
 /// 100 ms until the packet leaves its window: dozens of redundant retransmissions per loss. Three
@@ -669,6 +695,7 @@ fn interceptors(
     media: &mut RtcMediaEngine,
     role: PeerRole,
     repairs: Option<&RepairQueue>,
+    marking: RtcpMarking,
 ) -> Result<Registry, rtc::shared::error::Error> {
     for parameter in ["", "pli"] {
         media.register_feedback(
@@ -693,18 +720,26 @@ fn interceptors(
                         .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
                         .build(),
                 )
-                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+                .with(MARKER_SLOT, RtcpMarker::new(marking));
             configure_twcc_receiver_only(registry, media)
         }
         // A subscriber's connection only sends media, and every forwarded packet is moved
         // through each interceptor of its chain, so it holds only what acts on sent media:
         // repairs, sender reports, and transport-wide congestion control.
         PeerRole::Subscriber => {
-            let mut registry =
+            let registry =
                 Registry::new().with(Slot::SenderReport, SenderReportBuilder::new().build());
-            if let Some(repairs) = repairs {
-                registry = registry.with(Slot::NackResponder, RepairSender::new(repairs.clone()));
-            }
+            // The repair sender sits app-ward of congestion control, whose bitrate annotations
+            // the marking reads, and marks for the worker; the report interceptor app-ward of
+            // it only looks on.
+            let registry = match repairs {
+                Some(repairs) => registry.with(
+                    Slot::NackResponder,
+                    RepairSender::new(repairs.clone()).with_marking(marking),
+                ),
+                None => registry.with(MARKER_SLOT, RtcpMarker::new(marking)),
+            };
             transport_cc(registry, media)
         }
     }

@@ -31,6 +31,7 @@ use rtc::shared::TransportContext;
 use rtc::shared::error::Error;
 
 use crate::forwarder::Mapping;
+use crate::peer::RtcpMarking;
 use crate::vp8;
 
 /// How long a published packet stays available for repair: several round trips of a poor
@@ -249,6 +250,8 @@ struct RtxStream {
 /// estimate does not take them for new media.
 pub(crate) struct RepairSender {
     queue: RepairQueue,
+    /// Marks the inbound RTCP the worker needs; see [`RtcpMarking`].
+    marking: Option<RtcpMarking>,
     rtx: HashMap<u32, RtxStream>,
     repairs: VecDeque<rtp::Packet>,
     read_queue: VecDeque<TaggedPacket>,
@@ -259,11 +262,18 @@ impl RepairSender {
     pub(crate) fn new(queue: RepairQueue) -> Self {
         Self {
             queue,
+            marking: None,
             rtx: HashMap::new(),
             repairs: VecDeque::new(),
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),
         }
+    }
+
+    /// Also marks inbound RTCP for the application, as the last interceptor app-ward would.
+    pub(crate) fn with_marking(mut self, marking: RtcpMarking) -> Self {
+        self.marking = Some(marking);
+        self
     }
 
     /// The packet as it goes on the wire: on the leg's RTX stream, with the original sequence
@@ -299,7 +309,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RepairSender {
     type Error = Error;
     type Time = Instant;
 
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Some(marking) = &self.marking {
+            marking.mark(&mut msg);
+        }
         self.read_queue.push_back(msg);
         Ok(())
     }
