@@ -16,6 +16,7 @@ mod peer;
 mod probe;
 mod quality;
 mod repair;
+mod sender_report;
 mod speaker;
 mod transport_cc;
 mod udp;

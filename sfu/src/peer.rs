@@ -12,8 +12,7 @@ use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
     Attribute, CongestionControlBuilder, Gcc, Interceptor, NackGeneratorBuilder, Packet,
-    ReceiverReportBuilder, Registry, SenderReportBuilder, Slot, StreamInfo, TaggedPacket,
-    TwccSenderBuilder,
+    ReceiverReportBuilder, Registry, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
 };
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -50,6 +49,7 @@ use crate::layers::{LayerView, MAX_LAYERS, Selection, VideoCodec, rid_rank};
 use crate::probe::Prober;
 use crate::quality::{ReceptionStats, RemoteReports};
 use crate::repair::{LegMapping, RepairQueue, RepairSender, SourceHistory};
+use crate::sender_report::SentCounts;
 use crate::speaker::{AudioGate, LevelWindow};
 use crate::transport_cc::VideoTransportCc;
 use crate::vp8::Vp8Rewriter;
@@ -289,6 +289,8 @@ pub(crate) struct FreeTransceiver {
     pub(crate) index: usize,
     pub(crate) kind: MediaKind,
     pub(crate) forwarder: Forwarder,
+    /// What its SSRC has sent so far; a reused transceiver's reports carry on counting.
+    pub(crate) sent: SentCounts,
 }
 
 /// One forwarded track on a subscriber connection.
@@ -311,6 +313,8 @@ pub(crate) struct Leg {
     /// Bytes sent on the leg and the subscriber's receiver reports about it: the outbound half of
     /// the quality reports.
     pub(crate) reports: RemoteReports,
+    /// What the leg has sent, for its sender reports.
+    pub(crate) sent: SentCounts,
 }
 
 /// What the engine has seen of one inbound RTP stream.
@@ -634,10 +638,10 @@ fn build_pc(
             )
             .map_err(rtc_err)?;
     }
-    // The chain keeps rtc's report interceptors: sender reports on a subscriber's legs, whose
-    // timestamps the subscriber's receiver reports echo back for RTT, and receiver reports on a
-    // publisher's streams. A subscriber's retransmissions leave through the repair sender. The
-    // marking lets the RTCP the worker acts on reach it.
+    // A publisher's chain keeps rtc's receiver reports; a subscriber's sender reports, whose
+    // timestamps its receiver reports echo back for RTT, come from the worker. A subscriber's
+    // retransmissions leave through the repair sender. The marking lets the RTCP the worker
+    // acts on reach it.
     let marking = RtcpMarking::new(role, estimate.cloned());
     let registry = interceptors(&mut media, role, repairs, marking).map_err(rtc_err)?;
     let settings = SettingEngineBuilder::new()
@@ -688,7 +692,8 @@ const ICE_CHECK_ATTEMPTS: u16 = 28;
 /// interceptors that act on the direction its media flows. The NACK generator is capped at
 /// [`MAX_NACKS_PER_PACKET`], congestion control is per role (see [`transport_cc`]), and a
 /// subscriber has the engine's own [`RepairSender`] in the responder's place: rtc's responder
-/// keeps a history per leg, the engine one per published stream (see [`crate::repair`]).
+/// keeps a history per leg, the engine one per published stream (see [`crate::repair`]). A
+/// subscriber's sender reports come from the worker, not from rtc's interceptor.
 /// Assembled here rather than patched afterwards, because replacing a registry slot logs a
 /// warning on every connection.
 fn interceptors(
@@ -726,13 +731,12 @@ fn interceptors(
         }
         // A subscriber's connection only sends media, and every forwarded packet is moved
         // through each interceptor of its chain, so it holds only what acts on sent media:
-        // repairs, sender reports, and transport-wide congestion control.
+        // repairs and transport-wide congestion control. Its sender reports are the worker's
+        // (see `crate::sender_report`).
         PeerRole::Subscriber => {
-            let registry =
-                Registry::new().with(Slot::SenderReport, SenderReportBuilder::new().build());
+            let registry = Registry::new();
             // The repair sender sits app-ward of congestion control, whose bitrate annotations
-            // the marking reads, and marks for the worker; the report interceptor app-ward of
-            // it only looks on.
+            // the marking reads, and marks for the worker.
             let registry = match repairs {
                 Some(repairs) => registry.with(
                     Slot::NackResponder,

@@ -20,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use rtc::media_stream::MediaStreamTrack;
@@ -67,6 +67,7 @@ use crate::peer::{
 use crate::probe::{ProbeLeg, ProbeStep};
 use crate::quality::{self, IntervalSum};
 use crate::repair::{self, LegMapping, RepairQueue};
+use crate::sender_report::{REPORTS_PER_COMPOUND, SENDER_REPORT_INTERVAL, SentCounts};
 use crate::speaker::{self, DETECTION_INTERVAL, LoudestN, Speakers};
 use crate::udp::{Flushed, RecvBatch, SendBatch};
 use crate::vp8::Vp8Rewriter;
@@ -298,6 +299,8 @@ pub(crate) struct Worker {
     /// When the current bandwidth interval began and when it ends.
     bandwidth_since: Instant,
     bandwidth_due: Instant,
+    /// When every connected subscriber's legs next get their sender reports.
+    sender_reports_due: Instant,
 }
 
 impl Worker {
@@ -371,6 +374,7 @@ impl Worker {
                 speakers_due: Instant::now() + DETECTION_INTERVAL,
                 bandwidth_since: Instant::now(),
                 bandwidth_due: Instant::now() + BANDWIDTH_INTERVAL,
+                sender_reports_due: Instant::now() + SENDER_REPORT_INTERVAL,
             };
             worker.event_loop(recv_socket, commands).await;
         });
@@ -397,6 +401,10 @@ impl Worker {
             if now >= self.quality_due {
                 self.report_quality(now);
             }
+            if now >= self.sender_reports_due {
+                self.send_sender_reports(now);
+                self.service_dirty();
+            }
             if now >= self.speakers_due {
                 self.detect_speakers(now);
             }
@@ -410,7 +418,11 @@ impl Worker {
                 .into_iter()
                 .chain(self.pli_queue.iter().map(|(at, _, _)| *at))
                 .chain(self.deferred_syncs.iter().map(|(at, _, _)| *at))
-                .chain([self.quality_due, self.bandwidth_due])
+                .chain([
+                    self.quality_due,
+                    self.bandwidth_due,
+                    self.sender_reports_due,
+                ])
                 .chain(speakers_due)
                 .min()
                 .unwrap_or_else(|| Instant::now() + IDLE_WAIT);
@@ -991,6 +1003,51 @@ impl Worker {
         views
     }
 
+    /// Writes a sender report for every leg of every connected subscriber that has sent
+    /// something, a few legs per RTCP compound (see [`crate::sender_report`]).
+    fn send_sender_reports(&mut self, now: Instant) {
+        self.sender_reports_due = now + SENDER_REPORT_INTERVAL;
+        let wall = SystemTime::now();
+        let mut reports: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+        for peer in self.peers.values_mut() {
+            if peer.role != PeerRole::Subscriber || !peer.connected {
+                continue;
+            }
+            let mut legs = peer.legs.iter().flatten().filter(|l| l.negotiated);
+            let Some(via) = legs.clone().next().map(|l| l.sender_id) else {
+                continue;
+            };
+            let mut written = false;
+            loop {
+                reports.clear();
+                for leg in legs.by_ref() {
+                    let ssrc = leg.forwarder.ssrc();
+                    let clock_rate = leg.forwarder.clock_rate();
+                    if let Some(sr) = leg.sent.report(ssrc, clock_rate, now, wall) {
+                        reports.push(Box::new(sr));
+                        if reports.len() == REPORTS_PER_COMPOUND {
+                            break;
+                        }
+                    }
+                }
+                if reports.is_empty() {
+                    break;
+                }
+                let compound = std::mem::take(&mut reports);
+                match peer.pc.rtp_sender(via) {
+                    Some(mut sender) => match sender.write_rtcp(now, compound) {
+                        Ok(()) => written = true,
+                        Err(e) => debug!(error = %e, "sender reports not sent"),
+                    },
+                    None => break,
+                }
+            }
+            if written {
+                mark_dirty(&mut self.dirty, peer);
+            }
+        }
+    }
+
     /// Ends a bandwidth interval: measures every published layer's bitrate, updates each
     /// subscriber's estimate from its reports, and re-chooses its video layers to fit; a leg
     /// whose layer changes asks for that layer's keyframe.
@@ -1279,6 +1336,7 @@ impl Worker {
                     index: usize::from(leg.sender_id),
                     kind: leg.info.kind,
                     forwarder: leg.forwarder,
+                    sent: leg.sent,
                 }),
                 Err(e) => debug!(error = %e, "removing a forwarded track failed"),
             }
@@ -2076,7 +2134,7 @@ fn add_leg(
             ..Default::default()
         }],
     );
-    let (sender_id, forwarder) = match reused {
+    let (sender_id, forwarder, sent) = match reused {
         Some(free) => {
             let sender_id = sub.pc.add_track(track).map_err(rtc_err)?;
             if usize::from(sender_id) != free.index {
@@ -2084,7 +2142,7 @@ fn add_leg(
             }
             let mut forwarder = free.forwarder;
             forwarder.take_over();
-            (sender_id, forwarder)
+            (sender_id, forwarder, free.sent)
         }
         None => {
             let transceiver = sub
@@ -2103,7 +2161,11 @@ fn add_leg(
                 .rtp_transceiver(transceiver)
                 .and_then(|t| t.sender())
                 .ok_or_else(|| EngineError::Rtc("new transceiver has no sender".into()))?;
-            (sender_id, Forwarder::new(ssrc, clock_rate))
+            (
+                sender_id,
+                Forwarder::new(ssrc, clock_rate),
+                SentCounts::default(),
+            )
         }
     };
     // A reused transceiver may have carried another codec; preferences follow the new track.
@@ -2124,6 +2186,7 @@ fn add_leg(
         negotiated: false,
         keyframe_requested: false,
         reports: Default::default(),
+        sent,
     };
     let slot = match sub.legs.iter().position(Option::is_none) {
         Some(slot) => {
@@ -2261,6 +2324,7 @@ fn forward(
     }
     let out_len = out.payload.len();
     let len = out_len as u64;
+    let timestamp = out.header.timestamp;
     let written = match pc.rtp_sender(leg.sender_id) {
         Some(mut sender) => sender.write_rtp(now, out).is_ok(),
         None => false,
@@ -2270,6 +2334,7 @@ fn forward(
         counters.packets[kind] += 1;
         counters.bytes[kind] += len;
         leg.reports.on_sent(out_len);
+        leg.sent.on_sent(timestamp, out_len, now);
         if leg.selection.is_some() {
             *video_sent += len;
         }

@@ -47,7 +47,9 @@ async fn two_party_call_reports_quality_both_ways() {
             assert_eq!(q.rtt_ms, None, "{q:?}");
         }
         if let Some(rtt) = q.rtt_ms {
-            assert!(rtt.is_finite() && rtt >= 0.0, "{q:?}");
+            // Loopback: anything near a second means the sender reports' clock is not the one
+            // the round trip is read against.
+            assert!(rtt.is_finite() && (0.0..1000.0).contains(&rtt), "{q:?}");
         }
     }
     for who in ["alice", "bob"] {
@@ -93,7 +95,7 @@ async fn two_party_call_reports_quality_both_ways() {
         stats.forwarded_bytes_audio + stats.forwarded_bytes_video,
         stats.forwarded_bytes
     );
-    // rtc's report interceptors run: SRs on subscriber legs, RRs on publisher legs, and the
+    // Reports flow: the worker's SRs on subscriber legs, rtc's RRs on publisher legs, and the
     // subscribers' RRs reach the worker.
     assert!(stats.sender_reports_sent > 0, "{stats:?}");
     assert!(stats.receiver_reports_sent > 0, "{stats:?}");
