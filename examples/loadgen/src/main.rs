@@ -13,6 +13,7 @@ mod report;
 mod run;
 mod scenario;
 mod server;
+mod server_metrics;
 mod stamp;
 
 use std::net::SocketAddr;

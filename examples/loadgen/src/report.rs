@@ -74,6 +74,9 @@ pub struct Report {
     pub server_loss_ratio: f64,
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
+    /// p50 and p99 of the server's own forwarding latency over the window (its histogram's
+    /// bucket bounds), when its `/metrics` could be read.
+    pub server_latency_ms: (Option<f64>, Option<f64>),
     pub join_p50_ms: Option<f64>,
     pub join_p99_ms: Option<f64>,
     pub joins: usize,
@@ -167,6 +170,7 @@ impl Report {
             },
             latency_p50_ms: record.latency.quantile_ms(0.5),
             latency_p99_ms: record.latency.quantile_ms(0.99),
+            server_latency_ms: (None, None),
             join_p50_ms: quantile(&join_ms, 0.5),
             join_p99_ms: quantile(&join_ms, 0.99),
             joins: join_ms.len(),
@@ -187,6 +191,10 @@ impl Report {
 
     pub fn set_connections(&mut self, up: u64, expected: u64) {
         self.connections = (up, expected);
+    }
+
+    pub fn set_server_latency(&mut self, p50_ms: Option<f64>, p99_ms: Option<f64>) {
+        self.server_latency_ms = (p50_ms, p99_ms);
     }
 
     pub fn set_floor(&mut self, floor: FloorResult) {
@@ -287,6 +295,14 @@ impl Report {
             (
                 "forwarding latency p50 / p99",
                 format!("{} / {}", ms(self.latency_p50_ms), ms(self.latency_p99_ms)),
+            ),
+            (
+                "  of which in the server",
+                format!(
+                    "p50 ≤ {} / p99 ≤ {} (its own histogram: datagram read to forwarded one sent)",
+                    ms(self.server_latency_ms.0),
+                    ms(self.server_latency_ms.1)
+                ),
             ),
             (
                 "join time p50 / p99",
@@ -397,6 +413,8 @@ impl Report {
             "server_socket_drops_total": self.server_socket_drops_total,
             "latency_p50_ms": self.latency_p50_ms.map(|v| round(v, 3)),
             "latency_p99_ms": self.latency_p99_ms.map(|v| round(v, 3)),
+            "server_latency_p50_ms": self.server_latency_ms.0.filter(|v| v.is_finite()),
+            "server_latency_p99_ms": self.server_latency_ms.1.filter(|v| v.is_finite()),
             "join_p50_ms": self.join_p50_ms.map(|v| round(v, 1)),
             "join_p99_ms": self.join_p99_ms.map(|v| round(v, 1)),
             "joins": self.joins,

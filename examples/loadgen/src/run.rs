@@ -20,6 +20,7 @@ use crate::recorder::{Live, Record, Window, quantile};
 use crate::report::{Report, Sample};
 use crate::scenario::{Loudest, Plan, SERVER_LOUDEST_N, SERVER_LOUDEST_N_MIN};
 use crate::server::{self, SpawnedServer};
+use crate::server_metrics::LatencyBuckets;
 use crate::stamp::now_us;
 
 #[derive(Debug, thiserror::Error)]
@@ -296,12 +297,14 @@ pub async fn run(args: Args) -> Result<(), RunError> {
 
     let self_pid = std::process::id();
     let connections_at_window = live.connected.load(Ordering::Relaxed);
+    let latency_start = LatencyBuckets::scrape(&url).await;
     let start = Sample::take(pid, self_pid);
     window.open(now_us());
     eprintln!("measuring {} s", args.duration);
     progress(&live, pid, Duration::from_secs(args.duration)).await;
     window.close(now_us());
     let end = Sample::take(pid, self_pid);
+    let latency_end = LatencyBuckets::scrape(&url).await;
     let rss_end = procfs::rss_bytes(pid).unwrap_or(0);
     // Packets stamped inside the window may still be in flight.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -348,6 +351,12 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         churn,
     );
     report.set_connections(connections_at_window, expected_connections);
+    if let (Some(start), Some(end)) = (&latency_start, &latency_end) {
+        report.set_server_latency(
+            end.quantile_ms_since(start, 0.5),
+            end.quantile_ms_since(start, 0.99),
+        );
+    }
     if args.floor_duration > 0 && report.forwarded_pps > 0.0 {
         let load = floor_load(&plan, &tally, &record, report.window_s);
         eprintln!(
