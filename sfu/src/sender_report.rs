@@ -15,7 +15,7 @@ use rtc::rtcp::sender_report::SenderReport;
 pub(crate) const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Reports per RTCP compound: 28 bytes each, so a compound stays well inside one datagram.
-pub(crate) const REPORTS_PER_COMPOUND: usize = 16;
+const REPORTS_PER_COMPOUND: usize = 16;
 
 const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
 
@@ -60,6 +60,16 @@ impl SentCounts {
     }
 }
 
+/// Takes the next RTCP compound's worth of reports off `reports`; empty once none are left.
+pub(crate) fn next_compound(
+    reports: &mut impl Iterator<Item = SenderReport>,
+) -> Vec<Box<dyn rtc::rtcp::Packet>> {
+    reports
+        .take(REPORTS_PER_COMPOUND)
+        .map(|sr| Box::new(sr) as Box<dyn rtc::rtcp::Packet>)
+        .collect()
+}
+
 /// The 64-bit NTP timestamp of a wall-clock time: seconds since 1900 and a 32-bit fraction.
 fn ntp_time(wall: SystemTime) -> u64 {
     let since_unix = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -80,6 +90,20 @@ mod tests {
                 .report(1, 48_000, now, SystemTime::now())
                 .is_none()
         );
+    }
+
+    #[test]
+    fn reports_go_out_a_compound_at_a_time() {
+        let mut reports = (0..40u32).map(|ssrc| SenderReport {
+            ssrc,
+            ..Default::default()
+        });
+        let sizes: Vec<usize> = std::iter::from_fn(|| {
+            let compound = next_compound(&mut reports);
+            (!compound.is_empty()).then_some(compound.len())
+        })
+        .collect();
+        assert_eq!(sizes, [16, 16, 8]);
     }
 
     #[test]

@@ -67,7 +67,7 @@ use crate::peer::{
 use crate::probe::{ProbeLeg, ProbeStep};
 use crate::quality::{self, IntervalSum};
 use crate::repair::{self, LegMapping, RepairQueue};
-use crate::sender_report::{REPORTS_PER_COMPOUND, SENDER_REPORT_INTERVAL, SentCounts};
+use crate::sender_report::{SENDER_REPORT_INTERVAL, SentCounts, next_compound};
 use crate::speaker::{self, DETECTION_INTERVAL, LoudestN, Speakers};
 use crate::udp::{Flushed, RecvBatch, SendBatch};
 use crate::vp8::Vp8Rewriter;
@@ -1008,32 +1008,24 @@ impl Worker {
     fn send_sender_reports(&mut self, now: Instant) {
         self.sender_reports_due = now + SENDER_REPORT_INTERVAL;
         let wall = SystemTime::now();
-        let mut reports: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
         for peer in self.peers.values_mut() {
             if peer.role != PeerRole::Subscriber || !peer.connected {
                 continue;
             }
-            let mut legs = peer.legs.iter().flatten().filter(|l| l.negotiated);
+            let legs = peer.legs.iter().flatten().filter(|l| l.negotiated);
             let Some(via) = legs.clone().next().map(|l| l.sender_id) else {
                 continue;
             };
             let mut written = false;
+            let mut reports = legs.filter_map(|leg| {
+                let (ssrc, clock_rate) = (leg.forwarder.ssrc(), leg.forwarder.clock_rate());
+                leg.sent.report(ssrc, clock_rate, now, wall)
+            });
             loop {
-                reports.clear();
-                for leg in legs.by_ref() {
-                    let ssrc = leg.forwarder.ssrc();
-                    let clock_rate = leg.forwarder.clock_rate();
-                    if let Some(sr) = leg.sent.report(ssrc, clock_rate, now, wall) {
-                        reports.push(Box::new(sr));
-                        if reports.len() == REPORTS_PER_COMPOUND {
-                            break;
-                        }
-                    }
-                }
-                if reports.is_empty() {
+                let compound = next_compound(&mut reports);
+                if compound.is_empty() {
                     break;
                 }
-                let compound = std::mem::take(&mut reports);
                 match peer.pc.rtp_sender(via) {
                     Some(mut sender) => match sender.write_rtcp(now, compound) {
                         Ok(()) => written = true,
