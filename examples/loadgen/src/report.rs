@@ -298,11 +298,22 @@ impl Report {
             ),
             (
                 "  of which in the server",
-                format!(
-                    "p50 ≤ {} / p99 ≤ {} (its own histogram: datagram read to forwarded one sent)",
-                    ms(self.server_latency_ms.0),
-                    ms(self.server_latency_ms.1)
-                ),
+                match self.server_latency_ms {
+                    (None, None) => "- (its /metrics could not be read)".to_owned(),
+                    (p50, p99) => {
+                        // A quantile past the last bucket bound has no upper bound to give.
+                        let bound = |v: Option<f64>| match v {
+                            Some(v) if v.is_infinite() => "past the last bucket".to_owned(),
+                            v => format!("≤ {}", ms(v)),
+                        };
+                        format!(
+                            "p50 {} / p99 {} (its own histogram: datagram read to forwarded one \
+                             sent)",
+                            bound(p50),
+                            bound(p99)
+                        )
+                    }
+                },
             ),
             (
                 "join time p50 / p99",
