@@ -273,9 +273,10 @@ pub(crate) fn rtp_units_to_ms(units: f64, clock_rate: u32) -> f64 {
 /// The middle 32 bits of the wall-clock NTP time at a recent `instant` (a datagram's read time),
 /// the form LSR and DLSR use.
 ///
-/// rtc stamps its sender reports from the system clock too, so both ends of the subtraction in
-/// [`rtt_ms`] come from the same clock; going back from now to the read instant keeps the time
-/// the report waited in the worker out of the RTT.
+/// The worker stamps its sender reports from the system clock through [`ntp_time`] too, so both
+/// ends of the subtraction in [`rtt_ms`] come from the same clock and the same conversion; going
+/// back from now to the read instant keeps the time the report waited in the worker out of the
+/// RTT.
 pub(crate) fn ntp_middle_at(instant: Instant) -> u32 {
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -284,12 +285,18 @@ pub(crate) fn ntp_middle_at(instant: Instant) -> u32 {
     ntp_middle(unix.saturating_sub(ago))
 }
 
+/// The 64-bit NTP timestamp of a time since the Unix epoch: seconds since 1900 and a 32-bit
+/// fraction, as a sender report carries it.
+pub(crate) fn ntp_time(since_unix: Duration) -> u64 {
+    let secs = since_unix.as_secs() + NTP_UNIX_OFFSET_SECS;
+    let frac = (u64::from(since_unix.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
 /// Middle 32 bits of the NTP timestamp for a time since the Unix epoch: 16 bits of seconds and
 /// 16 bits of fraction.
 pub(crate) fn ntp_middle(since_unix: Duration) -> u32 {
-    let secs = since_unix.as_secs() + NTP_UNIX_OFFSET_SECS;
-    let frac = (u64::from(since_unix.subsec_nanos()) << 16) / 1_000_000_000;
-    (((secs & 0xFFFF) << 16) | frac) as u32
+    (ntp_time(since_unix) >> 16) as u32
 }
 
 /// Round trip from a report block (RFC 3550 6.4.1): arrival − LSR − DLSR, all in 1/65536 s.

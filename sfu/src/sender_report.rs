@@ -11,13 +11,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtc::rtcp::sender_report::SenderReport;
 
+use crate::quality::ntp_time;
+
 /// How often each leg's report goes out: rtc's interval, and what browsers send.
 pub(crate) const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Reports per RTCP compound: 28 bytes each, so a compound stays well inside one datagram.
 const REPORTS_PER_COMPOUND: usize = 16;
-
-const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
 
 /// What one leg has sent, as a sender report states it.
 #[derive(Debug, Default, Clone)]
@@ -51,7 +51,7 @@ impl SentCounts {
         let elapsed = now.saturating_duration_since(at).as_secs_f64();
         Some(SenderReport {
             ssrc,
-            ntp_time: ntp_time(wall),
+            ntp_time: ntp_time(wall.duration_since(UNIX_EPOCH).unwrap_or_default()),
             rtp_time: timestamp.wrapping_add((elapsed * f64::from(clock_rate)) as u32),
             packet_count: self.packets,
             octet_count: self.octets,
@@ -70,17 +70,10 @@ pub(crate) fn next_compound(
         .collect()
 }
 
-/// The 64-bit NTP timestamp of a wall-clock time: seconds since 1900 and a 32-bit fraction.
-fn ntp_time(wall: SystemTime) -> u64 {
-    let since_unix = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since_unix.as_secs() + NTP_UNIX_OFFSET_SECS;
-    let frac = (u64::from(since_unix.subsec_nanos()) << 32) / 1_000_000_000;
-    (secs << 32) | frac
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quality::ntp_middle;
 
     #[test]
     fn nothing_to_report_before_the_first_packet() {
@@ -121,8 +114,13 @@ mod tests {
         assert_eq!((sr.ssrc, sr.packet_count, sr.octet_count), (7, 3, 230));
         // 10 ms after the latest timestamp was sent, at 48 kHz.
         assert_eq!(sr.rtp_time, 1960 + 480);
-        assert_eq!(sr.ntp_time >> 32, 1_700_000_000 + NTP_UNIX_OFFSET_SECS);
+        assert_eq!(sr.ntp_time >> 32, 1_700_000_000 + 2_208_988_800);
         assert_eq!(sr.ntp_time & 0xFFFF_FFFF, 1 << 31, "half a second");
+        // What a receiver report echoes as LSR is what the RTT is read against.
+        assert_eq!(
+            (sr.ntp_time >> 16) as u32,
+            ntp_middle(Duration::from_millis(1_700_000_000_500))
+        );
         assert!(sr.reports.is_empty());
     }
 }

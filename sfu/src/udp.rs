@@ -87,6 +87,7 @@ impl SendBatch {
 
     /// Turns coalescing off, as a kernel that refuses it would: the fallback path, for tests.
     #[cfg(test)]
+    #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
     fn without_segmentation(mut self) -> Self {
         #[cfg(target_os = "linux")]
         {
