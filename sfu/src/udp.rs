@@ -232,6 +232,11 @@ mod linux {
         /// Whether sends may coalesce datagrams with `UDP_SEGMENT`; cleared for good the first
         /// time the kernel refuses it (a kernel without it, a device that cannot checksum).
         pub(super) gso: bool,
+        /// The receive buffers (address, count) the headers were last pointed at. A
+        /// `RecvBatch`'s buffers never move, so a read resets only what the kernel wrote back
+        /// instead of rebuilding every header: most reads in a busy loop return a datagram or
+        /// two, and rebuilding 64 headers each time cost more than the read's bookkeeping.
+        recv_prepared_for: Option<(usize, usize)>,
     }
 
     impl Headers {
@@ -245,6 +250,7 @@ mod linux {
                 controls: vec![Control([0; 32]); BATCH],
                 segments: Vec::with_capacity(BATCH),
                 gso: true,
+                recv_prepared_for: None,
             }
         }
 
@@ -397,24 +403,29 @@ mod linux {
             received: &mut Vec<(usize, usize, SocketAddr)>,
         ) -> io::Result<()> {
             let count = buffers.len().min(BATCH);
-            for (i, buffer) in buffers.iter_mut().enumerate().take(count) {
-                self.iovecs[i] = libc::iovec {
-                    iov_base: buffer.as_mut_ptr().cast(),
-                    iov_len: buffer.len(),
-                };
-                let header = &mut self.headers[i].msg_hdr;
-                header.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-                header.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                header.msg_iov = &mut self.iovecs[i];
-                header.msg_iovlen = 1;
-                header.msg_control = std::ptr::null_mut();
-                header.msg_controllen = 0;
-                header.msg_flags = 0;
-                self.headers[i].msg_len = 0;
+            let prepared = (buffers.as_ptr() as usize, count);
+            if self.recv_prepared_for != Some(prepared) {
+                for (i, buffer) in buffers.iter_mut().enumerate().take(count) {
+                    self.iovecs[i] = libc::iovec {
+                        iov_base: buffer.as_mut_ptr().cast(),
+                        iov_len: buffer.len(),
+                    };
+                    let header = &mut self.headers[i].msg_hdr;
+                    header.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+                    header.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                    header.msg_iov = &mut self.iovecs[i];
+                    header.msg_iovlen = 1;
+                    header.msg_control = std::ptr::null_mut();
+                    header.msg_controllen = 0;
+                    header.msg_flags = 0;
+                    self.headers[i].msg_len = 0;
+                }
+                self.recv_prepared_for = Some(prepared);
             }
             let n = loop {
-                // SAFETY: `count` initialised headers pointing into `self.addrs`,
-                // `self.iovecs` and `buffers`, which outlive the call; no timeout pointer.
+                // SAFETY: `count` headers prepared for these very buffers (checked above),
+                // pointing into `self.addrs`, `self.iovecs` and `buffers`, which outlive the
+                // call; no timeout pointer.
                 let n = unsafe {
                     libc::recvmmsg(
                         socket.as_raw_fd(),
@@ -433,13 +444,15 @@ mod linux {
                 }
             };
             for i in 0..n {
-                let header = &self.headers[i];
-                if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                    continue;
-                }
-                if let Some(from) = read_sockaddr(&self.addrs[i]) {
+                let header = &mut self.headers[i];
+                let truncated = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+                if !truncated && let Some(from) = read_sockaddr(&self.addrs[i]) {
                     received.push((i, header.msg_len as usize, from));
                 }
+                // The kernel wrote these back; the next read starts from them again.
+                header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                header.msg_hdr.msg_flags = 0;
+                header.msg_len = 0;
             }
             Ok(())
         }
@@ -651,6 +664,52 @@ mod tests {
         assert_eq!(receive(&a, want_a.len()), want_a);
         assert_eq!(receive(&b, want_b.len()), want_b);
         batch
+    }
+
+    /// One receive batch serves the worker's whole life: each read reports its own senders
+    /// and lengths, a datagram too large for a buffer is skipped, and the reads after it are
+    /// whole again.
+    #[test]
+    fn a_reused_receive_batch_reports_each_read_afresh() {
+        let (one, rx) = pair();
+        let (two, _) = pair();
+        let to = rx.local_addr().expect("addr");
+        let mut recv = RecvBatch::new();
+        let read_one = |recv: &mut RecvBatch| -> Option<(Vec<u8>, SocketAddr)> {
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                match recv.recv(&rx) {
+                    Ok(0) => return None,
+                    Ok(n) => {
+                        assert_eq!(n, 1, "one datagram was sent");
+                        let (data, from) = recv.get(0).expect("datagram");
+                        return Some((data.to_vec(), from));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        assert!(Instant::now() < deadline, "nothing arrived");
+                        std::thread::yield_now();
+                    }
+                    Err(e) => panic!("recv failed: {e}"),
+                }
+            }
+        };
+        let sends: [(&UdpSocket, usize); 5] = [
+            (&one, 10),
+            (&two, 1200),
+            (&one, RECV_BUF_LEN + 100),
+            (&two, 3),
+            (&one, RECV_BUF_LEN),
+        ];
+        for (socket, len) in sends {
+            socket.send_to(&vec![len as u8; len], to).expect("send");
+            let got = read_one(&mut recv);
+            if len > RECV_BUF_LEN {
+                assert_eq!(got, None, "a truncated datagram is skipped");
+            } else {
+                let want = (vec![len as u8; len], socket.local_addr().expect("from"));
+                assert_eq!(got, Some(want));
+            }
+        }
     }
 
     #[test]
