@@ -2,6 +2,7 @@
 //! conversation, and each participant's signaling socket (contract sections 2, 5, 6).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use confab_bot::signaling::{Event, SignalingClient, SignalingError};
@@ -87,6 +88,10 @@ pub struct Participant {
     signaling: Arc<SignalingClient>,
     media: MediaHandle,
     pub call_id: Option<String>,
+    /// Set once this participant starts leaving: an offer the server sent just before (the
+    /// others leaving renegotiate everyone) may then be answered too late, which is expected
+    /// at the end of a run and not worth a line on the console.
+    leaving: Arc<AtomicBool>,
 }
 
 impl Participant {
@@ -100,11 +105,13 @@ impl Participant {
     ) -> Result<Participant, ApiError> {
         let token = token(secret, &user, false)?;
         let (signaling, events) = SignalingClient::connect(server, &token).await?;
+        let leaving = Arc::new(AtomicBool::new(false));
         tokio::spawn(handle_events(
             index,
             signaling.clone(),
             events,
             media.clone(),
+            leaving.clone(),
         ));
         Ok(Participant {
             index,
@@ -112,6 +119,7 @@ impl Participant {
             signaling,
             media,
             call_id: None,
+            leaving,
         })
     }
 
@@ -234,6 +242,7 @@ impl Participant {
 
     /// Leaves the call and drops the media connections.
     pub async fn leave(&mut self) {
+        self.leaving.store(true, Ordering::Relaxed);
         if let Some(call_id) = self.call_id.take() {
             let _ = self
                 .signaling
@@ -256,6 +265,7 @@ async fn handle_events(
     signaling: Arc<SignalingClient>,
     mut events: mpsc::UnboundedReceiver<Event>,
     media: MediaHandle,
+    leaving: Arc<AtomicBool>,
 ) {
     while let Some(event) = events.recv().await {
         match event.kind.as_str() {
@@ -293,7 +303,9 @@ async fn handle_events(
                             tokio::time::sleep(RATE_LIMITED_WAIT).await;
                         }
                         Err(e) => {
-                            eprintln!("  participant {index}: rtc:answer refused: {e}");
+                            if !leaving.load(Ordering::Relaxed) {
+                                eprintln!("  participant {index}: rtc:answer refused: {e}");
+                            }
                             break;
                         }
                     }
