@@ -46,6 +46,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+use crate::rx_time;
+
 /// Which of a participant's two connections (contract section 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -120,8 +122,9 @@ pub struct Client {
     pub pc_state: String,
     pub senders: Vec<Sender>,
     candidate_added: bool,
-    /// RTP payloads read this pass, handed to the recorder by the media thread.
-    pub received: VecDeque<Bytes>,
+    /// RTP payloads read this pass with when they arrived, handed to the recorder by the media
+    /// thread.
+    pub received: VecDeque<(Bytes, Instant)>,
     pub send_errors: u64,
     extensions: Extensions,
     /// Keyframe requests read and not yet handed out by [`Client::service`].
@@ -140,6 +143,8 @@ impl Client {
         let std_socket = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
         std_socket.set_nonblocking(true)?;
         raise_rcvbuf(&std_socket, SOCKET_RCVBUF);
+        // Without stamps, arrivals fall back to when the socket was read.
+        let _ = rx_time::enable(&std_socket);
         let local = std_socket.local_addr()?;
         let socket = UdpSocket::from_std(std_socket);
         let pc = build_pc(role, now, reports)?;
@@ -289,24 +294,30 @@ impl Client {
     }
 
     /// Reads everything the socket holds into the connection. Returns the datagrams read.
+    ///
+    /// Each datagram enters rtc at the instant the kernel queued it on the socket, which rtc
+    /// hands back with the decrypted packet: the arrival the recorder measures latency to.
     pub fn read_socket(&mut self, buf: &mut [u8]) -> usize {
         let mut n = 0;
         loop {
-            let (len, from) = match self.socket.recv_from(buf) {
+            let received = match rx_time::recv(&self.socket, buf) {
                 Ok(r) => r,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return n,
                 Err(_) => return n,
             };
             n += 1;
+            let read_at = Instant::now();
             let msg = TaggedBytesMut {
-                now: Instant::now(),
+                now: received
+                    .arrived
+                    .map_or(read_at, |at| rx_time::to_instant(at, read_at)),
                 transport: TransportContext {
                     local_addr: self.local,
-                    peer_addr: from,
+                    peer_addr: received.from,
                     ecn: None,
                     transport_protocol: TransportProtocol::UDP,
                 },
-                message: BytesMut::from(&buf[..len]),
+                message: BytesMut::from(&buf[..received.len]),
             };
             let _ = self.pc.handle_read(msg);
             // Drain as we go so rtc's internal queues stay short under a burst.
@@ -319,7 +330,9 @@ impl Client {
     fn drain_reads(&mut self) {
         while let Some(msg) = self.pc.poll_read() {
             match msg.message {
-                RTCMessage::RtpPacket(_, packet) => self.received.push_back(packet.payload),
+                RTCMessage::RtpPacket(_, packet) => {
+                    self.received.push_back((packet.payload, msg.now));
+                }
                 RTCMessage::RtcpPacket(_, packets) => {
                     for p in &packets {
                         keyframe_request_ssrcs(p.as_ref(), &mut self.keyframe_ssrcs);

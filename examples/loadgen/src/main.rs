@@ -11,6 +11,7 @@ mod procfs;
 mod recorder;
 mod report;
 mod run;
+mod rx_time;
 mod scenario;
 mod server;
 mod server_metrics;

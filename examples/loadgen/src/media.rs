@@ -18,8 +18,8 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::oneshot;
 
 use crate::client::{Client, ClientError, RECV_BUF_LEN, Role};
-use crate::recorder::{Record, SharedLive, Window};
-use crate::stamp::{STREAM_AUDIO, STREAM_VIDEO, Stamp, now_us};
+use crate::recorder::{Received, Record, SharedLive, Window};
+use crate::stamp::{STREAM_AUDIO, STREAM_VIDEO, Stamp, now_us, us_at};
 
 const WAKER: Token = Token(usize::MAX);
 /// Opus: one 20 ms frame per packet, 50 packets per second.
@@ -336,9 +336,13 @@ impl MediaThread {
                     .push(t.connected.map_or(f64::NAN, ms));
                 self.live.joins.fetch_add(1, Ordering::Relaxed);
             }
-            for payload in s.client.received.drain(..) {
+            for (payload, arrived) in s.client.received.drain(..) {
+                let times = Received {
+                    arrived_us: us_at(arrived),
+                    read_us: now,
+                };
                 self.record
-                    .on_received(receiver, &payload, now, &self.window);
+                    .on_received(receiver, &payload, times, &self.window);
             }
             self.live.received.fetch_add(n, Ordering::Relaxed);
         }

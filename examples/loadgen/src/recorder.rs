@@ -82,6 +82,14 @@ impl Histogram {
     }
 }
 
+/// When a received packet arrived at its socket and when the load generator read it, in
+/// microseconds since the stamps' epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub arrived_us: u64,
+    pub read_us: u64,
+}
+
 /// Everything one media thread saw; merged across threads for the report.
 #[derive(Clone, Default)]
 pub struct Record {
@@ -89,7 +97,12 @@ pub struct Record {
     pub sent: HashMap<(u32, u8), u64>,
     /// (receiver, publisher, stream) -> packets received with a stamp inside the window.
     pub received: HashMap<(u32, u32, u8), u64>,
+    /// Send stamp to arrival at the subscriber's socket (the kernel's receive stamp): the
+    /// forwarding latency.
     pub latency: Histogram,
+    /// Send stamp to the load generator reading the packet: the same plus the time it waited in
+    /// the socket while the media thread served others.
+    pub latency_read: Histogram,
     /// Received RTP packets since the start, whatever their stamp (progress display).
     pub received_total: u64,
     pub sent_total: u64,
@@ -121,7 +134,7 @@ impl Record {
         }
     }
 
-    pub fn on_received(&mut self, receiver: u32, payload: &[u8], now_us: u64, window: &Window) {
+    pub fn on_received(&mut self, receiver: u32, payload: &[u8], at: Received, window: &Window) {
         self.received_total += 1;
         self.payload_bytes_received += payload.len() as u64;
         let Some(stamp) = Stamp::read(payload) else {
@@ -137,7 +150,10 @@ impl Record {
                 .received
                 .entry((receiver, stamp.publisher, stamp.stream))
                 .or_default() += 1;
-            self.latency.record(now_us.saturating_sub(stamp.sent_us));
+            self.latency
+                .record(at.arrived_us.saturating_sub(stamp.sent_us));
+            self.latency_read
+                .record(at.read_us.saturating_sub(stamp.sent_us));
         }
     }
 
@@ -149,6 +165,7 @@ impl Record {
             *self.received.entry(*k).or_default() += v;
         }
         self.latency.merge(&other.latency);
+        self.latency_read.merge(&other.latency_read);
         self.received_total += other.received_total;
         self.sent_total += other.sent_total;
         self.payload_bytes_received += other.payload_bytes_received;
@@ -219,17 +236,23 @@ mod tests {
             stream: 0,
             seq: 1,
         };
+        // Arrived 0.5 ms after it was sent, read another 0.5 ms later.
+        let at = |sent_us: u64| Received {
+            arrived_us: sent_us + 500,
+            read_us: sent_us + 1000,
+        };
         stamp(50).write(&mut payload);
-        record.on_received(9, &payload, 60, &window);
+        record.on_received(9, &payload, at(50), &window);
         window.open(100);
         window.close(200);
         stamp(150).write(&mut payload);
-        record.on_received(9, &payload, 1150, &window);
+        record.on_received(9, &payload, at(150), &window);
         stamp(250).write(&mut payload);
-        record.on_received(9, &payload, 260, &window);
+        record.on_received(9, &payload, at(250), &window);
         assert_eq!(record.received_total, 3);
         assert_eq!(record.received.get(&(9, 3, 0)), Some(&1));
-        assert_eq!(record.latency.quantile_ms(0.5), Some(1.01));
+        assert_eq!(record.latency.quantile_ms(0.5), Some(0.51));
+        assert_eq!(record.latency_read.quantile_ms(0.5), Some(1.01));
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct Report {
     pub server_loss_ratio: f64,
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
+    /// p50 and p99 from the send stamp to the load generator reading the packet, which adds
+    /// the time it waited in the subscriber's socket.
+    pub latency_read_ms: (Option<f64>, Option<f64>),
     /// p50 and p99 of the server's own forwarding latency over the window (its histogram's
     /// bucket bounds), when its `/metrics` could be read.
     pub server_latency_ms: (Option<f64>, Option<f64>),
@@ -170,6 +173,10 @@ impl Report {
             },
             latency_p50_ms: record.latency.quantile_ms(0.5),
             latency_p99_ms: record.latency.quantile_ms(0.99),
+            latency_read_ms: (
+                record.latency_read.quantile_ms(0.5),
+                record.latency_read.quantile_ms(0.99),
+            ),
             server_latency_ms: (None, None),
             join_p50_ms: quantile(&join_ms, 0.5),
             join_p99_ms: quantile(&join_ms, 0.99),
@@ -294,7 +301,19 @@ impl Report {
             ),
             (
                 "forwarding latency p50 / p99",
-                format!("{} / {}", ms(self.latency_p50_ms), ms(self.latency_p99_ms)),
+                format!(
+                    "{} / {} (send to arrival at the subscriber's socket)",
+                    ms(self.latency_p50_ms),
+                    ms(self.latency_p99_ms)
+                ),
+            ),
+            (
+                "  read by the load generator",
+                format!(
+                    "p50 {} / p99 {} (adds the wait in the socket for the busy bots)",
+                    ms(self.latency_read_ms.0),
+                    ms(self.latency_read_ms.1)
+                ),
             ),
             (
                 "  of which in the server",
@@ -424,6 +443,8 @@ impl Report {
             "server_socket_drops_total": self.server_socket_drops_total,
             "latency_p50_ms": self.latency_p50_ms.map(|v| round(v, 3)),
             "latency_p99_ms": self.latency_p99_ms.map(|v| round(v, 3)),
+            "latency_read_p50_ms": self.latency_read_ms.0.map(|v| round(v, 3)),
+            "latency_read_p99_ms": self.latency_read_ms.1.map(|v| round(v, 3)),
             "server_latency_p50_ms": self.server_latency_ms.0.filter(|v| v.is_finite()),
             "server_latency_p99_ms": self.server_latency_ms.1.filter(|v| v.is_finite()),
             "join_p50_ms": self.join_p50_ms.map(|v| round(v, 1)),

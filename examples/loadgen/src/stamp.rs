@@ -60,7 +60,12 @@ pub fn epoch() -> Instant {
 
 /// Microseconds since [`epoch`].
 pub fn now_us() -> u64 {
-    u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX)
+    us_at(Instant::now())
+}
+
+/// Microseconds from [`epoch`] to `at` (0 for an instant before it).
+pub fn us_at(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch()).as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
