@@ -4,7 +4,7 @@
 //! Signaling runs elsewhere (async tasks) and reaches the thread through [`MediaHandle`]
 //! commands; the thread never blocks on anything but its poll.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -124,6 +124,7 @@ pub fn spawn(
             let mut thread = MediaThread {
                 poll,
                 rx,
+                commands: VecDeque::new(),
                 bind_ip,
                 subscriber_reports,
                 window,
@@ -213,6 +214,9 @@ fn audio_level(loud: bool, publisher: u32, seq: u32) -> u8 {
 struct MediaThread {
     poll: Poll,
     rx: mpsc::Receiver<Command>,
+    /// Commands taken off `rx` and not yet handled: at most [`COMMAND_BUDGET`] of them are
+    /// handled per turn of the loop.
+    commands: VecDeque<Command>,
     bind_ip: std::net::IpAddr,
     subscriber_reports: bool,
     window: Arc<Window>,
@@ -229,18 +233,26 @@ impl MediaThread {
         let mut buf = vec![0u8; RECV_BUF_LEN];
         let mut ready: Vec<usize> = Vec::new();
         loop {
-            while let Ok(command) = self.rx.try_recv() {
+            self.commands.extend(self.rx.try_iter());
+            let turn = Instant::now();
+            while let Some(command) = self.next_command() {
                 if !self.handle(command) {
                     self.close_all();
                     return;
+                }
+                if turn.elapsed() >= COMMAND_BUDGET {
+                    break;
                 }
             }
             let now = Instant::now();
             self.generate(now);
             self.fire_timers(now);
-            let wait = self
-                .next_deadline()
-                .map(|at| round_up(at.saturating_duration_since(Instant::now())));
+            let wait = if self.commands.is_empty() {
+                self.next_deadline()
+                    .map(|at| round_up(at.saturating_duration_since(Instant::now())))
+            } else {
+                Some(Duration::ZERO)
+            };
             if self.poll.poll(&mut events, wait).is_err() {
                 continue;
             }
@@ -259,6 +271,16 @@ impl MediaThread {
                 self.service(slot);
             }
         }
+    }
+
+    /// The next command to handle: the earliest of a participant whose join is still in
+    /// progress, else the earliest. A newcomer's offer then never waits behind the answers the
+    /// others owe for the same burst of joins; each participant's own commands keep their order.
+    fn next_command(&mut self) -> Option<Command> {
+        let joining = self.commands.iter().position(|c| {
+            command_participant(c).is_some_and(|p| self.join_started.contains_key(&p))
+        });
+        self.commands.remove(joining.unwrap_or(0))
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -707,6 +729,27 @@ fn vp8_payload(
     stamp.write(&mut payload);
     Bytes::from(payload)
 }
+
+/// The participant a command concerns, if any.
+fn command_participant(command: &Command) -> Option<u32> {
+    match command {
+        Command::Publish { participant, .. }
+        | Command::PublisherAnswer { participant, .. }
+        | Command::SubscriberOffer { participant, .. }
+        | Command::Candidate { participant, .. }
+        | Command::JoinStarted { participant, .. }
+        | Command::Leave { participant } => Some(*participant),
+        Command::Snapshot { .. } | Command::Stragglers { .. } | Command::Shutdown => None,
+    }
+}
+
+/// How long one turn of a media thread's loop may spend on commands (mostly answering the
+/// server's offers) before it serves its sockets and timers again. When 50 people join within a
+/// second, every join renegotiates everyone, and each answer to an offer of up to 98 m-lines
+/// takes the thread several milliseconds: handled all at once, they held the newcomers' ICE
+/// checks and DTLS flights back by 250-300 ms per round trip, and the join time measured the
+/// load generator. The others' answers only wait a turn.
+const COMMAND_BUDGET: Duration = Duration::from_millis(2);
 
 fn round_up(d: Duration) -> Duration {
     let ticks = d.as_nanos().div_ceil(TICK.as_nanos());
