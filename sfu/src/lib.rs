@@ -6,6 +6,7 @@
 //! rest of the server talks to it only through [`MediaEngine`]'s commands and [`EngineEvent`]s
 //! and never sees a webrtc type.
 
+mod backlog;
 mod bwe;
 mod demux;
 mod engine;

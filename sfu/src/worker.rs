@@ -20,6 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
@@ -51,6 +52,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::backlog::Backlog;
 use crate::bwe::{self, VideoDemand};
 use crate::demux::{Demux, PeerKey, is_stun};
 use crate::engine::{
@@ -272,6 +274,9 @@ pub(crate) struct Worker {
     dirty: Vec<PeerKey>,
     /// The other half of `dirty`'s double buffer, kept so servicing allocates nothing.
     dirty_batch: Vec<PeerKey>,
+    /// Commands received and not yet handled, one per turn of the loop, a joining
+    /// participant's first (see [`Backlog`]).
+    backlog: Backlog<Command>,
     /// Subscribers whose forwarded set may have changed, reconciled after servicing.
     sync_queue: Vec<(RoomId, String)>,
     /// Reconciliations held back by [`RENEGOTIATION_GAP`]: (when, room, subscriber).
@@ -355,6 +360,7 @@ impl Worker {
                 pli_queue: Vec::new(),
                 dirty: Vec::new(),
                 dirty_batch: Vec::new(),
+                backlog: Backlog::default(),
                 sync_queue: Vec::new(),
                 deferred_syncs: Vec::new(),
                 keyframe_requests: Vec::new(),
@@ -434,13 +440,14 @@ impl Worker {
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
-                    Some(Command::Shutdown { reply }) => {
-                        self.close_all();
-                        let _ = reply.send(());
-                        return;
-                    }
                     Some(command) => {
-                        self.handle_command(command);
+                        self.backlog.push(command);
+                        while let Ok(more) = commands.try_recv() {
+                            self.backlog.push(more);
+                        }
+                        if self.handle_next_command().is_break() {
+                            return;
+                        }
                         // A command can take milliseconds (an SDP with an m-line per track), and
                         // while commands or reconciliations keep this select ready the runtime
                         // never polls for readiness again: without this read, a queue of answers
@@ -462,9 +469,14 @@ impl Worker {
                     }
                 },
                 () = tokio::time::sleep_until(round_up(self.epoch, wake_at).into()) => {}
-                // Reconciliations left over by the budget: take the next turn at once, after
-                // whatever the socket and the commands have.
-                () = std::future::ready(()), if !self.sync_queue.is_empty() => {
+                // Commands or reconciliations left over: take the next turn at once, after
+                // whatever the socket and the channel have.
+                () = std::future::ready(()),
+                    if !self.sync_queue.is_empty() || !self.backlog.is_empty() =>
+                {
+                    if self.handle_next_command().is_break() {
+                        return;
+                    }
                     self.read_datagrams_now(&mut recv_batch);
                 }
             }
@@ -1455,6 +1467,55 @@ impl Worker {
         key
     }
 
+    /// Handles the backlog's next command; breaks when it was the shutdown.
+    fn handle_next_command(&mut self) -> ControlFlow<()> {
+        let mut backlog = std::mem::take(&mut self.backlog);
+        let next = backlog.take_next(
+            |a, b| command_participant(a).is_some_and(|p| command_participant(b) == Some(p)),
+            |c| self.is_urgent(c),
+        );
+        self.backlog = backlog;
+        match next {
+            Some(Command::Shutdown { reply }) => {
+                self.close_all();
+                let _ = reply.send(());
+                ControlFlow::Break(())
+            }
+            Some(command) => {
+                self.handle_command(command);
+                ControlFlow::Continue(())
+            }
+            None => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Whether a command is part of someone joining: their join, their publisher offer, or an
+    /// answer or candidate for a connection that is not up yet. Renegotiations of connections
+    /// that already carry media, and everything else, can wait a few turns.
+    fn is_urgent(&self, command: &Command) -> bool {
+        let not_up = |room: &RoomId, participant: &str, role: PeerRole| {
+            let key = self.member(*room, participant).and_then(|m| match role {
+                PeerRole::Publisher => m.publisher,
+                PeerRole::Subscriber => m.subscriber,
+            });
+            !key.and_then(|k| self.peers.get(&k))
+                .is_some_and(|p| p.connected)
+        };
+        match command {
+            Command::Join { .. } | Command::Publish { .. } => true,
+            Command::SubscriberAnswer {
+                room, participant, ..
+            } => not_up(room, participant, PeerRole::Subscriber),
+            Command::AddRemoteCandidate {
+                room,
+                participant,
+                role,
+                ..
+            } => not_up(room, participant, *role),
+            _ => false,
+        }
+    }
+
     fn handle_command(&mut self, command: Command) {
         match command {
             Command::Join {
@@ -1867,6 +1928,31 @@ fn video_layers(
         }
     }
     counts
+}
+
+/// Whose command it is: a participant's commands are handled in the order they came.
+fn command_participant(command: &Command) -> Option<(RoomId, &str)> {
+    match command {
+        Command::Join {
+            room, participant, ..
+        }
+        | Command::Publish {
+            room, participant, ..
+        }
+        | Command::SubscriberAnswer {
+            room, participant, ..
+        }
+        | Command::AddRemoteCandidate {
+            room, participant, ..
+        }
+        | Command::RemoveParticipant {
+            room, participant, ..
+        } => Some((*room, participant.as_str())),
+        Command::SetVideoQuality {
+            room, subscriber, ..
+        } => Some((*room, subscriber.as_str())),
+        Command::Stats { .. } | Command::Shutdown { .. } => None,
+    }
 }
 
 fn mark_dirty(dirty: &mut Vec<PeerKey>, peer: &mut Peer) {
