@@ -10,9 +10,11 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use socket2::{SockAddr, SockAddrStorage};
 
 /// Asks the kernel to stamp every datagram queued on `socket` with its arrival time. The first
 /// socket on a machine to ask switches stamping on a moment later (from a kernel work queue);
@@ -50,17 +52,18 @@ pub struct Received {
 
 /// Reads one datagram into `buf` without blocking (`WouldBlock` when the socket is empty).
 pub fn recv(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
-    // SAFETY: all-zero is a valid value for these plain C structs.
-    let mut addr: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut addr = SockAddrStorage::zeroed();
     let mut control = Control([0; 64]);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    // SAFETY: as above.
+    // SAFETY: all-zero is a valid value for this plain C struct.
     let mut header: libc::msghdr = unsafe { zeroed() };
-    header.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
-    header.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: socket2's storage is a `sockaddr_storage`.
+    header.msg_name =
+        (unsafe { addr.view_as::<libc::sockaddr_storage>() } as *mut libc::sockaddr_storage).cast();
+    header.msg_namelen = addr.size_of();
     header.msg_iov = &mut iov;
     header.msg_iovlen = 1;
     header.msg_control = control.0.as_mut_ptr().cast();
@@ -71,7 +74,10 @@ pub fn recv(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let from = sockaddr(&addr).ok_or_else(|| io::Error::other("unknown address family"))?;
+    // SAFETY: the kernel wrote `msg_namelen` bytes of a socket address into `addr`.
+    let from = unsafe { SockAddr::new(addr, header.msg_namelen) }
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an IP sender"))?;
     let mut arrived = None;
     // SAFETY: the kernel filled `msg_controllen` bytes of `control`; the CMSG macros walk
     // within them, and a SCM_TIMESTAMPNS message carries one `timespec`.
@@ -106,32 +112,6 @@ fn realtime(ts: libc::timespec) -> Option<SystemTime> {
     let secs = u64::try_from(ts.tv_sec).ok()?;
     let nanos = u32::try_from(ts.tv_nsec).ok()?;
     UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-}
-
-fn sockaddr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(addr.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin =
-                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                u32::from_be(sin.sin_addr.s_addr).into(),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6 =
-                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                sin6.sin6_addr.s6_addr.into(),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]
