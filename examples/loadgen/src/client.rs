@@ -299,6 +299,7 @@ impl Client {
     /// hands back with the decrypted packet: the arrival the recorder measures latency to.
     pub fn read_socket(&mut self, buf: &mut [u8]) -> usize {
         let mut n = 0;
+        let clocks = rx_time::Clocks::now();
         loop {
             let received = match rx_time::recv(&self.socket, buf) {
                 Ok(r) => r,
@@ -306,11 +307,10 @@ impl Client {
                 Err(_) => return n,
             };
             n += 1;
-            let read_at = Instant::now();
             let msg = TaggedBytesMut {
                 now: received
                     .arrived
-                    .map_or(read_at, |at| rx_time::to_instant(at, read_at)),
+                    .map_or_else(Instant::now, |at| clocks.instant_of(at)),
                 transport: TransportContext {
                     local_addr: self.local,
                     peer_addr: received.from,

@@ -99,13 +99,30 @@ pub fn recv(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
     })
 }
 
-/// The monotonic instant of a realtime stamp, read against both clocks now: the stamp is at
-/// most milliseconds old, so a clock adjustment in between is negligible.
-pub fn to_instant(arrived: SystemTime, now: Instant) -> Instant {
-    let age = SystemTime::now()
-        .duration_since(arrived)
-        .unwrap_or(Duration::ZERO);
-    now.checked_sub(age).unwrap_or(now)
+/// The two clocks read together, to turn the kernel's realtime stamps into the monotonic
+/// instants everything else uses. Read once per drain of a socket rather than per datagram: any
+/// pair read together maps every stamp, and a clock adjustment within milliseconds is negligible.
+#[derive(Debug, Clone, Copy)]
+pub struct Clocks {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl Clocks {
+    pub fn now() -> Self {
+        Self {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// The monotonic instant of a realtime stamp, before or after the reading.
+    pub fn instant_of(&self, at: SystemTime) -> Instant {
+        match self.wall.duration_since(at) {
+            Ok(before) => self.instant.checked_sub(before).unwrap_or(self.instant),
+            Err(after) => self.instant + after.duration(),
+        }
+    }
 }
 
 fn realtime(ts: libc::timespec) -> Option<SystemTime> {
@@ -152,12 +169,11 @@ mod tests {
             assert!(waited.len() < 20, "never stamped at arrival: {waited:?}");
         };
 
-        let now = Instant::now();
-        assert!(to_instant(arrived, now) < now);
-        assert_eq!(
-            to_instant(SystemTime::now() + Duration::from_secs(1), now),
-            now
-        );
+        let clocks = Clocks::now();
+        assert!(clocks.instant_of(arrived) < clocks.instant);
+        let ms = Duration::from_millis(30);
+        assert_eq!(clocks.instant_of(clocks.wall - ms), clocks.instant - ms);
+        assert_eq!(clocks.instant_of(clocks.wall + ms), clocks.instant + ms);
 
         let err = recv(&rx, &mut buf).err().expect("nothing more");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
