@@ -17,6 +17,7 @@ mod peer;
 mod probe;
 mod quality;
 mod repair;
+mod round;
 mod sender_report;
 mod speaker;
 mod transport_cc;
