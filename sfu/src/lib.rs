@@ -17,7 +17,6 @@ mod peer;
 mod probe;
 mod quality;
 mod repair;
-mod round;
 mod sender_report;
 mod speaker;
 mod transport_cc;

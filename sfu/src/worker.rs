@@ -70,10 +70,9 @@ use crate::peer::{
 use crate::probe::{ProbeLeg, ProbeStep};
 use crate::quality::{self, IntervalSum};
 use crate::repair::{self, LegMapping, RepairQueue};
-use crate::round::RoundChunks;
 use crate::sender_report::{SENDER_REPORT_INTERVAL, SentCounts, next_compound};
 use crate::speaker::{self, DETECTION_INTERVAL, LoudestN, Speakers};
-use crate::udp::{BATCH, Flushed, RecvBatch, SendBatch};
+use crate::udp::{Flushed, RecvBatch, SendBatch};
 use crate::vp8::Vp8Rewriter;
 
 /// Timers are rounded up to this; rounding down would wake before the core's deadline, find
@@ -291,8 +290,6 @@ pub(crate) struct Worker {
     next_track: u64,
     epoch: Instant,
     datagrams_received: u64,
-    /// Where a receive round is cut to forward and send what it has so far.
-    round: RoundChunks,
     send_dropped: u64,
     forwarding: ForwardCounters,
     forwarding_latency: LatencyHistogram,
@@ -372,7 +369,6 @@ impl Worker {
                 next_track: 0,
                 epoch: Instant::now(),
                 datagrams_received: 0,
-                round: RoundChunks::new(MAX_RECV_BATCHES * BATCH),
                 send_dropped: 0,
                 forwarding: ForwardCounters::default(),
                 forwarding_latency: LatencyHistogram::default(),
@@ -411,8 +407,6 @@ impl Worker {
             if now >= self.bandwidth_due {
                 self.allocate_bandwidth(now);
                 self.service_dirty();
-                let forwarded = self.forwarding.packets.iter().sum();
-                self.round.resize(forwarded, self.datagrams_received);
             }
             if now >= self.quality_due {
                 self.report_quality(now);
@@ -491,7 +485,6 @@ impl Worker {
 
     /// Reads what the socket holds (up to a few batches) and feeds each datagram to its peer.
     fn read_datagrams(&mut self, socket: &UdpSocket, batch: &mut RecvBatch) {
-        self.round.start();
         for _ in 0..MAX_RECV_BATCHES {
             // Read through the std handle of the same socket, inside `try_io` so that an empty
             // socket clears tokio's readiness and the loop sleeps until the next datagram.
@@ -513,7 +506,6 @@ impl Worker {
     /// turn that was not woken by the socket, whose readiness the runtime may not have polled
     /// for a while. An empty socket costs one system call.
     fn read_datagrams_now(&mut self, batch: &mut RecvBatch) {
-        self.round.start();
         for _ in 0..MAX_RECV_BATCHES {
             match batch.recv(&self.send_socket) {
                 Ok(n) => self.ingest(batch, n),
@@ -527,9 +519,6 @@ impl Worker {
     }
 
     /// Feeds the `n` datagrams of the last read to their peers.
-    ///
-    /// Every chunk of datagrams fed (see [`RoundChunks`]), what they brought is forwarded and sent, so
-    /// that a long round does not hold its first packets until its last is fed.
     fn ingest(&mut self, batch: &RecvBatch, n: usize) {
         for i in 0..n {
             let Some((datagram, from)) = batch.get(i) else {
@@ -558,10 +547,6 @@ impl Worker {
                 debug!(error = %e, participant = %peer.participant, "handle_read failed");
             }
             mark_dirty(&mut self.dirty, peer);
-            if self.round.fed_one() {
-                self.service_dirty();
-                self.send_queued();
-            }
         }
     }
 
