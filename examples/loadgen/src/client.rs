@@ -12,7 +12,6 @@
 //! takes the path for congested and pauses video.
 
 use std::collections::VecDeque;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -297,32 +296,40 @@ impl Client {
     ///
     /// Each datagram enters rtc at the instant the kernel queued it on the socket, which rtc
     /// hands back with the decrypted packet: the arrival the recorder measures latency to.
-    pub fn read_socket(&mut self, buf: &mut [u8]) -> usize {
+    /// A read that returns less than a full batch emptied the socket, and the next datagram
+    /// queued wakes the poll again (Linux signals every arrival on an edge-triggered UDP
+    /// socket), so the drain stops there rather than spend a system call to hear `WouldBlock`.
+    pub fn read_socket(&mut self, batch: &mut rx_time::RecvBatch) -> usize {
         let mut n = 0;
         let clocks = rx_time::Clocks::now();
         loop {
-            let received = match rx_time::recv(&self.socket, buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return n,
+            let read = match batch.recv(&self.socket) {
+                Ok(read) => read,
                 Err(_) => return n,
             };
-            n += 1;
-            let msg = TaggedBytesMut {
-                now: received
-                    .arrived
-                    .map_or_else(Instant::now, |at| clocks.instant_of(at)),
-                transport: TransportContext {
-                    local_addr: self.local,
-                    peer_addr: received.from,
-                    ecn: None,
-                    transport_protocol: TransportProtocol::UDP,
-                },
-                message: BytesMut::from(&buf[..received.len]),
-            };
-            let _ = self.pc.handle_read(msg);
+            for i in 0..read {
+                let Some((data, received)) = batch.get(i) else {
+                    continue;
+                };
+                n += 1;
+                let msg = TaggedBytesMut {
+                    now: received
+                        .arrived
+                        .map_or_else(Instant::now, |at| clocks.instant_of(at)),
+                    transport: TransportContext {
+                        local_addr: self.local,
+                        peer_addr: received.from,
+                        ecn: None,
+                        transport_protocol: TransportProtocol::UDP,
+                    },
+                    message: BytesMut::from(data),
+                };
+                let _ = self.pc.handle_read(msg);
+            }
             // Drain as we go so rtc's internal queues stay short under a burst.
-            if n % 32 == 0 {
-                self.drain_reads();
+            self.drain_reads();
+            if read < rx_time::BATCH {
+                return n;
             }
         }
     }

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::client::{Client, ClientError, RECV_BUF_LEN, Role};
 use crate::recorder::{Received, Record, SharedLive, Window};
+use crate::rx_time::RecvBatch;
 use crate::stamp::{STREAM_AUDIO, STREAM_VIDEO, Stamp, now_us, us_at};
 
 const WAKER: Token = Token(usize::MAX);
@@ -230,7 +231,7 @@ struct MediaThread {
 impl MediaThread {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
-        let mut buf = vec![0u8; RECV_BUF_LEN];
+        let mut batch = RecvBatch::new(RECV_BUF_LEN);
         let mut ready: Vec<usize> = Vec::new();
         loop {
             self.commands.extend(self.rx.try_iter());
@@ -266,7 +267,7 @@ impl MediaThread {
             );
             for &slot in &ready {
                 if let Some(Some(s)) = self.slots.get_mut(slot) {
-                    s.client.read_socket(&mut buf);
+                    s.client.read_socket(&mut batch);
                 }
                 self.service(slot);
             }
