@@ -276,6 +276,7 @@ async fn handle_events(
                 media.send(Command::SubscriberOffer {
                     participant: index,
                     sdp,
+                    arrived_us: now_us(),
                     reply,
                 });
                 let answer = match answer.await {

@@ -67,6 +67,8 @@ pub enum Command {
     SubscriberOffer {
         participant: u32,
         sdp: String,
+        /// When the offer arrived over the WebSocket, in stamp microseconds.
+        arrived_us: u64,
         reply: Reply<String>,
     },
     Candidate {
@@ -141,10 +143,12 @@ pub fn spawn(
 }
 
 /// A join in progress, in stamp microseconds: when `call:join` went out, when the first
-/// subscriber offer arrived and when the subscriber connection came up.
+/// subscriber offer arrived over the WebSocket and when this thread took it up, and when the
+/// subscriber connection came up.
 struct JoinTimer {
     started: u64,
     offer: Option<u64>,
+    offer_handled: Option<u64>,
     connected: Option<u64>,
 }
 
@@ -355,6 +359,9 @@ impl MediaThread {
                 self.record.join_ms.push(ms(now));
                 self.record.join_offer_ms.push(t.offer.map_or(f64::NAN, ms));
                 self.record
+                    .join_offer_handled_ms
+                    .push(t.offer_handled.map_or(f64::NAN, ms));
+                self.record
                     .join_connected_ms
                     .push(t.connected.map_or(f64::NAN, ms));
                 self.live.joins.fetch_add(1, Ordering::Relaxed);
@@ -485,9 +492,10 @@ impl MediaThread {
             Command::SubscriberOffer {
                 participant,
                 sdp,
+                arrived_us,
                 reply,
             } => {
-                let result = self.subscriber_offer(participant, sdp, now);
+                let result = self.subscriber_offer(participant, sdp, arrived_us, now);
                 let _ = reply.send(result);
             }
             Command::Candidate {
@@ -508,6 +516,7 @@ impl MediaThread {
                     JoinTimer {
                         started: at_us,
                         offer: None,
+                        offer_handled: None,
                         connected: None,
                     },
                 );
@@ -638,10 +647,12 @@ impl MediaThread {
         &mut self,
         participant: u32,
         sdp: String,
+        arrived_us: u64,
         now: Instant,
     ) -> Result<String, ClientError> {
         if let Some(t) = self.join_started.get_mut(&participant) {
-            t.offer.get_or_insert(now_us());
+            t.offer.get_or_insert(arrived_us);
+            t.offer_handled.get_or_insert(now_us());
         }
         let slot = match self.slot_of(participant, Role::Subscriber) {
             Some(slot) => slot,

@@ -109,9 +109,11 @@ pub struct Record {
     pub payload_bytes_received: u64,
     /// Milliseconds from sending `call:join` to the first media packet, per join.
     pub join_ms: Vec<f64>,
-    /// Per join, in the same order: milliseconds to the first subscriber offer and to the
-    /// subscriber connection being up (NaN when not seen).
+    /// Per join, in the same order: milliseconds to the first subscriber offer's arrival, to
+    /// the media thread taking it up (its own queue in between), and to the subscriber
+    /// connection being up (NaN when not seen).
     pub join_offer_ms: Vec<f64>,
+    pub join_offer_handled_ms: Vec<f64>,
     pub join_connected_ms: Vec<f64>,
     /// Publisher streams a participant received without a readable stamp.
     pub unstamped: u64,
@@ -171,6 +173,8 @@ impl Record {
         self.payload_bytes_received += other.payload_bytes_received;
         self.join_ms.extend_from_slice(&other.join_ms);
         self.join_offer_ms.extend_from_slice(&other.join_offer_ms);
+        self.join_offer_handled_ms
+            .extend_from_slice(&other.join_offer_handled_ms);
         self.join_connected_ms
             .extend_from_slice(&other.join_connected_ms);
         self.unstamped += other.unstamped;

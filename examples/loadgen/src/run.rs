@@ -502,6 +502,7 @@ pub struct ChurnResult {
     pub rss_end_mb: f64,
     pub join_ms: Vec<f64>,
     pub join_offer_ms: Vec<f64>,
+    pub join_offer_handled_ms: Vec<f64>,
     pub join_connected_ms: Vec<f64>,
 }
 
@@ -589,6 +590,9 @@ async fn churn(
         rss_end_mb: rss_end as f64 / 1e6,
         join_ms: record.join_ms[join_base.min(record.join_ms.len())..].to_vec(),
         join_offer_ms: record.join_offer_ms[join_base.min(record.join_offer_ms.len())..].to_vec(),
+        join_offer_handled_ms: record.join_offer_handled_ms
+            [join_base.min(record.join_offer_handled_ms.len())..]
+            .to_vec(),
         join_connected_ms: record.join_connected_ms
             [join_base.min(record.join_connected_ms.len())..]
             .to_vec(),
