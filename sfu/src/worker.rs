@@ -1470,10 +1470,9 @@ impl Worker {
     /// Handles the backlog's next command; breaks when it was the shutdown.
     fn handle_next_command(&mut self) -> ControlFlow<()> {
         let mut backlog = std::mem::take(&mut self.backlog);
-        let next = backlog.take_next(
-            |a, b| command_participant(a).is_some_and(|p| command_participant(b) == Some(p)),
-            |c| self.is_urgent(c),
-        );
+        let next = next_command(&mut backlog, |room, participant, role| {
+            self.connection_up(room, participant, role)
+        });
         self.backlog = backlog;
         match next {
             Some(Command::Shutdown { reply }) => {
@@ -1489,31 +1488,14 @@ impl Worker {
         }
     }
 
-    /// Whether a command is part of someone joining: their join, their publisher offer, or an
-    /// answer or candidate for a connection that is not up yet. Renegotiations of connections
-    /// that already carry media, and everything else, can wait a few turns.
-    fn is_urgent(&self, command: &Command) -> bool {
-        let not_up = |room: &RoomId, participant: &str, role: PeerRole| {
-            let key = self.member(*room, participant).and_then(|m| match role {
-                PeerRole::Publisher => m.publisher,
-                PeerRole::Subscriber => m.subscriber,
-            });
-            !key.and_then(|k| self.peers.get(&k))
-                .is_some_and(|p| p.connected)
-        };
-        match command {
-            Command::Join { .. } | Command::Publish { .. } => true,
-            Command::SubscriberAnswer {
-                room, participant, ..
-            } => not_up(room, participant, PeerRole::Subscriber),
-            Command::AddRemoteCandidate {
-                room,
-                participant,
-                role,
-                ..
-            } => not_up(room, participant, *role),
-            _ => false,
-        }
+    /// Whether a participant's connection of this role exists and is up.
+    fn connection_up(&self, room: RoomId, participant: &str, role: PeerRole) -> bool {
+        let key = self.member(room, participant).and_then(|m| match role {
+            PeerRole::Publisher => m.publisher,
+            PeerRole::Subscriber => m.subscriber,
+        });
+        key.and_then(|k| self.peers.get(&k))
+            .is_some_and(|p| p.connected)
     }
 
     fn handle_command(&mut self, command: Command) {
@@ -1952,6 +1934,37 @@ fn command_participant(command: &Command) -> Option<(RoomId, &str)> {
             room, subscriber, ..
         } => Some((*room, subscriber.as_str())),
         Command::Stats { .. } | Command::Shutdown { .. } => None,
+    }
+}
+
+/// The command a worker handles next: the earliest urgent one that no earlier command of the
+/// same participant precedes, else the earliest (see [`Backlog::take_next`]).
+fn next_command(
+    backlog: &mut Backlog<Command>,
+    connection_up: impl Fn(RoomId, &str, PeerRole) -> bool,
+) -> Option<Command> {
+    backlog.take_next(
+        |a, b| command_participant(a).is_some_and(|p| command_participant(b) == Some(p)),
+        |c| is_urgent(c, &connection_up),
+    )
+}
+
+/// Whether a command is part of someone joining: their join, their publisher offer, or an
+/// answer or candidate for a connection that is not up yet. Renegotiations of connections
+/// that already carry media, and everything else, can wait a few turns.
+fn is_urgent(command: &Command, connection_up: impl Fn(RoomId, &str, PeerRole) -> bool) -> bool {
+    match command {
+        Command::Join { .. } | Command::Publish { .. } => true,
+        Command::SubscriberAnswer {
+            room, participant, ..
+        } => !connection_up(*room, participant, PeerRole::Subscriber),
+        Command::AddRemoteCandidate {
+            room,
+            participant,
+            role,
+            ..
+        } => !connection_up(*room, participant, *role),
+        _ => false,
     }
 }
 
@@ -2640,4 +2653,150 @@ fn round_up(epoch: Instant, deadline: Instant) -> Instant {
     let ticks = since.as_nanos().div_ceil(step);
     let nanos = u64::try_from(ticks.saturating_mul(step)).unwrap_or(u64::MAX);
     epoch + Duration::from_nanos(nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(room: RoomId, who: &str) -> Command {
+        Command::Join {
+            room,
+            participant: who.into(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn answer(room: RoomId, who: &str) -> Command {
+        Command::SubscriberAnswer {
+            room,
+            participant: who.into(),
+            answer_sdp: String::new(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn candidate(room: RoomId, who: &str, role: PeerRole) -> Command {
+        Command::AddRemoteCandidate {
+            room,
+            participant: who.into(),
+            role,
+            candidate: String::new(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn remove(room: RoomId, who: &str) -> Command {
+        Command::RemoveParticipant {
+            room,
+            participant: who.into(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn label(command: &Command) -> String {
+        let kind = match command {
+            Command::Join { .. } => "join",
+            Command::Publish { .. } => "publish",
+            Command::SubscriberAnswer { .. } => "answer",
+            Command::AddRemoteCandidate { .. } => "candidate",
+            Command::RemoveParticipant { .. } => "remove",
+            Command::SetVideoQuality { .. } => "quality",
+            Command::Stats { .. } => "stats",
+            Command::Shutdown { .. } => "shutdown",
+        };
+        match command_participant(command) {
+            Some((_, who)) => format!("{kind} {who}"),
+            None => kind.to_owned(),
+        }
+    }
+
+    /// The order the worker handles a backlog in, given whose connections are up.
+    fn order(
+        commands: Vec<Command>,
+        connection_up: impl Fn(RoomId, &str, PeerRole) -> bool,
+    ) -> Vec<String> {
+        let mut backlog = Backlog::default();
+        for command in commands {
+            backlog.push(command);
+        }
+        std::iter::from_fn(|| next_command(&mut backlog, &connection_up))
+            .map(|c| label(&c))
+            .collect()
+    }
+
+    /// A burst of joins: everyone in the call owes an answer to a renegotiation, and the
+    /// newcomer's join, subscriber answer and candidate arrive behind them. The newcomer's go
+    /// first, in their own order; the others keep theirs.
+    #[test]
+    fn a_newcomers_commands_go_before_renegotiations_of_connections_already_up() {
+        let room = RoomId(Uuid::new_v4());
+        let up = |_: RoomId, who: &str, _: PeerRole| who != "newcomer";
+        let commands = vec![
+            answer(room, "alice"),
+            answer(room, "bob"),
+            join(room, "newcomer"),
+            Command::Stats {
+                reply: oneshot::channel().0,
+            },
+            answer(room, "newcomer"),
+            candidate(room, "newcomer", PeerRole::Subscriber),
+            answer(room, "carol"),
+        ];
+        assert_eq!(
+            order(commands, up),
+            [
+                "join newcomer",
+                "answer newcomer",
+                "candidate newcomer",
+                "answer alice",
+                "answer bob",
+                "stats",
+                "answer carol",
+            ]
+        );
+    }
+
+    /// Urgency never reorders one participant's commands: a rejoin waits for the removal
+    /// queued before it, while someone else's join need not.
+    #[test]
+    fn an_urgent_command_never_overtakes_an_earlier_one_of_the_same_participant() {
+        let room = RoomId(Uuid::new_v4());
+        let up = |_: RoomId, who: &str, _: PeerRole| who == "alice";
+        let commands = vec![
+            answer(room, "alice"),
+            remove(room, "dave"),
+            join(room, "dave"),
+            join(room, "erin"),
+        ];
+        assert_eq!(
+            order(commands, up),
+            ["join erin", "answer alice", "remove dave", "join dave"]
+        );
+    }
+
+    /// What counts as part of a join: the connection the command is for decides, per role.
+    #[test]
+    fn answers_and_candidates_are_urgent_only_for_connections_not_up() {
+        let room = RoomId(Uuid::new_v4());
+        let publisher_up = |_: RoomId, _: &str, role: PeerRole| role == PeerRole::Publisher;
+        assert!(is_urgent(&answer(room, "a"), publisher_up));
+        assert!(is_urgent(
+            &candidate(room, "a", PeerRole::Subscriber),
+            publisher_up
+        ));
+        assert!(!is_urgent(
+            &candidate(room, "a", PeerRole::Publisher),
+            publisher_up
+        ));
+        assert!(!is_urgent(&remove(room, "a"), publisher_up));
+        let all_up = |_: RoomId, _: &str, _: PeerRole| true;
+        assert!(is_urgent(&join(room, "a"), all_up));
+        assert!(!is_urgent(&answer(room, "a"), all_up));
+        let shutdown = Command::Shutdown {
+            reply: oneshot::channel().0,
+        };
+        assert!(!is_urgent(&shutdown, all_up));
+        assert_eq!(command_participant(&shutdown), None);
+    }
 }
