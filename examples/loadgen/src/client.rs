@@ -308,17 +308,17 @@ impl Client {
                 Err(_) => return n,
             };
             for i in 0..read {
-                let Some((data, received)) = batch.get(i) else {
+                let Some((data, arrival)) = batch.get(i) else {
                     continue;
                 };
                 n += 1;
                 let msg = TaggedBytesMut {
-                    now: received
+                    now: arrival
                         .arrived
                         .map_or_else(Instant::now, |at| clocks.instant_of(at)),
                     transport: TransportContext {
                         local_addr: self.local,
-                        peer_addr: received.from,
+                        peer_addr: arrival.from,
                         ecn: None,
                         transport_protocol: TransportProtocol::UDP,
                     },

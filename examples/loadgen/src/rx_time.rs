@@ -48,7 +48,7 @@ pub const BATCH: usize = 16;
 
 /// What came with a datagram: its sender and, when the kernel stamped it, when it arrived (on
 /// the realtime clock, which is the one socket stamps use).
-pub struct Received {
+pub struct Arrival {
     pub from: SocketAddr,
     pub arrived: Option<SystemTime>,
 }
@@ -142,7 +142,7 @@ impl RecvBatch {
 
     /// The `i`th datagram of the last read and what came with it; `None` past the read or for
     /// a sender that is not an IP address.
-    pub fn get(&mut self, i: usize) -> Option<(&[u8], Received)> {
+    pub fn get(&mut self, i: usize) -> Option<(&[u8], Arrival)> {
         if i >= self.read {
             return None;
         }
@@ -171,7 +171,7 @@ impl RecvBatch {
         let from = unsafe { SockAddr::new(storage, namelen) }.as_socket()?;
         let start = i * self.buffer_len;
         let data = self.buffers.get(start..start + len)?;
-        Some((data, Received { from, arrived }))
+        Some((data, Arrival { from, arrived }))
     }
 }
 
