@@ -282,10 +282,7 @@ impl MediaThread {
     /// progress, else the earliest. A newcomer's offer then never waits behind the answers the
     /// others owe for the same burst of joins; each participant's own commands keep their order.
     fn next_command(&mut self) -> Option<Command> {
-        let joining = self.commands.iter().position(|c| {
-            command_participant(c).is_some_and(|p| self.join_started.contains_key(&p))
-        });
-        self.commands.remove(joining.unwrap_or(0))
+        next_command(&mut self.commands, |p| self.join_started.contains_key(&p))
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -742,6 +739,18 @@ fn vp8_payload(
     Bytes::from(payload)
 }
 
+/// The earliest command of a participant that `joining` names, else the earliest: a
+/// participant's own commands keep their order, since its earliest is the one found.
+fn next_command(
+    commands: &mut VecDeque<Command>,
+    joining: impl Fn(u32) -> bool,
+) -> Option<Command> {
+    let first_joining = commands
+        .iter()
+        .position(|c| command_participant(c).is_some_and(&joining));
+    commands.remove(first_joining.unwrap_or(0))
+}
+
 /// The participant a command concerns, if any.
 fn command_participant(command: &Command) -> Option<u32> {
     match command {
@@ -771,6 +780,55 @@ fn round_up(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A burst of joins: the others' renegotiation answers wait while a joining participant's
+    /// commands go first, each participant's in the order they came.
+    #[test]
+    fn a_joining_participants_commands_go_first_in_their_order() {
+        let offer = |participant: u32| Command::SubscriberOffer {
+            participant,
+            sdp: String::new(),
+            arrived_us: 0,
+            reply: oneshot::channel().0,
+        };
+        let mut commands: VecDeque<Command> = [
+            offer(1),
+            Command::Leave { participant: 2 },
+            offer(7),
+            Command::Snapshot {
+                reply: oneshot::channel().0,
+            },
+            Command::Leave { participant: 7 },
+            offer(9),
+            offer(3),
+        ]
+        .into();
+        let joining = |p: u32| p == 7 || p == 9;
+        let order: Vec<(&str, Option<u32>)> =
+            std::iter::from_fn(|| next_command(&mut commands, joining))
+                .map(|c| {
+                    let kind = match c {
+                        Command::SubscriberOffer { .. } => "offer",
+                        Command::Leave { .. } => "leave",
+                        Command::Snapshot { .. } => "snapshot",
+                        _ => "other",
+                    };
+                    (kind, command_participant(&c))
+                })
+                .collect();
+        assert_eq!(
+            order,
+            [
+                ("offer", Some(7)),
+                ("leave", Some(7)),
+                ("offer", Some(9)),
+                ("offer", Some(1)),
+                ("leave", Some(2)),
+                ("snapshot", None),
+                ("offer", Some(3)),
+            ]
+        );
+    }
 
     #[test]
     fn vp8_packets_keep_their_head_and_carry_the_stamp() {
