@@ -210,6 +210,10 @@ pub struct Tally {
     pub fanout: f64,
     /// Packets sent of those streams.
     pub sent: u64,
+    /// Streams no subscriber should get (a simulcast layer no one views, a talker loudest-N
+    /// holds back) and the packets sent of them: the server receives these too.
+    pub unforwarded_streams: u32,
+    pub unforwarded_sent: u64,
 }
 
 impl Tally {
@@ -230,6 +234,9 @@ impl Tally {
                 t.streams += 1;
                 t.sent += sent;
                 t.expected += sent * receivers;
+            } else {
+                t.unforwarded_streams += 1;
+                t.unforwarded_sent += sent;
             }
         }
         for (&(r, p, stream), &n) in &record.received {
@@ -370,5 +377,9 @@ mod tests {
             "packets of a viewed camera on another layer are not unexpected"
         );
         assert_eq!(t.received, 599 + 45);
+        // No one gets the middle layers, 0's low one (everyone else views the speaker high) or
+        // 2's high one.
+        assert_eq!((t.unforwarded_streams, t.unforwarded_sent), (5, 3 * 20 + 10 + 30));
+        assert_eq!(t.streams, 3 + 4);
     }
 }

@@ -6,6 +6,10 @@
 //! RTCP, rewriting or bookkeeping). The parent feeds it the scenario's publisher streams at the
 //! scenario's rates, drains the subscriber sockets, and reads the child's CPU time from `/proc`
 //! exactly as it reads the server's.
+//!
+//! The publishers also send streams no subscriber gets (simulcast layers no one views, talkers
+//! loudest-N holds back), and the server has to read those. The feeder sends them too; the floor
+//! reads each and drops it by its SSRC without decrypting it, the least a forwarder can do.
 
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
@@ -68,11 +72,28 @@ pub struct FloorLoad {
     /// Subscriber sockets; stream k goes to the `fanout` sinks after sink k.
     pub sinks: u32,
     pub payload: usize,
+    /// Streams received and dropped, numbered after the forwarded ones, and their packets per
+    /// second each.
+    pub unforwarded_streams: u32,
+    pub unforwarded_pps: f64,
+}
+
+impl FloorLoad {
+    /// Packets per second the publishers of stream `stream` send.
+    fn rate(&self, stream: u32) -> f64 {
+        if stream < self.streams {
+            self.pps
+        } else {
+            self.unforwarded_pps
+        }
+    }
 }
 
 /// The floor's measured cost.
 #[derive(Debug, Clone, Copy)]
 pub struct FloorResult {
+    /// Datagrams the floor was sent, forwarded streams and dropped ones.
+    pub received_pps: f64,
     pub forwarded_pps: f64,
     pub cpu_us_per_pkt: f64,
     pub cpu_percent: f64,
@@ -115,6 +136,7 @@ pub fn measure(load: FloorLoad, duration: Duration) -> Result<FloorResult, Floor
 
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
+    let fed = Arc::new(AtomicU64::new(0));
     let drain = {
         let stop = stop.clone();
         let received = received.clone();
@@ -122,17 +144,20 @@ pub fn measure(load: FloorLoad, duration: Duration) -> Result<FloorResult, Floor
     };
     let feed = {
         let stop = stop.clone();
-        std::thread::spawn(move || feed(load, target, &stop))
+        let fed = fed.clone();
+        std::thread::spawn(move || feed(load, target, &stop, &fed))
     };
 
     std::thread::sleep(Duration::from_secs(1));
     let pid = child.id();
     let cpu0 = procfs::cpu_us(pid).unwrap_or(0);
     let got0 = received.load(Ordering::Relaxed);
+    let fed0 = fed.load(Ordering::Relaxed);
     let t0 = Instant::now();
     std::thread::sleep(duration);
     let cpu1 = procfs::cpu_us(pid).unwrap_or(0);
     let got1 = received.load(Ordering::Relaxed);
+    let fed1 = fed.load(Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let _ = feed.join();
@@ -142,24 +167,33 @@ pub fn measure(load: FloorLoad, duration: Duration) -> Result<FloorResult, Floor
     let packets = got1.saturating_sub(got0) as f64;
     let cpu = cpu1.saturating_sub(cpu0) as f64;
     Ok(FloorResult {
+        received_pps: fed1.saturating_sub(fed0) as f64 / elapsed,
         forwarded_pps: packets / elapsed,
         cpu_us_per_pkt: if packets > 0.0 { cpu / packets } else { 0.0 },
         cpu_percent: cpu / elapsed / 10_000.0,
     })
 }
 
-/// Sends every stream's packets at its rate, encrypted as a publisher would.
-fn feed(load: FloorLoad, target: SocketAddr, stop: &AtomicBool) -> Result<(), FloorError> {
+/// Sends every stream's packets at its rate, encrypted as a publisher would; counts them in `fed`.
+fn feed(
+    load: FloorLoad,
+    target: SocketAddr,
+    stop: &AtomicBool,
+    fed: &AtomicU64,
+) -> Result<(), FloorError> {
     let socket = UdpSocket::bind("127.0.0.1:0")?;
-    let mut contexts: Vec<Context> = (0..load.streams).map(context).collect::<Result<_, _>>()?;
-    let mut seqs = vec![0u16; load.streams as usize];
+    let all = load.streams + load.unforwarded_streams;
+    let mut contexts: Vec<Context> = (0..all).map(context).collect::<Result<_, _>>()?;
+    let mut seqs = vec![0u16; all as usize];
     let start = Instant::now();
-    let mut sent = vec![0u64; load.streams as usize];
+    let mut sent = vec![0u64; all as usize];
     let payload = vec![0x42u8; load.payload];
     let mut plain = Vec::with_capacity(DATAGRAM_MAX);
     while !stop.load(Ordering::Relaxed) {
-        let due = (start.elapsed().as_secs_f64() * load.pps) as u64;
-        for stream in 0..load.streams as usize {
+        let elapsed = start.elapsed().as_secs_f64();
+        let before: u64 = sent.iter().sum();
+        for stream in 0..all as usize {
+            let due = (elapsed * load.rate(stream as u32)) as u64;
             while sent[stream] < due {
                 sent[stream] += 1;
                 let packet = rtp::Packet {
@@ -181,6 +215,7 @@ fn feed(load: FloorLoad, target: SocketAddr, stop: &AtomicBool) -> Result<(), Fl
                 let _ = socket.send_to(&encrypted, target);
             }
         }
+        fed.fetch_add(sent.iter().sum::<u64>() - before, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(1));
     }
     Ok(())
@@ -247,7 +282,8 @@ pub fn serve(streams: u32, fanout: u32, sinks: &[SocketAddr]) -> Result<(), Floo
     forward(&socket, streams, fanout, sinks, &stop)
 }
 
-/// The floor's loop: decrypt each packet once, encrypt it once per receiver, send in batches.
+/// The floor's loop: decrypt each packet once, encrypt it once per receiver, send in batches. A
+/// packet of a stream it does not forward is dropped unread.
 fn forward(
     socket: &UdpSocket,
     streams: u32,
@@ -422,7 +458,7 @@ mod tests {
     use super::*;
 
     /// The floor forwards real SRTP: every receiver can decrypt what it gets with its own keys,
-    /// and gets each of its streams' packets once.
+    /// and gets each of its streams' packets once; a stream it does not forward reaches no one.
     #[test]
     fn each_receiver_decrypts_its_copies() {
         let floor = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -441,7 +477,8 @@ mod tests {
             std::thread::spawn(move || forward(&floor, 2, 2, &addrs, &stop))
         };
         let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let mut publishers: Vec<Context> = (0..2).map(|i| context(i).expect("ctx")).collect();
+        // Streams 0 and 1 are forwarded, stream 2 is not.
+        let mut publishers: Vec<Context> = (0..3).map(|i| context(i).expect("ctx")).collect();
         for seq in 0..5u16 {
             for (stream, ctx) in publishers.iter_mut().enumerate() {
                 let packet = rtp::Packet {
@@ -477,9 +514,10 @@ mod tests {
         }
         stop.store(true, Ordering::Relaxed);
         forwarding.join().expect("thread").expect("the floor ran");
-        sinks[0]
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        assert!(sinks[0].recv(&mut buf).is_err(), "no extra copies");
+        for sink in &sinks {
+            sink.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            assert!(sink.recv(&mut buf).is_err(), "no extra copies");
+        }
     }
 }

@@ -261,8 +261,8 @@ impl Report {
                         );
                     }
                     format!(
-                        "{:.2} µs per packet at {:.0} pps ({:.1}% of a core)",
-                        f.cpu_us_per_pkt, f.forwarded_pps, f.cpu_percent
+                        "{:.2} µs per packet at {:.0} pps, {:.0} pps in ({:.1}% of a core)",
+                        f.cpu_us_per_pkt, f.forwarded_pps, f.received_pps, f.cpu_percent
                     )
                 }),
             ),
@@ -472,6 +472,7 @@ impl Report {
         // Beside the macro: one more key there passes its recursion limit.
         j["join_offer_handled_p50_ms"] = json!(self.join_offer_handled_ms.0.map(|v| round(v, 1)));
         j["join_offer_handled_p99_ms"] = json!(self.join_offer_handled_ms.1.map(|v| round(v, 1)));
+        j["floor_received_pps"] = json!(self.floor.map(|f| round(f.received_pps, 1)));
         if self.simulcast {
             let (on, below, above) = self.video_layers;
             let all = (on + below + above).max(1) as f64;

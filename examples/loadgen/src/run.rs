@@ -360,8 +360,15 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     if args.floor_duration > 0 && report.forwarded_pps > 0.0 {
         let load = floor_load(&plan, &tally, &record, report.window_s);
         eprintln!(
-            "floor: {} streams x {:.1} pps x {} receivers, {} B payload, {} s",
-            load.streams, load.pps, load.fanout, load.payload, args.floor_duration
+            "floor: {} streams x {:.1} pps x {} receivers, and {} streams x {:.1} pps dropped, \
+             {} B payload, {} s",
+            load.streams,
+            load.pps,
+            load.fanout,
+            load.unforwarded_streams,
+            load.unforwarded_pps,
+            load.payload,
+            args.floor_duration
         );
         let result = tokio::task::spawn_blocking(move || {
             floor::measure(load, Duration::from_secs(args.floor_duration))
@@ -376,19 +383,25 @@ pub async fn run(args: Args) -> Result<(), RunError> {
 
 /// The floor moves the same packets: the streams some subscriber should get, at their rates, to
 /// as many receivers as they have on average (with simulcast and loudest-N, streams differ in
-/// fan-out; the floor gives each the mean, which moves the same number of packets).
+/// fan-out; the floor gives each the mean, which moves the same number of packets), and it is
+/// sent the streams no one gets, as the server is.
 fn floor_load(plan: &Plan, tally: &Tally, record: &Record, window_s: f64) -> FloorLoad {
     let streams = tally.streams.max(1);
+    let window_s = window_s.max(0.001);
     let payload = record
         .payload_bytes_received
         .checked_div(record.received_total)
         .map_or(100, |b| b as usize);
     FloorLoad {
         streams,
-        pps: tally.sent as f64 / f64::from(streams) / window_s.max(0.001),
+        pps: tally.sent as f64 / f64::from(streams) / window_s,
         fanout: (tally.fanout.round() as u32).clamp(1, plan.participants.saturating_sub(1).max(1)),
         sinks: plan.participants,
         payload,
+        unforwarded_streams: tally.unforwarded_streams,
+        unforwarded_pps: tally.unforwarded_sent as f64
+            / f64::from(tally.unforwarded_streams.max(1))
+            / window_s,
     }
 }
 
