@@ -379,7 +379,10 @@ mod tests {
         assert_eq!(t.received, 599 + 45);
         // No one gets the middle layers, 0's low one (everyone else views the speaker high) or
         // 2's high one.
-        assert_eq!((t.unforwarded_streams, t.unforwarded_sent), (5, 3 * 20 + 10 + 30));
+        assert_eq!(
+            (t.unforwarded_streams, t.unforwarded_sent),
+            (5, 3 * 20 + 10 + 30)
+        );
         assert_eq!(t.streams, 3 + 4);
     }
 }
