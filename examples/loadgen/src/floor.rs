@@ -283,7 +283,7 @@ pub fn serve(streams: u32, fanout: u32, sinks: &[SocketAddr]) -> Result<(), Floo
 }
 
 /// The floor's loop: decrypt each packet once, encrypt it once per receiver, send in batches. A
-/// packet of a stream it does not forward is dropped unread.
+/// packet of a stream it does not forward is dropped by its SSRC, not decrypted.
 fn forward(
     socket: &UdpSocket,
     streams: u32,
