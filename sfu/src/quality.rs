@@ -135,11 +135,13 @@ impl ReceptionStats {
     }
 }
 
-/// What a subscriber's receiver reports said about one forwarded leg, plus what the server sent
-/// on it.
+/// What a subscriber's receiver reports said about one forwarded leg. What the server sent on it
+/// is counted once, for the leg's sender reports ([`crate::sender_report::SentCounts`]); an
+/// interval's bytes are the change in that count.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RemoteReports {
-    bytes_sent: u64,
+    /// The leg's octet count (32 bits, wrapping as a sender report's does) when the interval began.
+    octets_at_start: u32,
     /// The latest report block: extended highest sequence number, cumulative loss (signed, as
     /// duplicates can make it negative), jitter (RTP units) and the fraction lost since the
     /// subscriber's previous report.
@@ -150,11 +152,6 @@ pub(crate) struct RemoteReports {
 }
 
 impl RemoteReports {
-    /// Counts payload bytes handed to the leg's sender.
-    pub(crate) fn on_sent(&mut self, payload_len: usize) {
-        self.bytes_sent += payload_len as u64;
-    }
-
     /// Takes in one report block about the leg; `rtt_ms` is its round trip when it carried one.
     /// `total_lost` is the block's 24-bit field as rtc parses it (unsigned); RFC 3550 makes it
     /// signed, so it is sign-extended here.
@@ -176,9 +173,11 @@ impl RemoteReports {
     /// Ends the interval. Loss over the interval comes from the change in the reports' cumulative
     /// counters since the interval began; before there is a baseline, from the latest report's own
     /// fraction (which covers the subscriber's report period). Without any report, loss is unknown
-    /// and reported as none over the packets sent.
-    pub(crate) fn take_interval(&mut self, clock_rate: u32) -> Interval {
-        let bytes = std::mem::take(&mut self.bytes_sent);
+    /// and reported as none over the packets sent. `octets_sent` is the leg's payload octet count
+    /// now; an interval carries far less than 4 GiB, so its wrapping difference is exact.
+    pub(crate) fn take_interval(&mut self, clock_rate: u32, octets_sent: u32) -> Interval {
+        let bytes = u64::from(octets_sent.wrapping_sub(self.octets_at_start));
+        self.octets_at_start = octets_sent;
         let Some((ext, lost, jitter, fraction)) = self.latest else {
             return Interval {
                 bytes,
@@ -414,28 +413,29 @@ mod tests {
     #[test]
     fn remote_reports_give_interval_loss() {
         let mut r = RemoteReports::default();
-        r.on_sent(1_000);
-        assert_eq!(r.take_interval(48_000).expected, 0, "no report yet");
+        let i = r.take_interval(48_000, 1_000);
+        assert_eq!((i.expected, i.bytes), (0, 1_000), "no report yet");
         // First report: only its own fraction (64/256) is known.
         r.on_report(1_000, 10, 480, 64, None);
-        let i = r.take_interval(48_000);
+        let i = r.take_interval(48_000, 1_000);
+        assert_eq!(i.bytes, 0, "nothing sent since");
         assert_eq!(loss_fraction(i.expected, i.lost), 0.25);
         assert_eq!(i.jitter_ms, 10.0);
         assert_eq!(i.rtt_ms, None);
         // Then the change in cumulative counters: 200 more expected, 5 more lost.
         r.on_report(1_200, 15, 96, 0, Some(12.5));
-        let i = r.take_interval(48_000);
+        let i = r.take_interval(48_000, 1_000);
         assert_eq!((i.expected, i.lost), (200, 5));
         assert_eq!(i.rtt_ms, Some(12.5));
-        // Extended sequence numbers that wrap 32 bits still subtract.
+        // Extended sequence numbers, and the octet count, that wrap 32 bits still subtract.
         r.on_report(u32::MAX, 15, 0, 0, None);
-        r.take_interval(48_000);
+        r.take_interval(48_000, u32::MAX - 99);
         r.on_report(9, 16, 0, 0, None);
-        let i = r.take_interval(48_000);
-        assert_eq!((i.expected, i.lost), (10, 1));
+        let i = r.take_interval(48_000, 400);
+        assert_eq!((i.expected, i.lost, i.bytes), (10, 1, 500));
         // A cumulative loss that duplicates drove negative (24-bit -1) is no loss, not 2^24.
         r.on_report(20, 0x00FF_FFFF, 0, 0, None);
-        let i = r.take_interval(48_000);
+        let i = r.take_interval(48_000, 400);
         assert_eq!((i.expected, i.lost), (11, 0));
     }
 

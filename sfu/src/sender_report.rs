@@ -39,6 +39,11 @@ impl SentCounts {
         }
     }
 
+    /// Payload octets sent so far, wrapping at 32 bits as the report's field does.
+    pub(crate) fn octets(&self) -> u32 {
+        self.octets
+    }
+
     /// The leg's report at `now` (wall clock `wall`), once it has sent anything.
     pub(crate) fn report(
         &self,

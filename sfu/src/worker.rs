@@ -914,7 +914,9 @@ impl Worker {
                 }
                 PeerRole::Subscriber => {
                     for leg in peer.legs.iter_mut().flatten() {
-                        let interval = leg.reports.take_interval(leg.forwarder.clock_rate());
+                        let interval = leg
+                            .reports
+                            .take_interval(leg.forwarder.clock_rate(), leg.sent.octets());
                         sums[kind_index(leg.info.kind)].add(&interval);
                     }
                     QualityDirection::Outbound
@@ -2428,7 +2430,6 @@ fn forward(
         let kind = kind_index(leg.info.kind);
         counters.packets[kind] += 1;
         counters.bytes[kind] += len;
-        leg.reports.on_sent(out_len);
         leg.sent.on_sent(timestamp, out_len, now);
         if leg.selection.is_some() {
             *video_sent += len;
