@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use confab_signaling::book::Initiate;
+use confab_signaling::events::CallEvent;
 use confab_signaling::protocol;
 use confab_signaling::{
     Actor, Call, CallBook, CallId, CallKind, CallStatus, Conversation, ConversationId, ErrorCode,
@@ -24,7 +25,7 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::store::{MediaEvent, Store};
 use crate::writer::HistoryWriter;
-use crate::ws::hub::{Frame, Hub};
+use crate::ws::hub::{Frame, Hub, Registration};
 
 /// The current time at the store's precision (milliseconds), so that a call read back from
 /// either backend equals the one that was written.
@@ -182,6 +183,25 @@ impl CallService {
                 user: user.clone(),
             });
         }
+    }
+
+    /// Registers a new socket of `user` and rings it for each call ringing the user now. The
+    /// contract rings every socket of an online invitee; a device that connects during the ring
+    /// would otherwise stay silent while the user's other devices ring. Registering under the
+    /// book's lock, under which every transition publishes, gives the socket each
+    /// `call:incoming` exactly once: from the transition if the socket came first, from here if
+    /// not.
+    pub fn register_socket(&self, user: &str) -> Registration {
+        let book = self.book();
+        let registration = self.hub.register(user);
+        for call in book.calls_ringing(user) {
+            let event = CallEvent::Incoming {
+                user_ids: Vec::new(),
+            };
+            let frame: Frame = Arc::from(protocol::event(event.type_name(), event.payload(call)));
+            self.hub.send_to_socket(user, registration.id, &frame);
+        }
+        registration
     }
 
     pub fn joined_call_of(&self, user: &str) -> Option<CallId> {

@@ -103,6 +103,46 @@ async fn a_direct_call_rings_every_device_and_stops_the_others_on_accept() {
     assert_eq!(event["call_id"], call_id.as_str());
 }
 
+/// A device that connects while a call rings its user is rung too, and no device is rung twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_connects_during_the_ring_is_rung_once() {
+    let (_db, server) = server().await;
+    let mut alice = WsClient::connect(&server, &token("alice")).await;
+    let mut bob_phone = WsClient::connect(&server, &token("bob")).await;
+    let call_id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "audio"}))
+        .await;
+    let incoming = bob_phone.event("call:incoming").await;
+    assert_eq!(incoming["call_id"], call_id.as_str());
+
+    let mut bob_laptop = WsClient::connect(&server, &token("bob")).await;
+    let incoming = bob_laptop.event("call:incoming").await;
+    assert_eq!(incoming["call_id"], call_id.as_str());
+    assert_eq!(incoming["caller"]["user_id"], "alice");
+    assert_eq!(incoming["media"], "audio");
+
+    // The laptop answers; the phone stops ringing. Neither heard the ring twice.
+    bob_laptop
+        .ok("call:accept", json!({"call_id": call_id}))
+        .await;
+    bob_phone.event("call:accepted").await;
+    for device in [&mut bob_phone, &mut bob_laptop] {
+        assert!(
+            !device
+                .gets("call:incoming", Duration::from_millis(300))
+                .await
+        );
+    }
+
+    // Once answered, a new device is not rung.
+    let mut bob_tablet = WsClient::connect(&server, &token("bob")).await;
+    assert!(
+        !bob_tablet
+            .gets("call:incoming", Duration::from_millis(300))
+            .await
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_cancel_and_missed_reach_the_right_people() {
     let db = TestDb::sqlite();

@@ -755,6 +755,14 @@ impl CallBook {
         self.calls.values().map(|e| &e.call)
     }
 
+    /// The live calls ringing `user` now: a device of theirs that connects meanwhile is rung too.
+    pub fn calls_ringing<'a>(&'a self, user: &'a str) -> impl Iterator<Item = &'a Call> {
+        self.live_calls().filter(move |call| {
+            call.participant(user)
+                .is_some_and(|p| p.status == ParticipantStatus::Ringing)
+        })
+    }
+
     /// Number of live calls (`confab_calls_active`).
     pub fn active_calls(&self) -> usize {
         self.calls.len()

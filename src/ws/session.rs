@@ -36,7 +36,7 @@ const CLOSE_TRY_LATER: u16 = 1013;
 
 pub async fn run(socket: WebSocket, state: AppState, actor: Actor) {
     let user = actor.user_id.clone();
-    let Registration { id, frames, kicked } = state.hub.register(user.as_str());
+    let Registration { id, frames, kicked } = state.calls.register_socket(user.as_str());
     tracing::debug!(user = %user, socket = id, "socket open");
 
     let (sink, stream) = socket.split();

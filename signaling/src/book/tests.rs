@@ -408,6 +408,18 @@ fn initiate_direct_rings_the_online_callee() {
     assert_eq!(fx.book.next_deadline(), Some(at(RING)));
     assert_eq!(fx.book.joined_call_of("alice"), Some(cid(1)));
     assert_eq!(fx.book.joined_call_of("bob"), None);
+    let ringing = |user| {
+        fx.book
+            .calls_ringing(user)
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ringing("bob"), [cid(1)]);
+    assert_eq!(
+        ringing("alice"),
+        Vec::<Uuid>::new(),
+        "the caller is joined, not rung"
+    );
     assert_eq!(fx.book.active_calls(), 1);
     assert_eq!(fx.book.joined_participants(), 1);
 }
