@@ -18,7 +18,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::oneshot;
 
 use crate::client::{Client, ClientError, RECV_BUF_LEN, Role};
-use crate::recorder::{Received, Record, SharedLive, Window};
+use crate::recorder::{JoinTimes, Received, Record, SharedLive, Window};
 use crate::rx_time::RecvBatch;
 use crate::stamp::{STREAM_AUDIO, STREAM_VIDEO, Stamp, now_us, us_at};
 
@@ -353,14 +353,13 @@ impl MediaThread {
             let n = s.client.received.len() as u64;
             if let Some(t) = self.join_started.remove(&receiver) {
                 let ms = |at: u64| at.saturating_sub(t.started) as f64 / 1000.0;
-                self.record.join_ms.push(ms(now));
-                self.record.join_offer_ms.push(t.offer.map_or(f64::NAN, ms));
-                self.record
-                    .join_offer_handled_ms
-                    .push(t.offer_handled.map_or(f64::NAN, ms));
-                self.record
-                    .join_connected_ms
-                    .push(t.connected.map_or(f64::NAN, ms));
+                let step = |at: Option<u64>| at.map_or(f64::NAN, ms);
+                self.record.joins.push(JoinTimes {
+                    first_packet: ms(now),
+                    offer: step(t.offer),
+                    offer_handled: step(t.offer_handled),
+                    connected: step(t.connected),
+                });
                 self.live.joins.fetch_add(1, Ordering::Relaxed);
             }
             for (payload, arrived) in s.client.received.drain(..) {

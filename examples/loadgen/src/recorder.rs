@@ -107,14 +107,8 @@ pub struct Record {
     pub received_total: u64,
     pub sent_total: u64,
     pub payload_bytes_received: u64,
-    /// Milliseconds from sending `call:join` to the first media packet, per join.
-    pub join_ms: Vec<f64>,
-    /// Per join, in the same order: milliseconds to the first subscriber offer's arrival, to
-    /// the media thread taking it up (its own queue in between), and to the subscriber
-    /// connection being up (NaN when not seen).
-    pub join_offer_ms: Vec<f64>,
-    pub join_offer_handled_ms: Vec<f64>,
-    pub join_connected_ms: Vec<f64>,
+    /// Every completed join, in the order they completed.
+    pub joins: Vec<JoinTimes>,
     /// Publisher streams a participant received without a readable stamp.
     pub unstamped: u64,
     pub keyframes_sent: u64,
@@ -171,12 +165,7 @@ impl Record {
         self.received_total += other.received_total;
         self.sent_total += other.sent_total;
         self.payload_bytes_received += other.payload_bytes_received;
-        self.join_ms.extend_from_slice(&other.join_ms);
-        self.join_offer_ms.extend_from_slice(&other.join_offer_ms);
-        self.join_offer_handled_ms
-            .extend_from_slice(&other.join_offer_handled_ms);
-        self.join_connected_ms
-            .extend_from_slice(&other.join_connected_ms);
+        self.joins.extend_from_slice(&other.joins);
         self.unstamped += other.unstamped;
         self.keyframes_sent += other.keyframes_sent;
         self.keyframe_requests += other.keyframe_requests;
@@ -198,6 +187,26 @@ pub struct Live {
 
 pub type SharedLive = Arc<Live>;
 
+/// One join, in milliseconds from sending `call:join`: to the first media packet (the join
+/// time), and on the way to the first subscriber offer's arrival over the WebSocket, to the media
+/// thread taking it up (its own queue in between) and to the subscriber connection being up.
+/// A step not seen is NaN, which [`quantile`] leaves out.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinTimes {
+    pub first_packet: f64,
+    pub offer: f64,
+    pub offer_handled: f64,
+    pub connected: f64,
+}
+
+impl JoinTimes {
+    /// p50 and p99 of one step over `joins`.
+    pub fn p50_p99(joins: &[JoinTimes], step: fn(&JoinTimes) -> f64) -> (Option<f64>, Option<f64>) {
+        let values: Vec<f64> = joins.iter().map(step).collect();
+        (quantile(&values, 0.5), quantile(&values, 0.99))
+    }
+}
+
 /// The q-quantile of a list of values (nearest rank).
 pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
     if values.is_empty() {
@@ -215,6 +224,26 @@ pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_step_not_seen_is_left_out_of_its_quantiles() {
+        let join = |first_packet, connected| JoinTimes {
+            first_packet,
+            offer: 1.0,
+            offer_handled: 2.0,
+            connected,
+        };
+        let joins = [join(10.0, 5.0), join(20.0, f64::NAN), join(30.0, 7.0)];
+        assert_eq!(
+            JoinTimes::p50_p99(&joins, |j| j.first_packet),
+            (Some(20.0), Some(30.0))
+        );
+        assert_eq!(
+            JoinTimes::p50_p99(&joins, |j| j.connected),
+            (Some(5.0), Some(7.0))
+        );
+        assert_eq!(JoinTimes::p50_p99(&[], |j| j.offer), (None, None));
+    }
 
     #[test]
     fn quantiles_of_a_histogram_follow_the_samples() {

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::expect::{Expectation, Tally};
 use crate::floor::FloorResult;
 use crate::procfs;
-use crate::recorder::{Record, quantile};
+use crate::recorder::{JoinTimes, Record};
 use crate::run::ChurnResult;
 use crate::scenario::Plan;
 
@@ -126,16 +126,13 @@ impl Report {
                 0.0
             }
         };
-        let mut join_ms = record.join_ms.clone();
-        let mut offer_ms = record.join_offer_ms.clone();
-        let mut handled_ms = record.join_offer_handled_ms.clone();
-        let mut connected_ms = record.join_connected_ms.clone();
-        if let Some(c) = &churn {
-            join_ms.extend_from_slice(&c.join_ms);
-            offer_ms.extend_from_slice(&c.join_offer_ms);
-            handled_ms.extend_from_slice(&c.join_offer_handled_ms);
-            connected_ms.extend_from_slice(&c.join_connected_ms);
-        }
+        let joins: Vec<JoinTimes> = record
+            .joins
+            .iter()
+            .chain(churn.iter().flat_map(|c| &c.joins))
+            .copied()
+            .collect();
+        let (join_p50_ms, join_p99_ms) = JoinTimes::p50_p99(&joins, |j| j.first_packet);
         let rss_mb = rss_end as f64 / 1e6;
         Report {
             scenario: plan.name.clone(),
@@ -181,12 +178,12 @@ impl Report {
                 record.latency_read.quantile_ms(0.99),
             ),
             server_latency_ms: (None, None),
-            join_p50_ms: quantile(&join_ms, 0.5),
-            join_p99_ms: quantile(&join_ms, 0.99),
-            joins: join_ms.len(),
-            join_offer_ms: (quantile(&offer_ms, 0.5), quantile(&offer_ms, 0.99)),
-            join_offer_handled_ms: (quantile(&handled_ms, 0.5), quantile(&handled_ms, 0.99)),
-            join_connected_ms: (quantile(&connected_ms, 0.5), quantile(&connected_ms, 0.99)),
+            join_p50_ms,
+            join_p99_ms,
+            joins: joins.len(),
+            join_offer_ms: JoinTimes::p50_p99(&joins, |j| j.offer),
+            join_offer_handled_ms: JoinTimes::p50_p99(&joins, |j| j.offer_handled),
+            join_connected_ms: JoinTimes::p50_p99(&joins, |j| j.connected),
             server_rss_mb: rss_mb,
             rss_per_participant_mb: rss_end.saturating_sub(rss_base) as f64
                 / 1e6

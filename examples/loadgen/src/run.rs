@@ -16,7 +16,7 @@ use crate::expect::{Expectation, Tally};
 use crate::floor::{self, FloorLoad};
 use crate::media::{self, Command, MediaHandle, MediaSpec};
 use crate::procfs;
-use crate::recorder::{Live, Record, Window, quantile};
+use crate::recorder::{JoinTimes, Live, Record, Window};
 use crate::report::{Report, Sample};
 use crate::scenario::{Loudest, Plan, SERVER_LOUDEST_N, SERVER_LOUDEST_N_MIN};
 use crate::server::{self, SpawnedServer};
@@ -513,10 +513,7 @@ pub struct ChurnResult {
     pub completed: u32,
     pub rss_after_warm_mb: f64,
     pub rss_end_mb: f64,
-    pub join_ms: Vec<f64>,
-    pub join_offer_ms: Vec<f64>,
-    pub join_offer_handled_ms: Vec<f64>,
-    pub join_connected_ms: Vec<f64>,
+    pub joins: Vec<JoinTimes>,
 }
 
 /// Extra participants join, publish, wait for their first media packet and leave, `cycles`
@@ -538,7 +535,7 @@ async fn churn(
     let warm = (plan.cycles / 10).max(1);
     let started = Instant::now();
     let mut last_hundred = started;
-    let join_base = snapshot(handles).await.join_ms.len();
+    let join_base = snapshot(handles).await.joins.len();
     for cycle in 0..plan.cycles {
         let index = plan.participants + (cycle % 2);
         let handle = handles[index as usize % handles.len()].clone();
@@ -576,7 +573,8 @@ async fn churn(
             // Medians of the last hundred joins, split, show which step slows down if cycles
             // get slower.
             let r = snapshot(handles).await;
-            let last = |v: &[f64]| quantile(&v[v.len().saturating_sub(100)..], 0.5).unwrap_or(0.0);
+            let recent = &r.joins[r.joins.len().saturating_sub(100)..];
+            let last = |step| JoinTimes::p50_p99(recent, step).0.unwrap_or(0.0);
             eprintln!(
                 "  cycle {}/{} ({:.0} s, {:.0} ms per cycle), server rss {:.1} MB, cpu {:.1} s; \
                  last 100 joins p50: offer {:.0} ms, connected {:.0} ms, first packet {:.0} ms",
@@ -586,9 +584,9 @@ async fn churn(
                 last_hundred.elapsed().as_secs_f64() * 10.0,
                 procfs::rss_bytes(pid).unwrap_or(0) as f64 / 1e6,
                 procfs::cpu_us(pid).unwrap_or(0) as f64 / 1e6,
-                last(&r.join_offer_ms),
-                last(&r.join_connected_ms),
-                last(&r.join_ms),
+                last(|j| j.offer),
+                last(|j| j.connected),
+                last(|j| j.first_packet),
             );
             last_hundred = Instant::now();
         }
@@ -601,13 +599,6 @@ async fn churn(
         completed,
         rss_after_warm_mb: rss_after_warm as f64 / 1e6,
         rss_end_mb: rss_end as f64 / 1e6,
-        join_ms: record.join_ms[join_base.min(record.join_ms.len())..].to_vec(),
-        join_offer_ms: record.join_offer_ms[join_base.min(record.join_offer_ms.len())..].to_vec(),
-        join_offer_handled_ms: record.join_offer_handled_ms
-            [join_base.min(record.join_offer_handled_ms.len())..]
-            .to_vec(),
-        join_connected_ms: record.join_connected_ms
-            [join_base.min(record.join_connected_ms.len())..]
-            .to_vec(),
+        joins: record.joins[join_base.min(record.joins.len())..].to_vec(),
     })
 }
