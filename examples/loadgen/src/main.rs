@@ -2,6 +2,10 @@
 //! server costs per forwarded packet, next to the floor of a bare SRTP forwarder on the same
 //! machine. See `benches/README.md` for the scenarios and recorded results.
 
+// The report's JSON line is one `json!` literal of about fifty keys, past the macro's default
+// recursion depth.
+#![recursion_limit = "256"]
+
 mod api;
 mod client;
 mod expect;

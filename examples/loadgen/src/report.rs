@@ -465,11 +465,10 @@ impl Report {
             "failed_connections": self.failed_connections,
             "connections_up": self.connections.0,
             "connections_expected": self.connections.1,
+            "join_offer_handled_p50_ms": self.join_offer_handled_ms.0.map(|v| round(v, 1)),
+            "join_offer_handled_p99_ms": self.join_offer_handled_ms.1.map(|v| round(v, 1)),
+            "floor_received_pps": self.floor.map(|f| round(f.received_pps, 1)),
         });
-        // Beside the macro: one more key there passes its recursion limit.
-        j["join_offer_handled_p50_ms"] = json!(self.join_offer_handled_ms.0.map(|v| round(v, 1)));
-        j["join_offer_handled_p99_ms"] = json!(self.join_offer_handled_ms.1.map(|v| round(v, 1)));
-        j["floor_received_pps"] = json!(self.floor.map(|f| round(f.received_pps, 1)));
         if self.simulcast {
             let (on, below, above) = self.video_layers;
             let all = (on + below + above).max(1) as f64;
