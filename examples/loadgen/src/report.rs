@@ -489,3 +489,91 @@ fn round(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (v * f).round() / f
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::recorder::JoinTimes;
+
+    fn sample(at: Instant, server_cpu_us: u64) -> Sample {
+        Sample {
+            at,
+            server_cpu_us,
+            server_wait_us: 0,
+            self_cpu_us: 0,
+            server_udp_drops: 0,
+            self_udp_drops: 0,
+            rcvbuf_errors: 0,
+        }
+    }
+
+    /// The JSON line carries every key the issue names, with the figures they are made of: 10 s
+    /// in which the server spent 5 s of CPU forwarding 1,000,000 packets (5 µs each) against a
+    /// floor of 2.5 µs, 50 participants and 50 MB more memory than before they joined.
+    #[test]
+    fn the_json_line_carries_every_key_the_issue_names() {
+        let plan = Plan::named("audio-50").expect("known");
+        let expectation = Expectation::new(&plan);
+        let tally = Tally {
+            received: 1_000_000,
+            expected: 1_000_100,
+            missing: 100,
+            ..Tally::default()
+        };
+        let mut record = Record::default();
+        record.latency.record(1_000);
+        record.joins.push(JoinTimes {
+            first_packet: 40.0,
+            offer: 5.0,
+            offer_handled: 6.0,
+            connected: 30.0,
+        });
+        let start = Instant::now();
+        let end = start + Duration::from_secs(10);
+        let mut report = Report::new(
+            &plan,
+            &expectation,
+            &tally,
+            &record,
+            (&sample(start, 0), &sample(end, 5_000_000)),
+            (10_000_000, 60_000_000),
+            None,
+        );
+        report.set_floor(FloorResult {
+            received_pps: 2_500.0,
+            forwarded_pps: 100_000.0,
+            cpu_us_per_pkt: 2.5,
+            cpu_percent: 25.0,
+        });
+        let j = report.json();
+        for key in [
+            "scenario",
+            "participants",
+            "forwarded_pps",
+            "server_cpu_us_per_pkt",
+            "floor_cpu_us_per_pkt",
+            "ratio_to_floor",
+            "server_loss_ratio",
+            "latency_p50_ms",
+            "latency_p99_ms",
+            "join_p50_ms",
+            "join_p99_ms",
+            "server_rss_mb",
+            "rss_per_participant_mb",
+        ] {
+            assert!(j.get(key).is_some_and(|v| !v.is_null()), "{key} in {j}");
+        }
+        assert_eq!(j["scenario"], "audio-50");
+        assert_eq!(j["participants"], 50);
+        assert_eq!(j["forwarded_pps"], 100_000.0);
+        assert_eq!(j["server_cpu_us_per_pkt"], 5.0);
+        assert_eq!(j["ratio_to_floor"], 2.0);
+        assert_eq!(j["server_loss_ratio"], 100.0 / 1_000_100.0);
+        assert_eq!(j["join_p99_ms"], 40.0);
+        assert_eq!(j["rss_per_participant_mb"], 1.0);
+        assert_eq!(j["floor_received_pps"], 2_500.0);
+        assert_eq!(j["join_offer_handled_p50_ms"], 6.0);
+    }
+}
