@@ -2,9 +2,11 @@
 //! metrics, and the layers every request passes through (body limit, CORS, request metrics).
 
 pub mod api;
+mod body;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod linger;
 mod metrics;
 mod web;
 
@@ -37,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REST_BODY_LIMIT))
+        .layer(middleware::from_fn(body::read_body_first))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
