@@ -290,6 +290,52 @@ async fn a_request_refused_before_its_body_was_read_keeps_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preflight_answered_before_its_body_keeps_the_connection() {
+    let (_db, server, addr) = server().await;
+    let mut conn = Conn::connect(addr).await.unwrap();
+    let headers = [
+        ("Origin", "https://app.example"),
+        ("Access-Control-Request-Method", "POST"),
+    ];
+    let (resp, sent) = send_slowly(
+        &mut conn,
+        head("OPTIONS", "/api/v1/calls", &headers, Some(60 * 1024)),
+        vec![b' '; 60 * 1024],
+        false,
+    )
+    .await;
+    let resp = resp.unwrap();
+    assert_eq!(resp.status, 200, "{:?}", resp.headers);
+    assert!(resp.header("access-control-allow-methods").is_some());
+    conn.writer = sent.unwrap();
+    let next = conn.request("GET", "/healthz", &[], b"").await.unwrap();
+    assert_eq!(next.status, 200);
+
+    // Over the limit, the 413 still carries the CORS headers a browser needs to read it.
+    let mut conn = Conn::connect(addr).await.unwrap();
+    let resp = conn
+        .request(
+            "POST",
+            "/api/v1/calls",
+            &[("Origin", "https://app.example")],
+            &vec![b' '; 70 * 1024],
+        )
+        .await
+        .unwrap();
+    assert_error(
+        &resp,
+        "PAYLOAD_TOO_LARGE",
+        "a cross-origin body over the limit",
+    );
+    assert!(
+        resp.header("access-control-allow-origin").is_some(),
+        "{:?}",
+        resp.headers
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_limit_gets_413_and_a_clean_close() {
     let (_db, server, addr) = server().await;
     let alice = format!("Bearer {}", token("alice"));

@@ -4,9 +4,10 @@
 //! refused before its handler read the body (no token, no right, no such route) would close the
 //! connection while the client is still sending it, and the client would see a broken pipe
 //! instead of the answer, on that request and on the next one it had queued on the connection.
-//! REST bodies are small, so the whole body is read here and handed on in memory. A body over the
-//! limit is answered `PAYLOAD_TOO_LARGE` at once with `Connection: close`; the lingering close of
-//! [`super::linger`] then lets the client finish sending and read that answer.
+//! REST bodies are small, so the whole body is read here, before even CORS answers a preflight,
+//! and handed on in memory. A body over the limit is answered `PAYLOAD_TOO_LARGE` as soon as the
+//! limit is passed, with `Connection: close`; the lingering close of [`super::linger`] then lets
+//! the client finish sending and read that answer.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -20,30 +21,54 @@ use futures_util::StreamExt;
 use super::REST_BODY_LIMIT;
 use super::error::ApiError;
 
-/// Middleware: reads the body (at most [`REST_BODY_LIMIT`] bytes), then runs the route on it.
+/// Marks a request whose body was over the limit: it goes on with an empty body, and
+/// [`refuse_too_large`] answers it once routed.
+#[derive(Clone, Copy)]
+struct BodyTooLarge;
+
+/// Outermost middleware: reads the body (at most [`REST_BODY_LIMIT`] bytes) before anything
+/// answers, CORS preflights included, then runs the rest on it. The answer to a body over the
+/// limit closes the connection, since the rest of that body is never read.
 pub async fn read_body_first(req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    if declared_length(&parts).is_some_and(|n| n > REST_BODY_LIMIT as u64) {
-        return closing(too_large());
+    let (mut parts, body) = req.into_parts();
+    let bytes = if declared_length(&parts).is_some_and(|n| n > REST_BODY_LIMIT as u64) {
+        None
+    } else {
+        match read_up_to_limit(body).await {
+            Ok(bytes) => bytes,
+            Err(e) => return closing(e.into_response()),
+        }
+    };
+    let Some(bytes) = bytes else {
+        parts.extensions.insert(BodyTooLarge);
+        let response = next.run(Request::from_parts(parts, Body::empty())).await;
+        return closing(response);
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// Inner middleware, inside CORS and the request metrics: the answer to a marked request.
+pub async fn refuse_too_large(req: Request, next: Next) -> Response {
+    if req.extensions().get::<BodyTooLarge>().is_some() {
+        return too_large().into_response();
     }
+    next.run(req).await
+}
+
+/// The whole body, or `None` once it passes the limit.
+async fn read_up_to_limit(body: Body) -> Result<Option<Vec<u8>>, ApiError> {
     let mut data = body.into_data_stream();
     let mut bytes = Vec::new();
     while let Some(chunk) = data.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                return closing(ApiError::invalid_argument(format!(
-                    "cannot read request body: {e}"
-                )));
-            }
-        };
+        let chunk = chunk
+            .map_err(|e| ApiError::invalid_argument(format!("cannot read request body: {e}")))?;
         if bytes.len() + chunk.len() > REST_BODY_LIMIT {
-            return closing(too_large());
+            return Ok(None);
         }
         bytes.extend_from_slice(&chunk);
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    Ok(Some(bytes))
 }
 
 fn declared_length(parts: &Parts) -> Option<u64> {
@@ -62,8 +87,7 @@ fn too_large() -> ApiError {
 }
 
 /// The rest of the body is not read, so the connection cannot carry another request.
-fn closing(error: ApiError) -> Response {
-    let mut response = error.into_response();
+fn closing(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -39,12 +39,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REST_BODY_LIMIT))
-        .layer(middleware::from_fn(body::read_body_first))
+        .layer(middleware::from_fn(body::refuse_too_large))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
         ))
         .layer(cors(&state.settings.allowed_origins))
+        .layer(middleware::from_fn(body::read_body_first))
         .with_state(state)
 }
 
