@@ -509,6 +509,28 @@ mod tests {
     }
 
     #[test]
+    fn a_numeric_id_is_echoed_as_sent() {
+        for id in [
+            "-1.1489792441636126e+144",
+            "0.1",
+            "7",
+            "18446744073709551615",
+            "-3.5e-300",
+        ] {
+            let text = format!(r#"{{"id":{id},"type":"call:accept","data":{{}}}}"#);
+            let msg = parse(&text);
+            let sent: Value = serde_json::from_str(id).unwrap();
+            let echoed: Value =
+                serde_json::from_str(&error(msg.id.as_ref(), &msg.request.unwrap_err())).unwrap();
+            assert_eq!(echoed["id"], sent, "{id}");
+            assert_eq!(
+                echoed["id"].to_string().parse::<f64>().ok(),
+                id.parse::<f64>().ok()
+            );
+        }
+    }
+
+    #[test]
     fn frames_have_the_contract_shape() {
         let err = SignalingError::new(ErrorCode::UserBusy, "busy").with_call_id(Uuid::nil());
         let v: Value = serde_json::from_str(&error(Some(&json!("c9")), &err)).unwrap();
