@@ -93,8 +93,8 @@ async fn every_extractor_refusal_is_a_json_error() {
         ("truncated JSON", Some("application/json"), &b"{"[..]),
         ("not UTF-8", Some("application/json"), &b"\xff\xfe"[..]),
         (
-            "a form",
-            Some("application/x-www-form-urlencoded"),
+            "a multipart form",
+            Some("multipart/form-data; boundary=x"),
             &call[..],
         ),
         ("text", Some("text/plain"), &call[..]),
@@ -117,12 +117,14 @@ async fn every_extractor_refusal_is_a_json_error() {
     assert_error(&resp, "PAYLOAD_TOO_LARGE", "a body over 64 KiB");
     assert!(resp.closes(), "{:?}", resp.headers);
 
-    // JSON types with parameters, and no type at all, are read as JSON.
+    // JSON types with parameters, no type at all, and what `curl -d` sends are read as JSON.
     let mut conn = Conn::connect(addr).await.unwrap();
     let carol = format!("Bearer {}", token("carol"));
+    let frank = format!("Bearer {}", token("frank"));
     for (caller, content_type) in [
         (&alice, Some("application/json; charset=utf-8")),
         (&carol, None),
+        (&frank, Some("application/x-www-form-urlencoded")),
     ] {
         let mut headers = vec![("Authorization", caller.as_str())];
         if let Some(t) = content_type {

@@ -30,9 +30,10 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-/// A JSON body. A request without a `Content-Type` is read as JSON (curl users forget it);
-/// one that declares another type is `INVALID_ARGUMENT`, as it says it sent something else.
-/// The size limit is the router's, reported as `PAYLOAD_TOO_LARGE`.
+/// A JSON body. A request without a `Content-Type`, or with curl's default for `-d`
+/// (`application/x-www-form-urlencoded`), is read as JSON, since that is what tools send when
+/// their user did not say; one that declares another type is `INVALID_ARGUMENT`, as it says it
+/// sent something else. The size limit is the router's, reported as `PAYLOAD_TOO_LARGE`.
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
@@ -62,8 +63,8 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     }
 }
 
-/// Accepts no `Content-Type`, `application/json` and any `application/…+json`, with or
-/// without parameters (`; charset=utf-8`).
+/// Accepts no `Content-Type`, `application/json`, any `application/…+json` and curl's default,
+/// with or without parameters (`; charset=utf-8`).
 fn check_content_type(req: &Request) -> Result<(), ApiError> {
     let Some(value) = req.headers().get(axum::http::header::CONTENT_TYPE) else {
         return Ok(());
@@ -74,7 +75,9 @@ fn check_content_type(req: &Request) -> Result<(), ApiError> {
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase());
     let is_json = essence.as_deref().is_some_and(|t| {
-        t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+        t == "application/json"
+            || (t.starts_with("application/") && t.ends_with("+json"))
+            || t == "application/x-www-form-urlencoded"
     });
     if is_json {
         Ok(())
