@@ -383,3 +383,24 @@ async fn a_body_over_the_limit_gets_413_and_a_clean_close() {
     assert_eq!(status, 200, "{body}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_fault_is_internal_and_says_only_what_failed() {
+    let (_db, server, addr) = server().await;
+    let alice = format!("Bearer {}", token("alice"));
+    let auth = [("Authorization", alice.as_str())];
+    // The store stops answering, as a database that went away would.
+    server.state.store.close().await;
+    let mut conn = Conn::connect(addr).await.unwrap();
+    for target in [
+        "/api/v1/calls".to_owned(),
+        format!("/api/v1/calls/{}", uuid::Uuid::new_v4()),
+        "/api/v1/conversations/team".to_owned(),
+    ] {
+        let resp = conn.request("GET", &target, &auth, b"").await.unwrap();
+        assert_error(&resp, "INTERNAL", &target);
+        let message = resp.json().unwrap()["error"]["message"].clone();
+        assert_eq!(message, "the history store is unavailable", "{target}");
+    }
+    server.stop().await;
+}

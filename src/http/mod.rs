@@ -1,5 +1,6 @@
 //! HTTP wiring: the REST API under `/api/v1`, the signaling WebSocket at `/ws`, health,
-//! metrics, and the layers every request passes through (body limit, CORS, request metrics).
+//! metrics, and the layers every request passes through (reading the body up to its limit,
+//! CORS, request metrics), outermost last.
 
 pub mod api;
 mod body;
