@@ -117,6 +117,8 @@ async fn every_extractor_refusal_is_a_json_error() {
     assert_error(&resp, "PAYLOAD_TOO_LARGE", "a body over 64 KiB");
     assert!(resp.closes(), "{:?}", resp.headers);
 
+    drop(conn);
+
     // JSON types with parameters, no type at all, and what `curl -d` sends are read as JSON.
     let mut conn = Conn::connect(addr).await.unwrap();
     let carol = format!("Bearer {}", token("carol"));
@@ -187,6 +189,8 @@ async fn every_extractor_refusal_is_a_json_error() {
         .await
         .unwrap();
     assert_error(&resp, "INVALID_ARGUMENT", "/ws without an upgrade");
+    // A connection left open would hold the shutdown for its lingering close.
+    drop(conn);
     server.stop().await;
 }
 
@@ -313,6 +317,8 @@ async fn a_preflight_answered_before_its_body_keeps_the_connection() {
     let next = conn.request("GET", "/healthz", &[], b"").await.unwrap();
     assert_eq!(next.status, 200);
 
+    drop(conn);
+
     // Over the limit, the 413 still carries the CORS headers a browser needs to read it.
     let mut conn = Conn::connect(addr).await.unwrap();
     let resp = conn
@@ -334,6 +340,8 @@ async fn a_preflight_answered_before_its_body_keeps_the_connection() {
         "{:?}",
         resp.headers
     );
+    // A connection left open would hold the shutdown for its lingering close.
+    drop(conn);
     server.stop().await;
 }
 
@@ -402,5 +410,7 @@ async fn a_store_fault_is_internal_and_says_only_what_failed() {
         let message = resp.json().unwrap()["error"]["message"].clone();
         assert_eq!(message, "the history store is unavailable", "{target}");
     }
+    // A connection left open would hold the shutdown for its lingering close.
+    drop(conn);
     server.stop().await;
 }

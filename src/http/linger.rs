@@ -21,9 +21,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
 /// The longest a closing connection keeps reading what its client still sends.
-pub const LINGER: Duration = Duration::from_secs(3);
+pub const LINGER: Duration = Duration::from_secs(10);
 /// A closing connection whose client sends nothing for this long is closed.
-pub const LINGER_IDLE: Duration = Duration::from_millis(500);
+pub const LINGER_IDLE: Duration = Duration::from_secs(2);
 
 /// A TCP listener whose connections close with a lingering close.
 pub struct LingeringListener(pub TcpListener);
