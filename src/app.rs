@@ -13,6 +13,7 @@ use crate::auth::{JwtKeys, KeyError, generate_secret};
 use crate::calls::CallService;
 use crate::config::Settings;
 use crate::engine_metrics::{EngineMetrics, EngineMetricsHandle};
+use crate::http::linger::LingeringListener;
 use crate::ice::IceConfig;
 use crate::media::MediaBridge;
 use crate::metrics::Metrics;
@@ -181,8 +182,10 @@ impl Server {
         // Signaling is small messages in quick succession (an answer, the events it causes, the
         // next offer): with Nagle's algorithm each one after the first waited for the client's
         // delayed ACK, about 40 ms on Linux, before it left.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
+        // Each connection closes with a lingering close, so that a client still sending a body
+        // the server refused reads the answer instead of a reset.
+        let listener = LingeringListener(self.listener).tap_io(|stream| {
+            if let Err(e) = stream.tcp().set_nodelay(true) {
                 tracing::debug!(error = %e, "TCP_NODELAY not set on a connection");
             }
         });

@@ -384,8 +384,7 @@ impl CallService {
     }
 
     /// Commits a decision, or explains a refusal. The book forgets calls once they end, so
-    /// its `CALL_NOT_FOUND` is refined from the store: an outsider gets `FORBIDDEN`, a
-    /// participant `CALL_ENDED`, and only an unknown id stays `CALL_NOT_FOUND`.
+    /// its `CALL_NOT_FOUND` is refined from the store ([`Self::explain_missing`]).
     async fn finish(
         &self,
         actor: &Actor,
@@ -398,18 +397,37 @@ impl CallService {
                 Ok(outcome.call)
             }
             Err(e) if e.code == ErrorCode::CallNotFound => {
-                let past = self.find(call_id).await?;
-                Err(match past {
-                    None => call_not_found(call_id),
-                    Some(call) if !actor.admin && !call.is_participant(actor.user_id.as_str()) => {
-                        SignalingError::forbidden("you are not a participant of this call").into()
-                    }
-                    Some(call) => SignalingError::new(
-                        ErrorCode::CallEnded,
-                        format!("the call ended ({})", call.status),
-                    )
-                    .into(),
-                })
+                Err(self.explain_missing(actor, call_id).await)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Why a call the book does not hold cannot be operated on: an outsider gets `FORBIDDEN`,
+    /// a participant (or an admin) `CALL_ENDED`, and only an unknown id `CALL_NOT_FOUND`.
+    async fn explain_missing(&self, actor: &Actor, call_id: CallId) -> ApiError {
+        match self.find(call_id).await {
+            Err(e) => e,
+            Ok(None) => call_not_found(call_id),
+            Ok(Some(call)) if !actor.admin && !call.is_participant(actor.user_id.as_str()) => {
+                SignalingError::forbidden("you are not a participant of this call").into()
+            }
+            Ok(Some(call)) => SignalingError::new(
+                ErrorCode::CallEnded,
+                format!("the call ended ({})", call.status),
+            )
+            .into(),
+        }
+    }
+
+    /// Refuses media negotiation (`rtc:*`) unless `actor` is joined in `call_id`, with the
+    /// codes a joined-only call operation answers: `CALL_NOT_FOUND`, `FORBIDDEN`, `CALL_ENDED`,
+    /// and `INVALID_STATE` for a participant who is not joined.
+    pub async fn require_joined(&self, actor: &Actor, call_id: CallId) -> ApiResult<()> {
+        match self.read(|book| book.check_joined(call_id, &actor.user_id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.code == ErrorCode::CallNotFound => {
+                Err(self.explain_missing(actor, call_id).await)
             }
             Err(e) => Err(e.into()),
         }

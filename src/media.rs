@@ -15,7 +15,7 @@ use confab_sfu::{
 use confab_signaling::protocol::{
     self, IceCandidate, PeerRole as WirePeerRole, VideoQuality, VideoSource,
 };
-use confab_signaling::{Call, CallId, ErrorCode, SignalingError, UserId};
+use confab_signaling::{Actor, Call, CallId, ErrorCode, UserId};
 use dashmap::DashMap;
 use serde_json::{Value, json};
 
@@ -95,7 +95,7 @@ fn engine_error(e: EngineError) -> ApiError {
         }
         _ => {
             tracing::error!(error = %e, "media engine failed");
-            ErrorCode::Internal
+            return ApiError::new(ErrorCode::Internal, "the media engine failed");
         }
     };
     ApiError::new(code, e.to_string())
@@ -155,30 +155,22 @@ impl MediaBridge {
         }
     }
 
-    /// Refuses media requests from anyone not joined in that call.
-    fn require_joined(&self, call_id: CallId, user: &UserId) -> ApiResult<()> {
-        if self.calls.joined_call_of(user.as_str()) == Some(call_id) {
-            Ok(())
-        } else {
-            Err(SignalingError::invalid_state("join the call before negotiating media").into())
-        }
-    }
-
     /// `rtc:offer` for the publisher connection: the engine's answer goes back in the ack.
     pub async fn offer(
         &self,
-        user: &UserId,
+        actor: &Actor,
         socket: Option<SocketId>,
         call_id: CallId,
         target: WirePeerRole,
         sdp: String,
     ) -> ApiResult<Value> {
-        self.require_joined(call_id, user)?;
+        let user = &actor.user_id;
         if target != WirePeerRole::Publisher {
             return Err(ApiError::invalid_argument(
                 "the server offers the subscriber connection; send rtc:offer for the publisher",
             ));
         }
+        self.calls.require_joined(actor, call_id).await?;
         if let Some(socket) = socket {
             self.bind_socket(call_id, user, socket);
         }
@@ -193,17 +185,18 @@ impl MediaBridge {
     /// `rtc:answer` to the server's subscriber offer.
     pub async fn answer(
         &self,
-        user: &UserId,
+        actor: &Actor,
         call_id: CallId,
         target: WirePeerRole,
         sdp: String,
     ) -> ApiResult<Value> {
-        self.require_joined(call_id, user)?;
+        let user = &actor.user_id;
         if target != WirePeerRole::Subscriber {
             return Err(ApiError::invalid_argument(
                 "rtc:answer answers the server's subscriber offer; target must be subscriber",
             ));
         }
+        self.calls.require_joined(actor, call_id).await?;
         self.engine
             .subscriber_answer(room(call_id), user.as_str().to_owned(), sdp)
             .await
@@ -218,12 +211,13 @@ impl MediaBridge {
     /// client's checks, so end-of-candidates needs no action.
     pub async fn candidate(
         &self,
-        user: &UserId,
+        actor: &Actor,
         call_id: CallId,
         target: WirePeerRole,
         candidate: Option<IceCandidate>,
     ) -> ApiResult<Value> {
-        self.require_joined(call_id, user)?;
+        let user = &actor.user_id;
+        self.calls.require_joined(actor, call_id).await?;
         if let Some(candidate) = candidate {
             self.engine
                 .add_remote_candidate(
@@ -243,13 +237,14 @@ impl MediaBridge {
     /// the track; the layer changes at its next keyframe, after the ack.
     pub async fn subscribe(
         &self,
-        user: &UserId,
+        actor: &Actor,
         call_id: CallId,
         publisher: &UserId,
         source: VideoSource,
         quality: VideoQuality,
     ) -> ApiResult<Value> {
-        self.require_joined(call_id, user)?;
+        let user = &actor.user_id;
+        self.calls.require_joined(actor, call_id).await?;
         let in_call = self
             .calls
             .live_call(call_id)

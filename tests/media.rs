@@ -334,14 +334,14 @@ async fn media_requests_are_checked_before_the_engine_sees_them() {
         .start_call(json!({"invitees": ["bob"], "media": "video"}))
         .await;
 
-    // Not joined: INVALID_STATE, whatever the SDP.
+    // Not a participant: FORBIDDEN, whatever the SDP.
     let frame = carol
         .request(
             "rtc:offer",
             json!({"call_id": call_id, "target": "publisher", "sdp": "v=0"}),
         )
         .await;
-    assert_eq!(frame["data"]["code"], "INVALID_STATE");
+    assert_eq!(frame["data"]["code"], "FORBIDDEN");
 
     // Joined, but SDP that cannot be parsed: INVALID_ARGUMENT, and no peer is created.
     let frame = alice

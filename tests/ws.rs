@@ -364,7 +364,7 @@ async fn bad_input_gets_an_error_and_the_socket_stays_open() {
             json!({"call_id": id, "target": "publisher", "sdp": "v=0"}),
         )
         .await;
-    assert_eq!(frame["data"]["code"], "INVALID_STATE");
+    assert_eq!(frame["data"]["code"], "FORBIDDEN", "as for call:*");
 
     // Without an id: no ack, but errors still come.
     ws.send(json!({"type": "call:initiate", "data": {"invitees": ["zed"], "media": "audio"}}))
@@ -383,6 +383,133 @@ async fn bad_input_gets_an_error_and_the_socket_stays_open() {
         2,
         "only the two valid calls exist"
     );
+}
+
+/// Valid `data` for each `rtc:*` request about `call_id` (spelled as given).
+fn rtc_requests(call_id: &str) -> [(&'static str, Value); 4] {
+    [
+        (
+            "rtc:offer",
+            json!({"call_id": call_id, "target": "publisher", "sdp": "v=0"}),
+        ),
+        (
+            "rtc:answer",
+            json!({"call_id": call_id, "target": "subscriber", "sdp": "v=0"}),
+        ),
+        (
+            "rtc:candidate",
+            json!({"call_id": call_id, "target": "publisher", "candidate": null}),
+        ),
+        (
+            "rtc:subscribe",
+            json!({"call_id": call_id, "user_id": "bob", "source": "camera", "quality": "low"}),
+        ),
+    ]
+}
+
+/// The spellings of one UUID that name the same call.
+fn spellings(id: uuid::Uuid) -> [String; 5] {
+    [
+        id.hyphenated().to_string(),
+        id.simple().to_string(),
+        id.hyphenated().to_string().to_uppercase(),
+        id.braced().to_string(),
+        id.urn().to_string(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtc_requests_judge_the_call_as_call_operations_do() {
+    let (_db, server) = server().await;
+    let mut alice = WsClient::connect(&server, &token("alice")).await;
+    let mut bob = WsClient::connect(&server, &token("bob")).await;
+    let mut carol = WsClient::connect(&server, &token("carol")).await;
+    let call_id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "video"}))
+        .await;
+    let call_uuid: uuid::Uuid = call_id.parse().unwrap();
+
+    // A call that does not exist, in any spelling: CALL_NOT_FOUND, as call:media answers.
+    let unknown = uuid::Uuid::new_v4();
+    for spelling in spellings(unknown) {
+        for (kind, data) in rtc_requests(&spelling) {
+            let frame = alice.request(kind, data).await;
+            assert_eq!(
+                frame["data"]["code"], "CALL_NOT_FOUND",
+                "{kind} {spelling}: {frame}"
+            );
+        }
+    }
+    let frame = alice
+        .request(
+            "call:media",
+            json!({"call_id": unknown, "audio_muted": true}),
+        )
+        .await;
+    assert_eq!(frame["data"]["code"], "CALL_NOT_FOUND");
+
+    // The live call in every spelling is the same call: alice is joined, so it is acked.
+    for spelling in spellings(call_uuid) {
+        let frame = alice
+            .request(
+                "rtc:candidate",
+                json!({"call_id": spelling, "target": "publisher", "candidate": null}),
+            )
+            .await;
+        assert_eq!(frame["type"], "ack", "{spelling}: {frame}");
+    }
+
+    // Someone who is not in the call: FORBIDDEN; an invitee still ringing: INVALID_STATE.
+    for spelling in spellings(call_uuid) {
+        for (kind, data) in rtc_requests(&spelling) {
+            let frame = carol.request(kind, data.clone()).await;
+            assert_eq!(frame["data"]["code"], "FORBIDDEN", "{kind}: {frame}");
+            let frame = bob.request(kind, data).await;
+            assert_eq!(frame["data"]["code"], "INVALID_STATE", "{kind}: {frame}");
+        }
+    }
+    let mute = json!({"call_id": call_id, "audio_muted": true});
+    let frame = carol.request("call:media", mute.clone()).await;
+    assert_eq!(frame["data"]["code"], "FORBIDDEN");
+    let frame = bob.request("call:media", mute).await;
+    assert_eq!(frame["data"]["code"], "INVALID_STATE");
+
+    // A malformed argument is judged before the call: the wrong target, a candidate that is
+    // not an object.
+    let frame = carol
+        .request(
+            "rtc:offer",
+            json!({"call_id": unknown, "target": "subscriber", "sdp": "v=0"}),
+        )
+        .await;
+    assert_eq!(frame["data"]["code"], "INVALID_ARGUMENT", "{frame}");
+    for candidate in [
+        json!(["x"]),
+        json!(5),
+        json!({"candidate": 3}),
+        json!("candidate:1"),
+    ] {
+        let frame = alice
+            .request(
+                "rtc:candidate",
+                json!({"call_id": call_id, "target": "publisher", "candidate": candidate}),
+            )
+            .await;
+        assert_eq!(frame["type"], "error", "{candidate}: {frame}");
+        assert_eq!(
+            frame["data"]["code"], "INVALID_ARGUMENT",
+            "{candidate}: {frame}"
+        );
+    }
+
+    // Once the call is over: CALL_ENDED to its participants, FORBIDDEN to others.
+    alice.ok("call:end", json!({"call_id": call_id})).await;
+    for (kind, data) in rtc_requests(&call_id) {
+        let frame = alice.request(kind, data.clone()).await;
+        assert_eq!(frame["data"]["code"], "CALL_ENDED", "{kind}: {frame}");
+        let frame = carol.request(kind, data).await;
+        assert_eq!(frame["data"]["code"], "FORBIDDEN", "{kind}: {frame}");
+    }
 }
 
 /// Sends one message padded to `pad` bytes and expects the contract's answer to an oversized

@@ -735,6 +735,22 @@ impl CallBook {
     }
 
     /// A live call; `None` once it has ended.
+    /// Whether `user` may negotiate media in `call_id`, judged as a joined-only operation on the
+    /// call is (`call:media`): an unknown call is `CALL_NOT_FOUND`, an outsider `FORBIDDEN`,
+    /// a participant who is not joined `INVALID_STATE`.
+    pub fn check_joined(&self, call_id: Uuid, user: &UserId) -> Result<(), SignalingError> {
+        let call = self.live(call_id)?;
+        let participant = participant_or_forbidden(call, user)?;
+        if participant.status == ParticipantStatus::Joined {
+            Ok(())
+        } else {
+            Err(SignalingError::invalid_state(format!(
+                "{user} is not joined in call {call_id}: participant is {}; join before negotiating media",
+                participant.status
+            )))
+        }
+    }
+
     pub fn get(&self, call_id: Uuid) -> Option<&Call> {
         self.calls.get(&call_id).map(|e| &e.call)
     }

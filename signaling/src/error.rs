@@ -22,10 +22,14 @@ pub enum ErrorCode {
     CallEnded,
     PayloadTooLarge,
     RateLimited,
-    /// Not in the contract's table: an unknown route or method.
+    /// An unknown route, or a method the route does not have.
     NotFound,
-    /// Not in the contract's table: a fault on the server's side (store unreachable, bug).
+    /// A fault on the server's side (e.g. the store is unreachable); its message names what
+    /// failed and never carries the fault's internals.
     Internal,
+    /// The node cannot serve this now (draining, or a peer node out of reach); retrying later
+    /// may succeed.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -46,6 +50,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -63,7 +68,33 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
         }
+    }
+
+    /// Every code, in the contract's order (section 3).
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::NotAMember,
+        ErrorCode::CallNotFound,
+        ErrorCode::ConversationNotFound,
+        ErrorCode::InvalidArgument,
+        ErrorCode::ActiveCallExists,
+        ErrorCode::UserBusy,
+        ErrorCode::RoomFull,
+        ErrorCode::InvalidState,
+        ErrorCode::CallEnded,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::NotFound,
+        ErrorCode::Internal,
+        ErrorCode::Unavailable,
+    ];
+
+    /// The code of a wire name, e.g. `"CALL_NOT_FOUND"`.
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        Self::ALL.into_iter().find(|code| code.as_str() == name)
     }
 }
 
@@ -108,5 +139,42 @@ impl SignalingError {
 
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contract's table of section 3: each code's name and HTTP status.
+    #[test]
+    fn codes_have_the_contract_names_and_statuses() {
+        let table = [
+            ("UNAUTHENTICATED", 401),
+            ("FORBIDDEN", 403),
+            ("NOT_A_MEMBER", 403),
+            ("CALL_NOT_FOUND", 404),
+            ("CONVERSATION_NOT_FOUND", 404),
+            ("INVALID_ARGUMENT", 400),
+            ("ACTIVE_CALL_EXISTS", 409),
+            ("USER_BUSY", 409),
+            ("ROOM_FULL", 409),
+            ("INVALID_STATE", 409),
+            ("CALL_ENDED", 410),
+            ("PAYLOAD_TOO_LARGE", 413),
+            ("RATE_LIMITED", 429),
+            ("NOT_FOUND", 404),
+            ("INTERNAL", 500),
+            ("UNAVAILABLE", 503),
+        ];
+        assert_eq!(ErrorCode::ALL.len(), table.len());
+        for (code, (name, status)) in ErrorCode::ALL.into_iter().zip(table) {
+            assert_eq!(code.as_str(), name);
+            assert_eq!(code.http_status(), status, "{name}");
+            assert_eq!(ErrorCode::from_name(name), Some(code));
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, name, "serde spells {name} as the wire does");
+        }
+        assert_eq!(ErrorCode::from_name("TEAPOT"), None);
     }
 }

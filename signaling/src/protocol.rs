@@ -50,7 +50,8 @@ pub enum VideoQuality {
     High,
 }
 
-/// A trickled ICE candidate exactly as the browser produced it.
+/// A trickled ICE candidate exactly as the browser produced it. On the wire it is always an
+/// object (see [`CandidateData::candidate`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceCandidate {
     pub candidate: String,
@@ -97,8 +98,22 @@ pub struct SdpData {
 pub struct CandidateData {
     pub call_id: Uuid,
     pub target: PeerRole,
-    /// `null` marks the end of candidates.
+    /// `null` (or no field) marks the end of candidates.
+    #[serde(default, deserialize_with = "candidate_object")]
     pub candidate: Option<IceCandidate>,
+}
+
+/// A candidate is an object or `null`: serde alone would also read a struct from an array
+/// (`["candidate:…"]`), which no client means.
+fn candidate_object<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<IceCandidate>, D::Error> {
+    let Some(object) = Option::<serde_json::Map<String, Value>>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    serde_json::from_value(Value::Object(object))
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("candidate: {e}")))
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -108,6 +123,21 @@ pub struct SubscribeData {
     pub source: VideoSource,
     pub quality: VideoQuality,
 }
+
+/// The `type` of every request a client may send, as [`ClientRequest::type_name`] spells it.
+pub const CLIENT_TYPES: &[&str] = &[
+    "call:initiate",
+    "call:accept",
+    "call:reject",
+    "call:join",
+    "call:leave",
+    "call:end",
+    "call:media",
+    "rtc:offer",
+    "rtc:answer",
+    "rtc:candidate",
+    "rtc:subscribe",
+];
 
 /// Every request a client may send.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,9 +193,32 @@ struct Envelope {
     data: Option<Value>,
 }
 
+/// Reads a request's `data`: an object, or nothing (`null` or absent) for `{}`. Serde would
+/// also read a struct from an array of its fields in order, which is no part of the contract.
 fn data<T: DeserializeOwned>(kind: &str, data: Option<Value>) -> Result<T, SignalingError> {
-    serde_json::from_value(data.unwrap_or_else(|| json!({})))
+    let object = match data {
+        None | Some(Value::Null) => json!({}),
+        Some(object @ Value::Object(_)) => object,
+        Some(other) => {
+            return Err(SignalingError::invalid_argument(format!(
+                "invalid data for {kind}: expected an object, got {}",
+                json_kind(&other)
+            )));
+        }
+    };
+    serde_json::from_value(object)
         .map_err(|e| SignalingError::invalid_argument(format!("invalid data for {kind}: {e}")))
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Parses one text frame.
@@ -334,6 +387,146 @@ mod tests {
             assert_eq!(msg.id, id, "{text}");
             let err = msg.request.expect_err(text);
             assert_eq!(err.code, ErrorCode::InvalidArgument, "{text}");
+        }
+    }
+
+    #[test]
+    fn every_client_type_is_parsed_by_its_name() {
+        for kind in CLIENT_TYPES {
+            let msg = parse(&json!({"id": "t", "type": kind, "data": {}}).to_string());
+            assert_eq!(msg.type_name.as_deref(), Some(*kind));
+            if let Err(e) = &msg.request {
+                assert!(!e.message.contains("unknown message type"), "{kind}: {e}");
+            }
+        }
+        let msg = parse(r#"{"type":"call:dance"}"#);
+        assert!(
+            msg.request
+                .unwrap_err()
+                .message
+                .contains("unknown message type")
+        );
+    }
+
+    #[test]
+    fn a_candidate_is_an_object_or_null() {
+        let call_id = Uuid::new_v4();
+        let frame = |candidate: Value| {
+            parse(
+                &json!({"type": "rtc:candidate", "data":
+                    {"call_id": call_id, "target": "publisher", "candidate": candidate}})
+                .to_string(),
+            )
+            .request
+        };
+        for bad in [
+            json!(["candidate:1 1 udp 1 127.0.0.1 9 typ host"]),
+            json!(5),
+            json!("candidate:1 1 udp 1 127.0.0.1 9 typ host"),
+            json!(true),
+            json!({"candidate": 3}),
+            json!({}),
+            json!({"candidate": "candidate:1", "sdp_mline_index": -1}),
+            json!({"candidate": "candidate:1", "sdp_mline_index": 70000}),
+            json!({"candidate": "candidate:1", "sdp_mid": 0}),
+        ] {
+            let err = frame(bad.clone()).expect_err(&bad.to_string());
+            assert_eq!(err.code, ErrorCode::InvalidArgument, "{bad}");
+            assert!(err.message.contains("candidate"), "{bad}: {}", err.message);
+        }
+        let good = frame(
+            json!({"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host",
+            "sdp_mid": "0", "sdp_mline_index": 0}),
+        );
+        match good.unwrap() {
+            ClientRequest::Candidate(c) => {
+                let c = c.candidate.unwrap();
+                assert_eq!(c.sdp_mid.as_deref(), Some("0"));
+                assert_eq!(c.sdp_mline_index, Some(0));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            frame(Value::Null).unwrap(),
+            ClientRequest::Candidate(CandidateData {
+                candidate: None,
+                ..
+            })
+        ));
+        let without = parse(
+            &json!({"type": "rtc:candidate", "data": {"call_id": call_id, "target": "subscriber"}})
+                .to_string(),
+        );
+        assert!(matches!(
+            without.request.unwrap(),
+            ClientRequest::Candidate(CandidateData {
+                candidate: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn data_is_an_object_never_an_array_of_fields() {
+        let call_id = Uuid::new_v4();
+        for kind in CLIENT_TYPES {
+            for data in [
+                json!([call_id, "publisher", "v=0"]),
+                json!(7),
+                json!("x"),
+                json!(false),
+            ] {
+                let msg = parse(&json!({"type": kind, "data": data}).to_string());
+                let err = msg.request.expect_err(kind);
+                assert_eq!(err.code, ErrorCode::InvalidArgument);
+                assert!(err.message.contains("expected an object"), "{kind}: {err}");
+            }
+        }
+        let msg = parse(&json!({"type": "call:accept", "data": {"call_id": call_id}}).to_string());
+        assert!(msg.request.is_ok());
+    }
+
+    #[test]
+    fn a_call_id_may_be_spelled_as_any_uuid_form() {
+        let call_id = Uuid::new_v4();
+        let spellings = [
+            call_id.hyphenated().to_string(),
+            call_id.simple().to_string(),
+            call_id.hyphenated().to_string().to_uppercase(),
+            call_id.braced().to_string(),
+            call_id.urn().to_string(),
+        ];
+        for spelling in spellings {
+            let msg = parse(
+                &json!({"type": "rtc:offer", "data": {"call_id": spelling, "target": "publisher", "sdp": "v=0"}})
+                    .to_string(),
+            );
+            match msg.request.unwrap() {
+                ClientRequest::Offer(d) => assert_eq!(d.call_id, call_id),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_numeric_id_is_echoed_as_sent() {
+        for id in [
+            "-1.1489792441636126e+144",
+            "0.1",
+            "7",
+            "18446744073709551615",
+            "-3.5e-300",
+        ] {
+            let text = format!(r#"{{"id":{id},"type":"call:accept","data":{{}}}}"#);
+            let msg = parse(&text);
+            let sent: Value = serde_json::from_str(id).unwrap();
+            let echoed: Value =
+                serde_json::from_str(&error(msg.id.as_ref(), &msg.request.unwrap_err())).unwrap();
+            assert_eq!(echoed["id"], sent, "{id}");
+            assert_eq!(
+                echoed["id"].to_string().parse::<f64>().ok(),
+                id.parse::<f64>().ok()
+            );
         }
     }
 

@@ -1,10 +1,13 @@
 //! HTTP wiring: the REST API under `/api/v1`, the signaling WebSocket at `/ws`, health,
-//! metrics, and the layers every request passes through (body limit, CORS, request metrics).
+//! metrics, and the layers every request passes through (reading the body up to its limit,
+//! CORS, request metrics), outermost last.
 
 pub mod api;
+mod body;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod linger;
 mod metrics;
 mod web;
 
@@ -37,11 +40,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REST_BODY_LIMIT))
+        .layer(middleware::from_fn(body::refuse_too_large))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
         ))
         .layer(cors(&state.settings.allowed_origins))
+        .layer(middleware::from_fn(body::read_body_first))
         .with_state(state)
 }
 

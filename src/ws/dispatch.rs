@@ -1,7 +1,7 @@
 //! A WebSocket request becomes the same call operation as its REST twin, answering with the
 //! same body in its `ack`.
 
-use confab_signaling::protocol::ClientRequest;
+use confab_signaling::protocol::{self, ClientRequest};
 use confab_signaling::wire::{CallObject, ParticipantObject};
 use confab_signaling::{Actor, ErrorCode, LeaveReason};
 use serde_json::Value;
@@ -12,27 +12,16 @@ use crate::http::api::calls::{InitiatedResponse, JoinedResponse, check_reason};
 use crate::http::error::{ApiError, ApiResult};
 use crate::ws::hub::SocketId;
 
-const KNOWN_TYPES: &[&str] = &[
-    "call:initiate",
-    "call:accept",
-    "call:reject",
-    "call:join",
-    "call:leave",
-    "call:end",
-    "call:media",
-    "rtc:offer",
-    "rtc:answer",
-    "rtc:candidate",
-    "rtc:subscribe",
-];
-
 /// The static name of a known message type (for metric labels).
 pub fn known_type(name: &str) -> Option<&'static str> {
-    KNOWN_TYPES.iter().copied().find(|t| *t == name)
+    protocol::CLIENT_TYPES.iter().copied().find(|t| *t == name)
 }
 
 fn to_value<T: serde::Serialize>(body: &T) -> ApiResult<Value> {
-    serde_json::to_value(body).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+    serde_json::to_value(body).map_err(|e| {
+        tracing::error!(error = %e, "encoding an ack failed");
+        ApiError::new(ErrorCode::Internal, "could not encode the answer")
+    })
 }
 
 pub async fn handle(
@@ -96,14 +85,18 @@ pub async fn handle(
         }
         ClientRequest::Offer(d) => {
             media
-                .offer(me, Some(socket), d.call_id, d.target, d.sdp)
+                .offer(actor, Some(socket), d.call_id, d.target, d.sdp)
                 .await
         }
-        ClientRequest::Answer(d) => media.answer(me, d.call_id, d.target, d.sdp).await,
-        ClientRequest::Candidate(d) => media.candidate(me, d.call_id, d.target, d.candidate).await,
+        ClientRequest::Answer(d) => media.answer(actor, d.call_id, d.target, d.sdp).await,
+        ClientRequest::Candidate(d) => {
+            media
+                .candidate(actor, d.call_id, d.target, d.candidate)
+                .await
+        }
         ClientRequest::Subscribe(d) => {
             media
-                .subscribe(me, d.call_id, &d.user_id, d.source, d.quality)
+                .subscribe(actor, d.call_id, &d.user_id, d.source, d.quality)
                 .await
         }
     }

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
 pub mod db;
+pub mod http1;
 pub mod server;
 pub mod ws;

@@ -1751,6 +1751,17 @@ fn set_media_refusals() {
     );
 }
 
+#[test]
+fn check_joined_judges_as_set_media_does() {
+    let mut fx = Fx::new();
+    fx.direct(cid(1), "alice", "bob");
+    let check = |fx: &Fx, call, user| fx.book.check_joined(call, &u(user)).map_err(|e| e.code);
+    assert_eq!(check(&fx, cid(1), "alice"), Ok(()));
+    assert_eq!(check(&fx, cid(9), "alice"), Err(ErrorCode::CallNotFound));
+    assert_eq!(check(&fx, cid(1), "carol"), Err(ErrorCode::Forbidden));
+    assert_eq!(check(&fx, cid(1), "bob"), Err(ErrorCode::InvalidState));
+}
+
 // ---------------------------------------------------------------------------------------------
 // ring timeout
 

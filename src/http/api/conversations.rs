@@ -1,18 +1,16 @@
 //! Conversations: who may call whom. The host application owns them and mirrors them here
 //! with an admin token; members may read them.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use confab_signaling::{
-    Actor, Conversation, ConversationId, ErrorCode, OpaqueId, SignalingError, UserId,
-};
+use confab_signaling::{Actor, Conversation, ConversationId, ErrorCode, SignalingError, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::calls::now_ms;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{AuthUser, Json};
+use crate::http::extract::{AuthUser, ConversationIdPath, Json};
 use confab_signaling::wire::CallObject;
 
 /// A conversation with more members than this is refused; calls are capped far lower anyway.
@@ -40,10 +38,6 @@ impl From<Conversation> for ConversationObject {
             members: c.members,
         }
     }
-}
-
-fn conversation_id(raw: &str) -> ApiResult<ConversationId> {
-    Ok(OpaqueId::parse(raw)?)
 }
 
 fn require_admin(actor: &Actor) -> ApiResult<()> {
@@ -75,11 +69,10 @@ async fn readable(state: &AppState, actor: &Actor, id: &str) -> ApiResult<Conver
 pub async fn put(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
-    Path(id): Path<String>,
+    ConversationIdPath(id): ConversationIdPath,
     Json(body): Json<PutBody>,
 ) -> ApiResult<axum::Json<ConversationObject>> {
     require_admin(&actor)?;
-    let id = conversation_id(&id)?;
     if body.members.len() > MAX_MEMBERS {
         return Err(ApiError::invalid_argument(format!(
             "a conversation has at most {MAX_MEMBERS} members"
@@ -108,9 +101,8 @@ pub async fn put(
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
-    Path(id): Path<String>,
+    ConversationIdPath(id): ConversationIdPath,
 ) -> ApiResult<axum::Json<ConversationObject>> {
-    let id = conversation_id(&id)?;
     Ok(axum::Json(
         readable(&state, &actor, id.as_str()).await?.into(),
     ))
@@ -119,10 +111,9 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
-    Path(id): Path<String>,
+    ConversationIdPath(id): ConversationIdPath,
 ) -> ApiResult<Response> {
     require_admin(&actor)?;
-    let id = conversation_id(&id)?;
     if state.store.delete_conversation(id.as_str()).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
@@ -136,9 +127,8 @@ pub async fn delete(
 pub async fn active_call(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
-    Path(id): Path<String>,
+    ConversationIdPath(id): ConversationIdPath,
 ) -> ApiResult<axum::Json<CallObject>> {
-    let id = conversation_id(&id)?;
     readable(&state, &actor, id.as_str()).await?;
     state
         .calls

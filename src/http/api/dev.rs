@@ -32,6 +32,9 @@ pub async fn token(
     let token = state
         .jwt
         .issue(&body.user_id, name, false, DEV_TOKEN_TTL)
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing a dev token failed");
+            ApiError::new(ErrorCode::Internal, "could not sign a token")
+        })?;
     Ok(axum::Json(json!({ "token": token })))
 }
