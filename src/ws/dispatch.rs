@@ -10,6 +10,7 @@ use crate::app::AppState;
 use crate::calls::InitiateRequest;
 use crate::http::api::calls::{InitiatedResponse, JoinedResponse, check_reason};
 use crate::http::error::{ApiError, ApiResult};
+use crate::ws::Reply;
 use crate::ws::hub::SocketId;
 
 const KNOWN_TYPES: &[&str] = &[
@@ -40,11 +41,11 @@ pub async fn handle(
     actor: &Actor,
     socket: SocketId,
     request: ClientRequest,
-) -> ApiResult<Value> {
+) -> ApiResult<Reply> {
     let calls = &state.calls;
     let media = &state.media;
     let me = &actor.user_id;
-    match request {
+    let data = match request {
         ClientRequest::Initiate(data) => {
             let initiated = calls
                 .initiate(
@@ -95,9 +96,9 @@ pub async fn handle(
             to_value(&ParticipantObject::from(me))
         }
         ClientRequest::Offer(d) => {
-            media
+            return media
                 .offer(me, Some(socket), d.call_id, d.target, d.sdp)
-                .await
+                .await;
         }
         ClientRequest::Answer(d) => media.answer(me, d.call_id, d.target, d.sdp).await,
         ClientRequest::Candidate(d) => media.candidate(me, d.call_id, d.target, d.candidate).await,
@@ -106,5 +107,6 @@ pub async fn handle(
                 .subscribe(me, d.call_id, &d.user_id, d.source, d.quality)
                 .await
         }
-    }
+    };
+    data.map(Reply::from)
 }
