@@ -192,13 +192,12 @@ class Peer:
         self.log_sdp = log_sdp
         self.user = user
         self.call_id = None
-        self.publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        # Max-bundle: under aiortc's default (balanced) policy a second m-section of a kind (a
-        # second publisher's camera) is tied to a transport that bundling then stops, and its
-        # receiver never starts.
-        self.subscriber = RTCPeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
+        # Stock aiortc: no ICE servers and max-bundle, nothing else. (Under aiortc's default,
+        # balanced, policy a second m-section of a kind, a second publisher's camera, is tied to a
+        # transport that bundling then stops, and its receiver never starts.)
+        config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        self.publisher = RTCPeerConnection(config)
+        self.subscriber = RTCPeerConnection(config)
         self.track_meta: dict[str, dict] = {}  # track_id -> entry of any rtc:tracks so far
         self.msid_by_mid: dict[str, str] = {}  # from the latest subscriber offer
         self.remote: list[dict] = []  # one entry per remote track: transceiver, decoded frames
@@ -279,9 +278,7 @@ class Peer:
                     await self.subscriber.setRemoteDescription(
                         RTCSessionDescription(data["sdp"], "offer")
                     )
-                    await self.restore_bundle_candidates(data["sdp"])
                     await self.subscriber.setLocalDescription(await self.subscriber.createAnswer())
-                    await self.receivers_started()
                     await self.signaling.request(
                         "rtc:answer",
                         {
@@ -307,51 +304,6 @@ class Peer:
             except Exception as exc:  # reported in the result; the run goes on
                 self.errors.append(f"{kind}: {exc!r}")
                 log(f"handling {kind} failed: {exc!r}")
-
-    async def receivers_started(self, timeout: float = 5) -> None:
-        """Waits until every receiving transceiver of a connected subscriber is started.
-
-        aiortc routes a packet whose SSRC it has not registered yet to the only receiver of its
-        payload type, and keeps that choice. The server forwards a new track as soon as the answer
-        is in, so answering before the new receivers are registered would send a second camera's
-        packets to the first one for good.
-        """
-        if self.subscriber.connectionState != "connected":
-            return  # receivers start when the connection comes up, before any media flows
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pending = [
-                t
-                for t in self.subscriber.getTransceivers()
-                if t.currentDirection in ("recvonly", "sendrecv")
-                and not getattr(t.receiver, "_RTCRtpReceiver__started", True)
-            ]
-            if not pending:
-                return
-            await asyncio.sleep(0.01)
-        log("some receivers did not start before the answer was sent")
-
-    async def restore_bundle_candidates(self, sdp: str) -> None:
-        """Adds the offer's candidates to the subscriber's bundle transport once more.
-
-        Confab's offers carry the server's candidate in the first m-section of the bundle. With
-        two m-sections of one kind (two publishers' microphones), aiortc's balanced bundling
-        shares a transport between them and keeps only the candidates of the last section it
-        read, which has none: the subscriber would never start its ICE checks.
-        """
-        first_mid = None
-        for line in sdp.splitlines():
-            if line.startswith("a=mid:") and first_mid is None:
-                first_mid = line[len("a=mid:") :].strip()
-            elif line.startswith("a=candidate:") and first_mid is not None:
-                candidate = candidate_from_sdp(line[len("a=candidate:") :])
-                if candidate.component != 1:
-                    continue  # rtcp-mux: only the RTP component is used
-                candidate.sdpMid = first_mid
-                candidate.sdpMLineIndex = 0
-                await self.subscriber.addIceCandidate(candidate)
-            elif line.startswith("m=") and first_mid is not None:
-                return
 
     def report(self) -> list[dict]:
         tracks = []
