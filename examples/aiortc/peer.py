@@ -2,13 +2,14 @@
 """An aiortc participant for Confab: the interop counterpart of the webrtc-rs bot.
 
 It connects to Confab's WebSocket signaling (/ws?token=JWT), gets into a call (initiates a direct
-call with --invite USER, joins an existing call with --join CALL_ID, or else accepts the first
-call:incoming), publishes aiortc's generated audio and
+call with --invite USER, a group call in a conversation with --conversation ID --invite USER...,
+joins an existing call with --join CALL_ID, or else accepts the first call:incoming), publishes aiortc's generated audio and
 video on its publisher peer connection, answers every server rtc:offer on its subscriber peer
 connection, and counts what arrives per remote track: RTP packets (as the receiver sees them),
 frames reassembled from them (what reaches the decoder) and decoded frames (track.recv()).
 
-Output: JSON lines on stdout. {"event": "joined", ...} once in the call, {"event": "progress",
+Output: JSON lines on stdout. {"event": "connected", ...} once the signaling socket is open (an
+invitee is rung only if it is online when the call starts), {"event": "joined", ...} once in the call, {"event": "progress",
 ...} every second, and a final {"event": "result", ...}. Diagnostics go to stderr. Exit code 0
 after a normal run, 1 on any failure (the error is printed as {"event": "error", ...}).
 
@@ -228,14 +229,17 @@ class Peer:
 
         entry["task"] = asyncio.create_task(consume())  # referenced, so it is not collected
 
-    async def join(self, invite: str | None, call_id: str | None, timeout: float) -> None:
+    async def join(
+        self, invite: list[str], conversation: str | None, call_id: str | None, timeout: float
+    ) -> None:
         if call_id:
             await self.signaling.request("call:join", {"call_id": call_id})
             self.call_id = call_id
         elif invite:
-            created = await self.signaling.request(
-                "call:initiate", {"invitees": [invite], "media": "video"}
-            )
+            body = {"invitees": invite, "media": "video"}
+            if conversation:
+                body.update(conversation_id=conversation, kind="group")
+            created = await self.signaling.request("call:initiate", body)
             self.call_id = created["call"]["id"]
         else:
             incoming = await self.signaling.next_event("call:incoming", timeout)
@@ -349,9 +353,10 @@ async def run(args) -> None:
     url = args.url.replace("http", "ws", 1).rstrip("/") + "/ws?token=" + quote(args.token)
     async with websockets.connect(url, open_timeout=10) as ws:
         signaling = Signaling(ws)
+        emit("connected", user=args.user)
         peer = Peer(signaling, args.user, args.log_sdp)
         try:
-            await peer.join(args.invite, args.join, args.timeout)
+            await peer.join(args.invite, args.conversation, args.join, args.timeout)
             events = asyncio.create_task(peer.serve_events())
             await peer.publish()
             deadline = time.monotonic() + args.duration
@@ -371,7 +376,15 @@ def main() -> int:
     parser.add_argument("--url", required=True, help="server base URL, http://HOST:PORT")
     parser.add_argument("--token", required=True, help="JWT of this participant")
     parser.add_argument("--user", required=True, help="user id in the token (for the report)")
-    parser.add_argument("--invite", help="initiate a direct video call to this user")
+    parser.add_argument(
+        "--invite",
+        action="append",
+        default=[],
+        help="initiate a video call to this user (repeat for a group call)",
+    )
+    parser.add_argument(
+        "--conversation", help="with --invite: a group call in this conversation"
+    )
     parser.add_argument("--join", metavar="CALL_ID", help="join this existing call")
     parser.add_argument("--duration", type=float, default=8, help="seconds to publish after joining")
     parser.add_argument("--timeout", type=float, default=20, help="seconds to wait for a call")
