@@ -203,6 +203,9 @@ class Peer:
         self.msid_by_mid: dict[str, str] = {}  # from the latest subscriber offer
         self.remote: list[dict] = []  # one entry per remote track: transceiver, decoded frames
         self.offers_answered = 0
+        # Set once the server's answer is applied: its trickled candidates follow the answer's
+        # ack and are added after it, as to any connection with a remote description.
+        self.publisher_answered = asyncio.Event()
         self.errors: list[str] = []
         self.subscriber.on("track", self._on_track)
         for role, pc in (("publisher", self.publisher), ("subscriber", self.subscriber)):
@@ -265,6 +268,7 @@ class Peer:
             log(f"publisher offer:\n{self.publisher.localDescription.sdp}")
             log(f"publisher answer:\n{ack['sdp']}")
         await self.publisher.setRemoteDescription(RTCSessionDescription(ack["sdp"], "answer"))
+        self.publisher_answered.set()
         log("publisher negotiated")
 
     async def serve_events(self) -> None:
@@ -301,8 +305,11 @@ class Peer:
                     candidate = candidate_from_sdp(c["candidate"].removeprefix("candidate:"))
                     candidate.sdpMid = c.get("sdp_mid")
                     candidate.sdpMLineIndex = c.get("sdp_mline_index")
-                    pc = self.publisher if data.get("target") == "publisher" else self.subscriber
-                    await pc.addIceCandidate(candidate)
+                    if data.get("target") == "publisher":
+                        await self.publisher_answered.wait()
+                        await self.publisher.addIceCandidate(candidate)
+                    else:
+                        await self.subscriber.addIceCandidate(candidate)
                 elif kind == "call:ended":
                     log(f"call ended: {data}")
             except Exception as exc:  # reported in the result; the run goes on
