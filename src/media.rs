@@ -11,6 +11,7 @@ use std::sync::Arc;
 use confab_sfu::{
     EngineError, EngineEvent, EngineEvents, ForwardedTrack, MediaEngine, MediaKind, PeerRole,
     QualityDirection, QualityReport, RoomId, TrackSource, VideoQuality as EngineQuality,
+    server_candidates,
 };
 use confab_signaling::protocol::{
     self, IceCandidate, PeerRole as WirePeerRole, VideoQuality, VideoSource,
@@ -25,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::quality::{QualitySummary, direction_name};
 use crate::store::{QualityDirection as StoredDirection, QualitySample};
 use crate::writer::HistoryWriter;
+use crate::ws::Reply;
 use crate::ws::hub::{Frame, Hub, SocketId};
 
 /// One joined participant's media, as far as signaling needs to know it.
@@ -152,10 +154,14 @@ impl MediaBridge {
         if let Some((tracks_frame, sdp)) = resend {
             self.send(user, Some(socket), &tracks_frame);
             self.send(user, Some(socket), &offer_frame(call_id, &sdp));
+            for frame in candidate_frames(call_id, WirePeerRole::Subscriber, &sdp) {
+                self.send(user, Some(socket), &frame);
+            }
         }
     }
 
-    /// `rtc:offer` for the publisher connection: the engine's answer goes back in the ack.
+    /// `rtc:offer` for the publisher connection: the engine's answer goes back in the ack, and
+    /// the server's candidates are trickled right after it.
     pub async fn offer(
         &self,
         actor: &Actor,
@@ -163,7 +169,7 @@ impl MediaBridge {
         call_id: CallId,
         target: WirePeerRole,
         sdp: String,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Reply> {
         let user = &actor.user_id;
         if target != WirePeerRole::Publisher {
             return Err(ApiError::invalid_argument(
@@ -179,7 +185,10 @@ impl MediaBridge {
             .publish(room(call_id), user.as_str().to_owned(), sdp)
             .await
             .map_err(engine_error)?;
-        Ok(json!({ "sdp": answer }))
+        Ok(Reply {
+            then: candidate_frames(call_id, WirePeerRole::Publisher, &answer),
+            data: json!({ "sdp": answer }),
+        })
     }
 
     /// `rtc:answer` to the server's subscriber offer.
@@ -368,10 +377,14 @@ impl MediaBridge {
         let socket = session.socket;
         let tracks_frame = self.tracks_frame(call_id, &session.tracks);
         let offer = offer_frame(call_id, &sdp);
+        let candidates = candidate_frames(call_id, WirePeerRole::Subscriber, &sdp);
         session.pending_offer = Some(sdp);
         drop(session);
         self.send(&user, socket, &tracks_frame);
         self.send(&user, socket, &offer);
+        for frame in &candidates {
+            self.send(&user, socket, frame);
+        }
     }
 
     /// `rtc:tracks` with the publishers' current mute state.
@@ -582,6 +595,37 @@ fn offer_frame(call_id: CallId, sdp: &str) -> Frame {
         "rtc:offer",
         json!({ "call_id": call_id, "target": "subscriber", "sdp": sdp }),
     ))
+}
+
+/// The server's candidates for the connection `sdp` describes, as `rtc:candidate` events, and
+/// the `null` that ends them. They are in the SDP already (every m-section); trickling them too
+/// serves clients that take candidates from `rtc:candidate` only.
+fn candidate_frames(call_id: CallId, target: WirePeerRole, sdp: &str) -> Vec<Frame> {
+    let target = match target {
+        WirePeerRole::Publisher => "publisher",
+        WirePeerRole::Subscriber => "subscriber",
+    };
+    let candidates = server_candidates(sdp);
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    candidates
+        .into_iter()
+        .map(|c| {
+            json!({
+                "candidate": c.candidate,
+                "sdp_mid": c.sdp_mid,
+                "sdp_mline_index": c.sdp_mline_index,
+            })
+        })
+        .chain([Value::Null])
+        .map(|candidate| {
+            Arc::from(protocol::event(
+                "rtc:candidate",
+                json!({ "call_id": call_id, "target": target, "candidate": candidate }),
+            ))
+        })
+        .collect()
 }
 
 fn source_name(source: TrackSource) -> &'static str {

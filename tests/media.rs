@@ -606,3 +606,125 @@ async fn active_speakers_reach_the_call_and_loudest_n_holds_back_the_silent() {
     alice.close().await;
     bob.close().await;
 }
+
+/// The m-sections of `sdp` that are not rejected, each as its lines.
+fn live_sections(sdp: &str) -> Vec<Vec<&str>> {
+    sdp.split("\nm=")
+        .skip(1)
+        .filter(|s| s.split_whitespace().nth(1) != Some("0"))
+        .map(|s| s.lines().map(str::trim).collect())
+        .collect()
+}
+
+/// Checks that every live m-section of `sdp` carries `candidate` and `a=end-of-candidates`, and
+/// returns how many there are.
+fn every_section_has(sdp: &str, candidate: &str) -> usize {
+    let line = format!("a={candidate}");
+    let sections = live_sections(sdp);
+    let count = sections.len();
+    for section in sections {
+        assert!(
+            section.contains(&line.as_str()) && section.contains(&"a=end-of-candidates"),
+            "an m-section without {line} and end-of-candidates: {section:?}"
+        );
+    }
+    count
+}
+
+/// The frame that comes first of `sdp_frame` and a `target` rtc:candidate must be the SDP; then
+/// the candidate (component 1, named by the first m-section) and a `null` follow. Returns the
+/// SDP frame and the candidate line.
+async fn sdp_then_candidates(
+    ws: &mut WsClient,
+    target: &str,
+    sdp_frame: impl Fn(&Value) -> bool,
+) -> (Value, String) {
+    let is_candidate = |f: &Value| f["type"] == "rtc:candidate" && f["data"]["target"] == target;
+    let first = ws
+        .wait_for(|f| sdp_frame(f) || is_candidate(f))
+        .await
+        .unwrap_or_else(|| panic!("no {target} SDP"));
+    assert!(
+        sdp_frame(&first),
+        "a {target} candidate before the SDP: {first}"
+    );
+    let trickled = ws.event("rtc:candidate").await;
+    assert_eq!(trickled["target"], target, "{trickled}");
+    let candidate = trickled["candidate"]["candidate"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a candidate line: {trickled}"))
+        .to_owned();
+    assert!(
+        candidate.starts_with("candidate:") && candidate.split_whitespace().nth(1) == Some("1"),
+        "{candidate}"
+    );
+    assert_eq!(trickled["candidate"]["sdp_mline_index"], 0, "{trickled}");
+    assert_eq!(trickled["candidate"]["sdp_mid"], "0", "{trickled}");
+    let end = ws.event("rtc:candidate").await;
+    assert_eq!(end["target"], target, "{end}");
+    assert!(
+        end["candidate"].is_null(),
+        "null ends the candidates: {end}"
+    );
+    (first, candidate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_candidate_is_in_every_m_section_and_trickled_after_each_sdp() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    let mut alice = WsClient::connect(&server, &token("alice")).await;
+    let bob = bot(&server, "bob").await;
+    let call_id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "video"}))
+        .await;
+    bob.request("call:accept", json!({"call_id": call_id}))
+        .await
+        .unwrap();
+
+    // Alice publishes audio and video: the answer comes in the ack, and its candidate after it.
+    let publisher = confab_bot::media::Publisher::new()
+        .await
+        .expect("a webrtc-rs publisher");
+    let offer = publisher.offer().await.expect("an offer");
+    alice
+        .send(json!({"id": "pub", "type": "rtc:offer",
+            "data": {"call_id": call_id, "target": "publisher", "sdp": offer}}))
+        .await;
+    let (ack, candidate) = sdp_then_candidates(&mut alice, "publisher", |f| f["id"] == "pub").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let answer = ack["data"]["sdp"].as_str().expect("answer sdp");
+    assert_eq!(every_section_has(answer, &candidate), 2, "{answer}");
+
+    // Bob's audio and video are offered to alice, each track once its first packet is in: the
+    // candidate follows every offer, first and renegotiated, until one carries both.
+    let bob_publisher = bob.publish(&call_id).await.expect("bob publishes");
+    let sending =
+        tokio::spawn(async move { bob_publisher.send_media(Duration::from_secs(4)).await.ok() });
+    let subscriber = confab_bot::media::Subscriber::new()
+        .await
+        .expect("a webrtc-rs subscriber");
+    let mut offers = 0;
+    loop {
+        let (offer, candidate) = sdp_then_candidates(&mut alice, "subscriber", |f| {
+            f["type"] == "rtc:offer" && f["data"]["target"] == "subscriber"
+        })
+        .await;
+        offers += 1;
+        let sdp = offer["data"]["sdp"].as_str().expect("offer sdp").to_owned();
+        let sections = every_section_has(&sdp, &candidate);
+        if sections >= 2 {
+            break;
+        }
+        assert!(offers < 3, "no offer with bob's audio and video: {sdp}");
+        let answer = subscriber.answer(sdp).await.expect("alice answers");
+        alice
+            .ok(
+                "rtc:answer",
+                json!({"call_id": call_id, "target": "subscriber", "sdp": answer}),
+            )
+            .await;
+    }
+    let _ = sending.await;
+    bob.close().await;
+}

@@ -2,13 +2,14 @@
 """An aiortc participant for Confab: the interop counterpart of the webrtc-rs bot.
 
 It connects to Confab's WebSocket signaling (/ws?token=JWT), gets into a call (initiates a direct
-call with --invite USER, joins an existing call with --join CALL_ID, or else accepts the first
-call:incoming), publishes aiortc's generated audio and
+call with --invite USER, a group call in a conversation with --conversation ID --invite USER...,
+joins an existing call with --join CALL_ID, or else accepts the first call:incoming), publishes aiortc's generated audio and
 video on its publisher peer connection, answers every server rtc:offer on its subscriber peer
 connection, and counts what arrives per remote track: RTP packets (as the receiver sees them),
 frames reassembled from them (what reaches the decoder) and decoded frames (track.recv()).
 
-Output: JSON lines on stdout. {"event": "joined", ...} once in the call, {"event": "progress",
+Output: JSON lines on stdout. {"event": "connected", ...} once the signaling socket is open (an
+invitee is rung only if it is online when the call starts), {"event": "joined", ...} once in the call, {"event": "progress",
 ...} every second, and a final {"event": "result", ...}. Diagnostics go to stderr. Exit code 0
 after a normal run, 1 on any failure (the error is printed as {"event": "error", ...}).
 
@@ -192,17 +193,19 @@ class Peer:
         self.log_sdp = log_sdp
         self.user = user
         self.call_id = None
-        self.publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        # Max-bundle: under aiortc's default (balanced) policy a second m-section of a kind (a
-        # second publisher's camera) is tied to a transport that bundling then stops, and its
-        # receiver never starts.
-        self.subscriber = RTCPeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
+        # Stock aiortc: no ICE servers and max-bundle, nothing else. (Under aiortc's default,
+        # balanced, policy a second m-section of a kind, a second publisher's camera, is tied to a
+        # transport that bundling then stops, and its receiver never starts.)
+        config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        self.publisher = RTCPeerConnection(config)
+        self.subscriber = RTCPeerConnection(config)
         self.track_meta: dict[str, dict] = {}  # track_id -> entry of any rtc:tracks so far
         self.msid_by_mid: dict[str, str] = {}  # from the latest subscriber offer
         self.remote: list[dict] = []  # one entry per remote track: transceiver, decoded frames
         self.offers_answered = 0
+        # Set once the server's answer is applied: its trickled candidates follow the answer's
+        # ack and are added after it, as to any connection with a remote description.
+        self.publisher_answered = asyncio.Event()
         self.errors: list[str] = []
         self.subscriber.on("track", self._on_track)
         for role, pc in (("publisher", self.publisher), ("subscriber", self.subscriber)):
@@ -229,14 +232,17 @@ class Peer:
 
         entry["task"] = asyncio.create_task(consume())  # referenced, so it is not collected
 
-    async def join(self, invite: str | None, call_id: str | None, timeout: float) -> None:
+    async def join(
+        self, invite: list[str], conversation: str | None, call_id: str | None, timeout: float
+    ) -> None:
         if call_id:
             await self.signaling.request("call:join", {"call_id": call_id})
             self.call_id = call_id
         elif invite:
-            created = await self.signaling.request(
-                "call:initiate", {"invitees": [invite], "media": "video"}
-            )
+            body = {"invitees": invite, "media": "video"}
+            if conversation:
+                body.update(conversation_id=conversation, kind="group")
+            created = await self.signaling.request("call:initiate", body)
             self.call_id = created["call"]["id"]
         else:
             incoming = await self.signaling.next_event("call:incoming", timeout)
@@ -262,6 +268,7 @@ class Peer:
             log(f"publisher offer:\n{self.publisher.localDescription.sdp}")
             log(f"publisher answer:\n{ack['sdp']}")
         await self.publisher.setRemoteDescription(RTCSessionDescription(ack["sdp"], "answer"))
+        self.publisher_answered.set()
         log("publisher negotiated")
 
     async def serve_events(self) -> None:
@@ -279,9 +286,7 @@ class Peer:
                     await self.subscriber.setRemoteDescription(
                         RTCSessionDescription(data["sdp"], "offer")
                     )
-                    await self.restore_bundle_candidates(data["sdp"])
                     await self.subscriber.setLocalDescription(await self.subscriber.createAnswer())
-                    await self.receivers_started()
                     await self.signaling.request(
                         "rtc:answer",
                         {
@@ -300,58 +305,16 @@ class Peer:
                     candidate = candidate_from_sdp(c["candidate"].removeprefix("candidate:"))
                     candidate.sdpMid = c.get("sdp_mid")
                     candidate.sdpMLineIndex = c.get("sdp_mline_index")
-                    pc = self.publisher if data.get("target") == "publisher" else self.subscriber
-                    await pc.addIceCandidate(candidate)
+                    if data.get("target") == "publisher":
+                        await self.publisher_answered.wait()
+                        await self.publisher.addIceCandidate(candidate)
+                    else:
+                        await self.subscriber.addIceCandidate(candidate)
                 elif kind == "call:ended":
                     log(f"call ended: {data}")
             except Exception as exc:  # reported in the result; the run goes on
                 self.errors.append(f"{kind}: {exc!r}")
                 log(f"handling {kind} failed: {exc!r}")
-
-    async def receivers_started(self, timeout: float = 5) -> None:
-        """Waits until every receiving transceiver of a connected subscriber is started.
-
-        aiortc routes a packet whose SSRC it has not registered yet to the only receiver of its
-        payload type, and keeps that choice. The server forwards a new track as soon as the answer
-        is in, so answering before the new receivers are registered would send a second camera's
-        packets to the first one for good.
-        """
-        if self.subscriber.connectionState != "connected":
-            return  # receivers start when the connection comes up, before any media flows
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pending = [
-                t
-                for t in self.subscriber.getTransceivers()
-                if t.currentDirection in ("recvonly", "sendrecv")
-                and not getattr(t.receiver, "_RTCRtpReceiver__started", True)
-            ]
-            if not pending:
-                return
-            await asyncio.sleep(0.01)
-        log("some receivers did not start before the answer was sent")
-
-    async def restore_bundle_candidates(self, sdp: str) -> None:
-        """Adds the offer's candidates to the subscriber's bundle transport once more.
-
-        Confab's offers carry the server's candidate in the first m-section of the bundle. With
-        two m-sections of one kind (two publishers' microphones), aiortc's balanced bundling
-        shares a transport between them and keeps only the candidates of the last section it
-        read, which has none: the subscriber would never start its ICE checks.
-        """
-        first_mid = None
-        for line in sdp.splitlines():
-            if line.startswith("a=mid:") and first_mid is None:
-                first_mid = line[len("a=mid:") :].strip()
-            elif line.startswith("a=candidate:") and first_mid is not None:
-                candidate = candidate_from_sdp(line[len("a=candidate:") :])
-                if candidate.component != 1:
-                    continue  # rtcp-mux: only the RTP component is used
-                candidate.sdpMid = first_mid
-                candidate.sdpMLineIndex = 0
-                await self.subscriber.addIceCandidate(candidate)
-            elif line.startswith("m=") and first_mid is not None:
-                return
 
     def report(self) -> list[dict]:
         tracks = []
@@ -397,9 +360,10 @@ async def run(args) -> None:
     url = args.url.replace("http", "ws", 1).rstrip("/") + "/ws?token=" + quote(args.token)
     async with websockets.connect(url, open_timeout=10) as ws:
         signaling = Signaling(ws)
+        emit("connected", user=args.user)
         peer = Peer(signaling, args.user, args.log_sdp)
         try:
-            await peer.join(args.invite, args.join, args.timeout)
+            await peer.join(args.invite, args.conversation, args.join, args.timeout)
             events = asyncio.create_task(peer.serve_events())
             await peer.publish()
             deadline = time.monotonic() + args.duration
@@ -419,7 +383,15 @@ def main() -> int:
     parser.add_argument("--url", required=True, help="server base URL, http://HOST:PORT")
     parser.add_argument("--token", required=True, help="JWT of this participant")
     parser.add_argument("--user", required=True, help="user id in the token (for the report)")
-    parser.add_argument("--invite", help="initiate a direct video call to this user")
+    parser.add_argument(
+        "--invite",
+        action="append",
+        default=[],
+        help="initiate a video call to this user (repeat for a group call)",
+    )
+    parser.add_argument(
+        "--conversation", help="with --invite: a group call in this conversation"
+    )
     parser.add_argument("--join", metavar="CALL_ID", help="join this existing call")
     parser.add_argument("--duration", type=float, default=8, help="seconds to publish after joining")
     parser.add_argument("--timeout", type=float, default=20, help="seconds to wait for a call")

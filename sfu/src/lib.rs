@@ -17,6 +17,7 @@ mod peer;
 mod probe;
 mod quality;
 mod repair;
+mod sdp;
 mod sender_report;
 mod speaker;
 mod transport_cc;
@@ -39,4 +40,5 @@ pub use engine::{
 };
 pub use error::EngineError;
 pub use layers::VideoQuality;
+pub use sdp::{ServerCandidate, server_candidates};
 pub use worker::RENEGOTIATION_GAP;

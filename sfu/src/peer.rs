@@ -49,6 +49,7 @@ use crate::layers::{LayerView, MAX_LAYERS, Selection, VideoCodec, rid_rank};
 use crate::probe::Prober;
 use crate::quality::{ReceptionStats, RemoteReports};
 use crate::repair::{LegMapping, RepairQueue, RepairSender, SourceHistory};
+use crate::sdp::with_candidates_in_every_section;
 use crate::sender_report::SentCounts;
 use crate::speaker::{AudioGate, LevelWindow};
 use crate::transport_cc::VideoTransportCc;
@@ -348,7 +349,7 @@ impl IceCredentials {
 }
 
 /// Builds a publisher peer connection that answers the client's `offer_sdp`, and returns it with
-/// the answer SDP (which carries the worker's host candidate).
+/// the answer SDP (which carries the worker's host candidate in every m-section).
 ///
 /// Any failure before the answer exists is reported as [`EngineError::InvalidSdp`] when the offer
 /// is to blame; the half-built connection is simply dropped, so a bad offer leaves nothing behind.
@@ -373,7 +374,7 @@ pub(crate) fn answer_publisher(
         .local_description()
         .map(|d| d.sdp)
         .ok_or_else(|| EngineError::Rtc("no local description after answering".into()))?;
-    Ok((pc, sdp))
+    Ok((pc, with_candidates_in_every_section(&sdp)?))
 }
 
 /// Renegotiates an existing publisher with a new client offer (a track added or removed).
@@ -391,9 +392,11 @@ pub(crate) fn reanswer_publisher(
         .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
     pc.set_local_description(now, answer)
         .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
-    pc.local_description()
+    let sdp = pc
+        .local_description()
         .map(|d| d.sdp)
-        .ok_or_else(|| EngineError::Rtc("no local description after answering".into()))
+        .ok_or_else(|| EngineError::Rtc("no local description after answering".into()))?;
+    with_candidates_in_every_section(&sdp)
 }
 
 /// Builds an empty subscriber peer connection; transceivers are added before each offer. Its
@@ -414,8 +417,9 @@ pub(crate) fn new_subscriber(
     )
 }
 
-/// Creates and applies a subscriber offer (`actpass`, ICE-lite) and returns its SDP. The host
-/// candidate can only be added once a local description exists, so the first offer adds it.
+/// Creates and applies a subscriber offer (`actpass`, ICE-lite) and returns its SDP, with the
+/// host candidate in every m-section. The candidate can only be added once a local description
+/// exists, so the first offer adds it.
 pub(crate) fn offer_subscriber(
     now: Instant,
     announced: SocketAddr,
@@ -428,10 +432,12 @@ pub(crate) fn offer_subscriber(
         add_host_candidate(&mut peer.pc, announced)?;
         peer.candidate_added = true;
     }
-    peer.pc
+    let sdp = peer
+        .pc
         .local_description()
         .map(|d| with_msid_semantic(d.sdp))
-        .ok_or_else(|| EngineError::Rtc("no local description after offering".into()))
+        .ok_or_else(|| EngineError::Rtc("no local description after offering".into()))?;
+    with_candidates_in_every_section(&sdp)
 }
 
 /// rtc omits `a=msid-semantic` from a first offer. Clients such as aiortc only take a track's

@@ -10,6 +10,7 @@ use crate::app::AppState;
 use crate::calls::InitiateRequest;
 use crate::http::api::calls::{InitiatedResponse, JoinedResponse, check_reason};
 use crate::http::error::{ApiError, ApiResult};
+use crate::ws::Reply;
 use crate::ws::hub::SocketId;
 
 /// The static name of a known message type (for metric labels).
@@ -29,11 +30,11 @@ pub async fn handle(
     actor: &Actor,
     socket: SocketId,
     request: ClientRequest,
-) -> ApiResult<Value> {
+) -> ApiResult<Reply> {
     let calls = &state.calls;
     let media = &state.media;
     let me = &actor.user_id;
-    match request {
+    let data = match request {
         ClientRequest::Initiate(data) => {
             let initiated = calls
                 .initiate(
@@ -84,9 +85,9 @@ pub async fn handle(
             to_value(&ParticipantObject::from(me))
         }
         ClientRequest::Offer(d) => {
-            media
+            return media
                 .offer(actor, Some(socket), d.call_id, d.target, d.sdp)
-                .await
+                .await;
         }
         ClientRequest::Answer(d) => media.answer(actor, d.call_id, d.target, d.sdp).await,
         ClientRequest::Candidate(d) => {
@@ -99,5 +100,6 @@ pub async fn handle(
                 .subscribe(actor, d.call_id, &d.user_id, d.source, d.quality)
                 .await
         }
-    }
+    };
+    data.map(Reply::from)
 }

@@ -28,6 +28,22 @@ const TRANSPORT_MAX_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
 /// default was a tenth of a participant's server memory in a 50-person audio call.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 
+/// What a handled request sends back: the `ack`'s data, and events that must follow the ack on
+/// the same socket (the server's candidates after its answer, contract section 6).
+pub struct Reply {
+    pub data: serde_json::Value,
+    pub then: Vec<hub::Frame>,
+}
+
+impl From<serde_json::Value> for Reply {
+    fn from(data: serde_json::Value) -> Self {
+        Self {
+            data,
+            then: Vec::new(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub struct WsParams {
     token: Option<String>,

@@ -140,10 +140,15 @@ async fn read_loop(
             Err(e) => Err(e.into()),
         };
         match result {
-            Ok(data) => {
+            Ok(handled) => {
                 state.metrics.record_signaling(type_label, "ok");
                 if let Some(id) = &incoming.id {
-                    reply(protocol::ack(id, data));
+                    reply(protocol::ack(id, handled.data));
+                }
+                for frame in &handled.then {
+                    let _ = state
+                        .hub
+                        .send_to_socket(actor.user_id.as_str(), socket_id, frame);
                 }
             }
             Err(e) => {

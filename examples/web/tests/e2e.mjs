@@ -14,7 +14,8 @@
 // inbound video streams, packets arriving on 2 inbound audio streams; the <video> elements play),
 // muting shown on the other pages (call:media-changed and rtc:tracks), a screen share shown as an
 // extra playing tile, leaving removing the tile; a mixed call of Chromium, a webrtc-rs bot and an
-// aiortc peer, each receiving the two others' audio and video; a direct call that rings, is accepted with media
+// aiortc peer, each receiving the two others' audio and video; a call that aiortc starts and
+// publishes to before anyone else joins, received by the bot and the page; a direct call that rings, is accepted with media
 // flowing both ways, muted, camera off, screen-shared, re-connected (media still flowing) and
 // left; a declined call; a call joined by id and ended; the history panel; the grid at 12 and 50
 // tiles; CallMedia against an in-page stand-in; and page hygiene (no page errors, no request
@@ -340,6 +341,11 @@ async function mediaFlows(page, label, { video = [], audio = [], videoPackets = 
   );
 }
 
+/** The page's inbound streams now (`{key, kind, packets, frames}` each), for the log. */
+async function inboundNow(page) {
+  return (await page.evaluate(inboundStats)).streams;
+}
+
 /** The frame width of each inbound video (`user/source` → pixels), from the subscriber's stats. */
 async function videoSizes(page) {
   const { streams } = await page.evaluate(inboundStats);
@@ -487,6 +493,8 @@ function startClient(label, command, args) {
   return {
     joined: (timeout = STEP_TIMEOUT_MS) => wait('joined', timeout),
     result: (timeout = MEDIA_TIMEOUT_MS) => wait('result', timeout),
+    /** The latest `progress` line, or null before the first. */
+    progress: () => seen.progress ?? null,
     kill: () => child.exitCode === null && child.kill('SIGKILL'),
     stderr: () => stderr.join('').slice(-4000),
   };
@@ -755,6 +763,67 @@ async function main() {
       // Whatever failed, the page must be back in the lobby for the scenarios after this one.
       if (await alice.isVisible('#call-view')) {
         await alice.click('#btn-end').catch(() => {});
+        await visible(alice, '#lobby-view').catch(() => {});
+      }
+    }
+  });
+
+  // ---------------------------------------------------------------- aiortc publishes first
+  await scenario('aiortc publishes first: a webrtc-rs bot and Chromium receive it', async () => {
+    const [me, rsbot, pybot] = MIXED_MEMBERS;
+    eq(me, A, 'the page of the mixed call');
+    const clients = [];
+    try {
+      let id;
+      let py;
+      await step(`aiortc starts a call in "${MIXED_CONVERSATION}" and its publisher connects before anyone joins`, async () => {
+        py = startClient(`${pybot}-first`, AIORTC_PYTHON, [
+          AIORTC_PEER, '--url', ORIGIN, '--token', await devToken(pybot, 'aiortc'), '--user', pybot,
+          '--conversation', MIXED_CONVERSATION, '--invite', A, '--invite', rsbot, '--duration', '15', '--timeout', '20', '--log-sdp',
+        ]);
+        clients.push(py);
+        id = (await py.joined()).call_id;
+        assert(id, 'aiortc reports its call id');
+        await poll('aiortc\'s publisher connection connected', () => py.progress()?.publisher_state === 'connected');
+      });
+      await step(`the bot joins by id and ${A} accepts the ring`, async () => {
+        clients.push(startClient(`${rsbot}-second`, BOT_BIN, ['--url', ORIGIN, '--token', await devToken(rsbot, 'Rust bot'), '--user', rsbot, '--join', id, '--duration', '8']));
+        await until(alice, 'dialog open', () => document.querySelector('#incoming').open);
+        await alice.click('#incoming-accept');
+        await visible(alice, '#call-view');
+        await clients[1].joined();
+      });
+      await step(`${A}'s page decodes aiortc's video and receives its audio`, async () => {
+        await mediaFlows(alice, A, { video: [`${pybot}/camera`], audio: [`${pybot}/microphone`] });
+        await videoPlays(alice, A, tile(pybot));
+        await shot(alice, `11-aiortc-first-${A}`);
+      });
+      await step('the bot receives aiortc\'s audio and video, keyframes included', async () => {
+        const result = await clients[1].result();
+        const MIN = 50;
+        const audio = receivedFrom(result, pybot, 'audio');
+        const video = receivedFrom(result, pybot, 'video');
+        const keyframes = (result.tracks || []).filter((t) => t.user_id === pybot && t.kind === 'video').reduce((n, t) => n + (t.keyframes || 0), 0);
+        const why = `result: ${JSON.stringify(result)}\n${rsbot}'s stderr:\n${clients[1].stderr()}`;
+        assert(audio.packets >= MIN, `${rsbot} received ${audio.packets} audio packets from ${pybot} (want >= ${MIN}); ${why}`);
+        assert(video.packets >= MIN, `${rsbot} received ${video.packets} video packets from ${pybot} (want >= ${MIN}); ${why}`);
+        assert(keyframes >= 1, `${rsbot} saw no keyframe of ${pybot}'s video; ${why}`);
+        const page = (await inboundNow(alice)).filter((s) => s.key.startsWith(`${pybot}/`));
+        note(
+          `${rsbot} <- ${pybot}: audio ${audio.packets} packets, video ${video.packets} packets (${keyframes} keyframes); ` +
+            page.map((s) => `${A} <- ${s.key}: ${s.packets} packets${s.kind === 'video' ? `, ${s.frames} frames decoded` : ''}`).join('; '),
+        );
+      });
+      await step(`${A} leaves; aiortc's report ends cleanly`, async () => {
+        await alice.click('#btn-leave');
+        await visible(alice, '#lobby-view');
+        const result = await py.result();
+        eq(result.publisher_state, 'connected', 'aiortc publisher state at the end');
+      });
+    } finally {
+      for (const c of clients) c.kill();
+      if (await alice.isVisible('#call-view')) {
+        await alice.click('#btn-leave').catch(() => {});
         await visible(alice, '#lobby-view').catch(() => {});
       }
     }

@@ -15,7 +15,7 @@
 # Inside the namespace this script starts `confab serve --dev` with a fixed random JWT secret,
 # mints an admin token with the same binary, creates the conversation of the group call
 # (PUT /api/v1/conversations/team, members alice, bob, carol) and of the mixed call
-# (conversations/mixed: alice, rsbot, pybot), then runs e2e.mjs with:
+# (conversations/mixed: alice, rsbot, pybot; also the call aiortc starts), then runs e2e.mjs with:
 #   CONFAB_ORIGIN        the server's http://ADDR
 #   CONFAB_CONVERSATION  the conversation id of the group call
 #   CONFAB_MEMBERS       its members, comma-separated
