@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::db::TestDb;
-use support::server::{TestServer, admin, code, expired, token};
+use support::server::{TestServer, admin, code, eventually, expired, token};
 use support::ws::WsClient;
 
 async fn server() -> (TestDb, TestServer) {
@@ -596,8 +596,13 @@ async fn two_hundred_sockets_are_rung_at_once() {
             .map(|m| WsClient::connect(&server, &token(m))),
     )
     .await;
-    let metrics = server.metrics().await;
-    assert!(metrics.contains("confab_ws_connections 200"), "{metrics}");
+    // A socket is registered once the server has finished its upgrade, which may be just after
+    // the client saw the 101: wait until all 200 are, so every one of them is rung.
+    let registered = eventually(Duration::from_secs(10), || async {
+        server.metrics().await.contains("confab_ws_connections 200")
+    })
+    .await;
+    assert!(registered, "{}", server.metrics().await);
 
     let mut host = WsClient::connect(&server, &token("host")).await;
     let call = host
