@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::calls::{CallService, RosterChange, RosterChanges, now_ms};
 use crate::http::error::{ApiError, ApiResult};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, role_label};
 use crate::quality::{QualitySummary, direction_name};
 use crate::store::{QualityDirection as StoredDirection, QualitySample};
 use crate::writer::HistoryWriter;
@@ -67,13 +67,6 @@ fn role_index(role: PeerRole) -> usize {
     match role {
         PeerRole::Publisher => 0,
         PeerRole::Subscriber => 1,
-    }
-}
-
-fn role_name(role: PeerRole) -> &'static str {
-    match role {
-        PeerRole::Publisher => "publisher",
-        PeerRole::Subscriber => "subscriber",
     }
 }
 
@@ -552,7 +545,7 @@ impl MediaBridge {
             self.hub.peer_up(user.as_str());
             self.metrics
                 .peer_connections
-                .with_label_values(&[role_name(role)])
+                .with_label_values(&[role_label(role)])
                 .inc();
         }
     }
@@ -574,7 +567,7 @@ impl MediaBridge {
     fn peer_gone(&self, user: &UserId, role: PeerRole) {
         self.metrics
             .peer_connections
-            .with_label_values(&[role_name(role)])
+            .with_label_values(&[role_label(role)])
             .dec();
         if let Some(epoch) = self.hub.peer_down(user.as_str()) {
             self.calls.user_became_absent(user, epoch);
