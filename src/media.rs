@@ -517,19 +517,10 @@ impl MediaBridge {
         }
     }
 
-    /// `call:active-speakers`, to everyone joined in the call. The engine sends a list only
-    /// when it changed, so every one goes out.
+    /// `call:active-speakers`: the engine sends a list only when it changed; the call service
+    /// keeps it for later joiners and sends it on.
     fn active_speakers(&self, call_id: CallId, participants: Vec<String>) {
-        let Some(call) = self.calls.live_call(call_id) else {
-            return;
-        };
-        let frame: Frame = Arc::from(protocol::event(
-            "call:active-speakers",
-            json!({ "call_id": call_id, "user_ids": participants }),
-        ));
-        for p in call.joined() {
-            self.hub.send_to_user(p.user_id.as_str(), &frame);
-        }
+        self.calls.announce_active_speakers(call_id, participants);
     }
 
     fn peer_connected(&self, call_id: CallId, participant: String, role: PeerRole) {

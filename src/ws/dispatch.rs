@@ -12,25 +12,6 @@ use crate::http::api::calls::{InitiatedResponse, JoinedResponse, check_reason};
 use crate::http::error::{ApiError, ApiResult};
 use crate::ws::hub::SocketId;
 
-const KNOWN_TYPES: &[&str] = &[
-    "call:initiate",
-    "call:accept",
-    "call:reject",
-    "call:join",
-    "call:leave",
-    "call:end",
-    "call:media",
-    "rtc:offer",
-    "rtc:answer",
-    "rtc:candidate",
-    "rtc:subscribe",
-];
-
-/// The static name of a known message type (for metric labels).
-pub fn known_type(name: &str) -> Option<&'static str> {
-    KNOWN_TYPES.iter().copied().find(|t| *t == name)
-}
-
 fn to_value<T: serde::Serialize>(body: &T) -> ApiResult<Value> {
     serde_json::to_value(body).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
@@ -101,6 +82,10 @@ pub async fn handle(
         }
         ClientRequest::Answer(d) => media.answer(me, d.call_id, d.target, d.sdp).await,
         ClientRequest::Candidate(d) => media.candidate(me, d.call_id, d.target, d.candidate).await,
+        ClientRequest::Data(d) => {
+            calls.relay_data(actor, d.call_id, d.payload, d.to).await?;
+            Ok(serde_json::json!({}))
+        }
         ClientRequest::Subscribe(d) => {
             media
                 .subscribe(me, d.call_id, &d.user_id, d.source, d.quality)
