@@ -13,10 +13,12 @@ use confab_signaling::book::Initiate;
 use confab_signaling::events::CallEvent;
 use confab_signaling::protocol;
 use confab_signaling::{
-    Actor, Call, CallBook, CallId, CallKind, CallStatus, Conversation, ConversationId, ErrorCode,
-    LeaveReason, MediaKind, MediaPatch, Outcome, ParticipantStatus, SignalingError, UserId,
+    Actor, Call, CallBook, CallId, CallKind, CallStatus, Conversation, ConversationId, EndReason,
+    ErrorCode, LeaveReason, MediaKind, MediaPatch, Outcome, ParticipantStatus, SignalingError,
+    UserId,
 };
 use dashmap::DashMap;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
@@ -69,6 +71,8 @@ pub struct CallService {
     hub: Arc<Hub>,
     /// How long a joined participant with no socket keeps its seat.
     disconnect_grace: Duration,
+    /// The latest `call:active-speakers` list of each live call, for whoever joins next.
+    speakers: DashMap<CallId, Vec<String>>,
     /// Calls that ended but whose final snapshot may not be in the store yet: the book has
     /// already forgotten them, and a client told `call:ended` may read the call at once.
     ending: DashMap<CallId, Call>,
@@ -96,6 +100,7 @@ impl CallService {
             metrics,
             hub,
             disconnect_grace,
+            speakers: DashMap::new(),
             ending: DashMap::new(),
             deadlines_changed: Notify::new(),
             me: me.clone(),
@@ -130,6 +135,7 @@ impl CallService {
         for outcome in outcomes(&result) {
             if !outcome.call.status.is_live() {
                 self.ending.insert(outcome.call.id, outcome.call.clone());
+                self.speakers.remove(&outcome.call.id);
             }
             self.publish(outcome);
         }
@@ -160,6 +166,67 @@ impl CallService {
             for user in event.recipients(outcome.before.as_ref(), &outcome.call) {
                 self.hub.send_to_user(user.as_str(), &frame);
             }
+        }
+        // Whoever takes a seat learns who is speaking now, after its other events.
+        let mut speakers_frame = None;
+        for (user, joined) in outcome.seat_changes() {
+            if joined && outcome.call.status.is_live() {
+                let frame = speakers_frame.get_or_insert_with(|| {
+                    let current = self
+                        .speakers
+                        .get(&outcome.call.id)
+                        .map(|s| s.clone())
+                        .unwrap_or_default();
+                    active_speakers_frame(outcome.call.id, &current)
+                });
+                self.hub.send_to_user(user.as_str(), frame);
+            }
+        }
+    }
+
+    /// A new `call:active-speakers` list from the media engine: kept for later joiners, and
+    /// sent to everyone joined now. Under the book's lock, like every transition, so a joiner
+    /// gets either the list before this one and then this one, or this one alone.
+    pub fn announce_active_speakers(&self, call_id: CallId, user_ids: Vec<String>) {
+        let book = self.book();
+        let Some(call) = book.get(call_id) else {
+            return;
+        };
+        let frame = active_speakers_frame(call_id, &user_ids);
+        self.speakers.insert(call_id, user_ids);
+        for p in call.joined() {
+            self.hub.send_to_user(p.user_id.as_str(), &frame);
+        }
+    }
+
+    /// `call:data`: relays `payload` from the actor to the users signaling names. Decided and
+    /// queued under the book's lock, so it never reaches someone whose leave was already
+    /// announced, and one sender's messages keep their order (its socket handles one request
+    /// at a time).
+    pub async fn relay_data(
+        &self,
+        actor: &Actor,
+        call_id: CallId,
+        payload: Value,
+        to: Option<Vec<UserId>>,
+    ) -> ApiResult<()> {
+        let sender = &actor.user_id;
+        let result = {
+            let book = self.book();
+            book.data_recipients(call_id, sender, &payload, to.as_deref())
+                .map(|recipients| {
+                    let frame: Frame = Arc::from(protocol::event(
+                        "call:data",
+                        json!({ "call_id": call_id, "from": sender, "payload": payload }),
+                    ));
+                    for user in recipients {
+                        self.hub.send_to_user(user.as_str(), &frame);
+                    }
+                })
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.explain(actor, call_id, e).await),
         }
     }
 
@@ -384,7 +451,7 @@ impl CallService {
     }
 
     /// Commits a decision, or explains a refusal. The book forgets calls once they end, so
-    /// its `CALL_NOT_FOUND` is refined from the store ([`Self::explain_missing`]).
+    /// its `CALL_NOT_FOUND` is refined from the store ([`Self::explain`]).
     async fn finish(
         &self,
         actor: &Actor,
@@ -396,16 +463,17 @@ impl CallService {
                 self.commit(&outcome).await;
                 Ok(outcome.call)
             }
-            Err(e) if e.code == ErrorCode::CallNotFound => {
-                Err(self.explain_missing(actor, call_id).await)
-            }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.explain(actor, call_id, e).await),
         }
     }
 
-    /// Why a call the book does not hold cannot be operated on: an outsider gets `FORBIDDEN`,
-    /// a participant (or an admin) `CALL_ENDED`, and only an unknown id `CALL_NOT_FOUND`.
-    async fn explain_missing(&self, actor: &Actor, call_id: CallId) -> ApiError {
+    /// A refusal as the client sees it: the book's `CALL_NOT_FOUND` for a call it already
+    /// forgot becomes `FORBIDDEN` for an outsider or `CALL_ENDED` for a participant (or an
+    /// admin); only an unknown id stays `CALL_NOT_FOUND`.
+    async fn explain(&self, actor: &Actor, call_id: CallId, e: SignalingError) -> ApiError {
+        if e.code != ErrorCode::CallNotFound {
+            return e.into();
+        }
         match self.find(call_id).await {
             Err(e) => e,
             Ok(None) => call_not_found(call_id),
@@ -426,10 +494,7 @@ impl CallService {
     pub async fn require_joined(&self, actor: &Actor, call_id: CallId) -> ApiResult<()> {
         match self.read(|book| book.check_joined(call_id, &actor.user_id)) {
             Ok(()) => Ok(()),
-            Err(e) if e.code == ErrorCode::CallNotFound => {
-                Err(self.explain_missing(actor, call_id).await)
-            }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.explain(actor, call_id, e).await),
         }
     }
 
@@ -568,7 +633,7 @@ impl CallService {
         for mut call in calls {
             call.status = CallStatus::Failed;
             call.ended_at = Some(now);
-            call.end_reason = Some("server_restart".to_owned());
+            call.end_reason = Some(EndReason::ServerRestart.to_string());
             for p in &mut call.participants {
                 match p.status {
                     ParticipantStatus::Joined => {
@@ -591,6 +656,13 @@ impl CallService {
         }
         Ok(count)
     }
+}
+
+fn active_speakers_frame(call_id: CallId, user_ids: &[String]) -> Frame {
+    Arc::from(protocol::event(
+        "call:active-speakers",
+        json!({ "call_id": call_id, "user_ids": user_ids }),
+    ))
 }
 
 fn call_not_found(call_id: CallId) -> ApiError {

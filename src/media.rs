@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::calls::{CallService, RosterChange, RosterChanges, now_ms};
 use crate::http::error::{ApiError, ApiResult};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, role_label};
 use crate::quality::{QualitySummary, direction_name};
 use crate::store::{QualityDirection as StoredDirection, QualitySample};
 use crate::writer::HistoryWriter;
@@ -69,13 +69,6 @@ fn role_index(role: PeerRole) -> usize {
     match role {
         PeerRole::Publisher => 0,
         PeerRole::Subscriber => 1,
-    }
-}
-
-fn role_name(role: PeerRole) -> &'static str {
-    match role {
-        PeerRole::Publisher => "publisher",
-        PeerRole::Subscriber => "subscriber",
     }
 }
 
@@ -532,19 +525,10 @@ impl MediaBridge {
         }
     }
 
-    /// `call:active-speakers`, to everyone joined in the call. The engine sends a list only
-    /// when it changed, so every one goes out.
+    /// `call:active-speakers`: the engine sends a list only when it changed; the call service
+    /// keeps it for later joiners and sends it on.
     fn active_speakers(&self, call_id: CallId, participants: Vec<String>) {
-        let Some(call) = self.calls.live_call(call_id) else {
-            return;
-        };
-        let frame: Frame = Arc::from(protocol::event(
-            "call:active-speakers",
-            json!({ "call_id": call_id, "user_ids": participants }),
-        ));
-        for p in call.joined() {
-            self.hub.send_to_user(p.user_id.as_str(), &frame);
-        }
+        self.calls.announce_active_speakers(call_id, participants);
     }
 
     fn peer_connected(&self, call_id: CallId, participant: String, role: PeerRole) {
@@ -560,7 +544,7 @@ impl MediaBridge {
             self.hub.peer_up(user.as_str());
             self.metrics
                 .peer_connections
-                .with_label_values(&[role_name(role)])
+                .with_label_values(&[role_label(role)])
                 .inc();
         }
     }
@@ -582,7 +566,7 @@ impl MediaBridge {
     fn peer_gone(&self, user: &UserId, role: PeerRole) {
         self.metrics
             .peer_connections
-            .with_label_values(&[role_name(role)])
+            .with_label_values(&[role_label(role)])
             .dec();
         if let Some(epoch) = self.hub.peer_down(user.as_str()) {
             self.calls.user_became_absent(user, epoch);

@@ -2,7 +2,15 @@
 //!
 //! One registry per server instance, not the process-global default, so that tests running
 //! several servers in one process see only their own numbers.
+//!
+//! Every family is exported from the start: a labelled family gets, at 0, one series for each
+//! label value it will carry (taken from the enums and lists that define those values), so
+//! dashboards and alerts never see a family or a series appear late.
 
+use crate::quality::direction_name;
+use confab_sfu::{PeerRole, QualityDirection};
+use confab_signaling::CallStatus;
+use confab_signaling::protocol::ClientRequest;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -26,6 +34,30 @@ pub struct Metrics {
     pub packet_loss_ratio: HistogramVec,
     pub jitter_seconds: HistogramVec,
     pub rtt_seconds: HistogramVec,
+    pub webhook_deliveries_total: IntCounterVec,
+    pub cluster_nodes: IntGauge,
+    pub cluster_relay_messages_total: IntCounterVec,
+    pub node_draining: IntGauge,
+}
+
+/// `result` of `confab_webhook_deliveries_total`: an attempt the receiver answered with 2xx, or
+/// any other attempt.
+pub const WEBHOOK_RESULTS: &[&str] = &["ok", "failed"];
+
+/// `direction` of `confab_cluster_relay_messages_total`: relayed to, or from, another node.
+pub const RELAY_DIRECTIONS: &[&str] = &["outbound", "inbound"];
+
+/// The `role` label of a peer connection.
+pub fn role_label(role: PeerRole) -> &'static str {
+    match role {
+        PeerRole::Publisher => "publisher",
+        PeerRole::Subscriber => "subscriber",
+    }
+}
+
+/// The `status` values of `confab_calls_total`: every final status.
+pub fn final_statuses() -> impl Iterator<Item = CallStatus> {
+    CallStatus::ALL.iter().copied().filter(|s| !s.is_live())
 }
 
 impl Metrics {
@@ -113,9 +145,6 @@ impl Metrics {
             &["role"],
         )
         .expect("valid metric");
-        for role in ["publisher", "subscriber"] {
-            peer_connections.with_label_values(&[role]).set(0);
-        }
 
         let quality = |name: &str, help: &str, buckets: Vec<f64>| {
             HistogramVec::new(
@@ -140,6 +169,54 @@ impl Metrics {
             vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8],
         );
 
+        let webhook_deliveries_total = IntCounterVec::new(
+            Opts::new(
+                "confab_webhook_deliveries_total",
+                "Webhook delivery attempts by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let cluster_nodes = IntGauge::new(
+            "confab_cluster_nodes",
+            "Live nodes of the deployment, this one included",
+        )
+        .expect("valid metric");
+        let cluster_relay_messages_total = IntCounterVec::new(
+            Opts::new(
+                "confab_cluster_relay_messages_total",
+                "Requests and events relayed between nodes, by direction",
+            ),
+            &["direction"],
+        )
+        .expect("valid metric");
+        let node_draining =
+            IntGauge::new("confab_node_draining", "1 while this node drains, else 0")
+                .expect("valid metric");
+        // A single node: itself.
+        cluster_nodes.set(1);
+
+        for status in final_statuses() {
+            calls_total.with_label_values(&[status.as_str()]);
+        }
+        for message_type in ClientRequest::TYPE_NAMES {
+            signaling_messages_total.with_label_values(&[message_type, "ok"]);
+        }
+        for role in PeerRole::ALL {
+            peer_connections.with_label_values(&[role_label(role)]);
+        }
+        for direction in QualityDirection::ALL.map(direction_name) {
+            for family in [&packet_loss_ratio, &jitter_seconds, &rtt_seconds] {
+                family.with_label_values(&[direction]);
+            }
+        }
+        for result in WEBHOOK_RESULTS {
+            webhook_deliveries_total.with_label_values(&[result]);
+        }
+        for direction in RELAY_DIRECTIONS {
+            cluster_relay_messages_total.with_label_values(&[direction]);
+        }
+
         for collector in [
             Box::new(calls_active.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(calls_total.clone()),
@@ -157,6 +234,10 @@ impl Metrics {
             Box::new(packet_loss_ratio.clone()),
             Box::new(jitter_seconds.clone()),
             Box::new(rtt_seconds.clone()),
+            Box::new(webhook_deliveries_total.clone()),
+            Box::new(cluster_nodes.clone()),
+            Box::new(cluster_relay_messages_total.clone()),
+            Box::new(node_draining.clone()),
         ] {
             registry
                 .register(collector)
@@ -181,6 +262,20 @@ impl Metrics {
             packet_loss_ratio,
             jitter_seconds,
             rtt_seconds,
+            webhook_deliveries_total,
+            cluster_nodes,
+            cluster_relay_messages_total,
+            node_draining,
+        }
+    }
+
+    /// Gives every route template its series at 0: the latency histogram's, and the request
+    /// counter's at status 200 (the other statuses appear as they are answered).
+    pub fn register_routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) {
+        for route in routes {
+            self.http_request_duration_seconds
+                .with_label_values(&[route]);
+            self.http_requests_total.with_label_values(&[route, "200"]);
         }
     }
 

@@ -209,16 +209,29 @@ async fn a_direct_call_carries_audio_and_video_both_ways() {
         "confab_rtp_retransmissions_total{result=\"sent\"}",
         "confab_rtp_retransmissions_total{result=\"unavailable\"}",
     ];
+    // Every series exists from the start at 0: observed means present and no longer 0.
+    let observed = |metrics: &str, series: &str| {
+        metrics.contains(series) && !metrics.contains(&format!("{series} 0\n"))
+    };
+    let observed_series = &families[..3];
     let mut metrics = String::new();
     for _ in 0..100 {
         metrics = server.metrics().await;
-        if families.iter().all(|f| metrics.contains(f)) {
+        if families.iter().all(|f| metrics.contains(f))
+            && observed_series.iter().all(|f| observed(&metrics, f))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for family in families {
         assert!(metrics.contains(family), "{family} in\n{metrics}");
+    }
+    for series in observed_series {
+        assert!(
+            observed(&metrics, series),
+            "{series} observed in\n{metrics}"
+        );
     }
     assert!(
         !metrics.contains("confab_rtp_packets_forwarded_total{kind=\"video\"} 0\n"),

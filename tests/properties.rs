@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use confab_signaling::protocol::{self, CLIENT_TYPES};
+use confab_signaling::protocol::{self, ClientRequest};
 use confab_signaling::{ErrorCode, ParticipantStatus};
 use futures_util::{SinkExt, StreamExt};
 use proptest::collection::vec;
@@ -230,7 +230,7 @@ enum WsFrame {
 
 fn ws_frame() -> impl Strategy<Value = WsFrame> {
     let kind = prop_oneof![
-        8 => select(CLIENT_TYPES).prop_map(|t| Value::String(t.to_owned())),
+        8 => select(ClientRequest::TYPE_NAMES).prop_map(|t| Value::String(t.to_owned())),
         1 => "(call|rtc):[a-z-]{0,10}".prop_map(Value::String),
         1 => any::<String>().prop_map(Value::String),
         1 => leaf(),
@@ -258,7 +258,7 @@ fn ws_frame() -> impl Strategy<Value = WsFrame> {
     prop_oneof![
         10 => (id, kind, data).prop_map(|(id, kind, data)| WsFrame::Envelope { id, kind, data }),
         1 => any::<String>().prop_map(WsFrame::Text),
-        1 => (select(CLIENT_TYPES), "[1-9][0-9]{20,400}(\\.[0-9]{1,5})?(e[0-9]{1,4})?")
+        1 => (select(ClientRequest::TYPE_NAMES), "[1-9][0-9]{20,400}(\\.[0-9]{1,5})?(e[0-9]{1,4})?")
             .prop_map(|(kind, digits)| WsFrame::HugeNumber { kind, digits }),
         1 => vec(any::<u8>(), 0..64).prop_map(WsFrame::Binary),
     ]

@@ -164,10 +164,9 @@ async fn reject_cancel_and_missed_reach_the_right_people() {
         event,
         json!({"call_id": id, "user_id": "bob", "reason": "busy day"})
     );
-    assert_eq!(
-        alice.event_for("call:ended", &id).await["status"],
-        "rejected"
-    );
+    let ended = alice.event_for("call:ended", &id).await;
+    assert_eq!(ended["status"], "rejected");
+    assert_eq!(ended["reason"], "busy day", "the rejecter's text");
 
     // Cancel: the caller ends while ringing; the callee stops ringing.
     let id = alice
@@ -177,6 +176,7 @@ async fn reject_cancel_and_missed_reach_the_right_people() {
     alice.ok("call:end", json!({"call_id": id})).await;
     let ended = bob.event_for("call:ended", &id).await;
     assert_eq!(ended["status"], "cancelled");
+    assert_eq!(ended["reason"], "ended");
 
     // Missed: nobody answers within the ring timeout.
     let id = alice
@@ -187,7 +187,30 @@ async fn reject_cancel_and_missed_reach_the_right_people() {
         let missed = who.event_for("call:missed", &id).await;
         assert_eq!(missed, json!({"call_id": id, "user_id": "bob"}));
     }
-    assert_eq!(bob.event_for("call:ended", &id).await["status"], "missed");
+    let ended = bob.event_for("call:ended", &id).await;
+    assert_eq!(ended["status"], "missed");
+    assert_eq!(ended["reason"], "timeout");
+
+    // Rejected without a reason; left by the caller while ringing.
+    let id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "audio"}))
+        .await;
+    bob.event_for("call:incoming", &id).await;
+    bob.ok("call:reject", json!({"call_id": id})).await;
+    assert_eq!(
+        alice.event_for("call:ended", &id).await["reason"],
+        "rejected"
+    );
+    let id = alice
+        .start_call(json!({"invitees": ["bob"], "media": "audio"}))
+        .await;
+    bob.event_for("call:incoming", &id).await;
+    alice.ok("call:leave", json!({"call_id": id})).await;
+    let ended = bob.event_for("call:ended", &id).await;
+    assert_eq!(
+        (&ended["status"], &ended["reason"]),
+        (&json!("cancelled"), &json!("left"))
+    );
     let frame = bob.request("call:accept", json!({"call_id": id})).await;
     assert_eq!(frame["data"]["code"], "CALL_ENDED");
 }
@@ -310,6 +333,7 @@ async fn a_dropped_participant_keeps_the_seat_through_a_quick_reconnect_then_lea
     assert_eq!(left["reason"], "disconnected");
     let ended = alice.event("call:ended").await;
     assert_eq!(ended["status"], "completed");
+    assert_eq!(ended["reason"], "disconnected");
     let (_, call) = server
         .get(&format!("/api/v1/calls/{id}"), &token("alice"))
         .await;
@@ -643,4 +667,244 @@ async fn a_participant_who_joined_without_any_socket_leaves_after_the_grace() {
         alice.event_for("call:ended", &id).await["status"],
         "completed"
     );
+}
+
+/// A group call of `team` in which alice (initiator), bob and carol are joined and dave is
+/// still being rung; each socket has seen its own join.
+async fn group_of_three(server: &TestServer) -> (String, [WsClient; 4]) {
+    server
+        .conversation("team", &["alice", "bob", "carol", "dave"])
+        .await;
+    let mut alice = WsClient::connect(server, &token("alice")).await;
+    let mut bob = WsClient::connect(server, &token("bob")).await;
+    let mut carol = WsClient::connect(server, &token("carol")).await;
+    let mut dave = WsClient::connect(server, &token("dave")).await;
+    let id = alice
+        .start_call(json!({"conversation_id": "team", "invitees": ["bob", "carol", "dave"], "media": "audio"}))
+        .await;
+    bob.ok("call:accept", json!({"call_id": id})).await;
+    carol.ok("call:join", json!({"call_id": id})).await;
+    dave.event_for("call:incoming", &id).await;
+    for who in [&mut alice, &mut bob] {
+        who.wait_for(|f| f["type"] == "call:participant-joined" && f["data"]["user_id"] == "carol")
+            .await
+            .expect("carol's join is announced");
+    }
+    (id, [alice, bob, carol, dave])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_is_told_who_is_speaking_now() {
+    let (_db, server) = server().await;
+    let (id, [mut alice, mut bob, mut carol, mut dave]) = group_of_three(&server).await;
+    // Nobody publishes audio here: the current list is empty, and each joiner gets it.
+    for who in [&mut alice, &mut bob, &mut carol] {
+        let speakers = who.event("call:active-speakers").await;
+        assert_eq!(speakers, json!({"call_id": id, "user_ids": []}));
+    }
+    assert!(
+        !dave
+            .gets("call:active-speakers", Duration::from_millis(200))
+            .await,
+        "not sent to an invitee still being rung"
+    );
+    // The list the media engine reports (as its speaker detection would) reaches everyone
+    // joined, and a later joiner gets it on joining, over REST too, on every socket.
+    let call_id: uuid::Uuid = id.parse().unwrap();
+    server
+        .state
+        .calls
+        .announce_active_speakers(call_id, vec!["carol".into(), "alice".into()]);
+    let current = json!({"call_id": id, "user_ids": ["carol", "alice"]});
+    for who in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(who.event("call:active-speakers").await, current);
+    }
+    let mut dave_laptop = WsClient::connect(&server, &token("dave")).await;
+    let (status, _) = server
+        .post(
+            &format!("/api/v1/calls/{id}/join"),
+            &token("dave"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for device in [&mut dave, &mut dave_laptop] {
+        assert_eq!(device.event("call:active-speakers").await, current);
+    }
+}
+
+/// Sends `payload` as `call:data` without waiting; returns nothing.
+async fn send_data(ws: &mut WsClient, id: &str, request_id: String, payload: Value) {
+    ws.send(
+        json!({"id": request_id, "type": "call:data", "data": {"call_id": id, "payload": payload}}),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_data_reaches_the_other_joined_participants_in_each_senders_order() {
+    let (_db, server) = server().await;
+    let (id, [mut alice, mut bob, mut carol, mut dave]) = group_of_three(&server).await;
+
+    // Two senders, interleaved and pipelined: each one's messages arrive in the order sent.
+    const EACH: usize = 30;
+    for seq in 0..EACH {
+        send_data(&mut alice, &id, format!("a{seq}"), json!({"seq": seq})).await;
+        send_data(&mut bob, &id, format!("b{seq}"), json!({"seq": seq})).await;
+    }
+    for (who, prefix) in [(&mut alice, "a"), (&mut bob, "b")] {
+        for seq in 0..EACH {
+            let ack = who
+                .wait_for(|f| f["id"] == format!("{prefix}{seq}").as_str())
+                .await
+                .expect("answered");
+            assert_eq!(
+                ack,
+                json!({"id": format!("{prefix}{seq}"), "type": "ack", "data": {}})
+            );
+        }
+    }
+    let mut next = std::collections::HashMap::from([("alice", 0), ("bob", 0)]);
+    for _ in 0..2 * EACH {
+        let data = carol.event("call:data").await;
+        assert_eq!(data["call_id"], id.as_str());
+        let from = data["from"].as_str().expect("from").to_owned();
+        let expected = next.get_mut(from.as_str()).expect("from a sender");
+        assert_eq!(data["payload"], json!({"seq": *expected}), "{from}'s order");
+        *expected += 1;
+    }
+    // Each sender hears the other's messages, in order, and never its own.
+    for (who, other) in [(&mut alice, "bob"), (&mut bob, "alice")] {
+        for seq in 0..EACH {
+            let data = who.event("call:data").await;
+            assert_eq!(
+                (data["from"].as_str(), &data["payload"]),
+                (Some(other), &json!({"seq": seq}))
+            );
+        }
+    }
+
+    // Any JSON value travels untouched.
+    for payload in [
+        json!("plain text"),
+        json!({"kind": "chat", "text": "hi", "n": [1, 2.5, null]}),
+        json!([true, {"a": "b"}]),
+        json!(null),
+        json!(7),
+    ] {
+        alice
+            .ok("call:data", json!({"call_id": id, "payload": payload}))
+            .await;
+        assert_eq!(carol.event("call:data").await["payload"], payload);
+        assert_eq!(bob.event("call:data").await["payload"], payload);
+    }
+
+    // `to`: only those named. The broadcast after it is the next thing carol sees.
+    alice
+        .ok(
+            "call:data",
+            json!({"call_id": id, "payload": "for bob", "to": ["bob"]}),
+        )
+        .await;
+    alice
+        .ok("call:data", json!({"call_id": id, "payload": "for all"}))
+        .await;
+    assert_eq!(bob.event("call:data").await["payload"], "for bob");
+    assert_eq!(bob.event("call:data").await["payload"], "for all");
+    assert_eq!(carol.event("call:data").await["payload"], "for all");
+    // The invitee still being rung gets none of it.
+    assert!(!dave.gets("call:data", Duration::from_millis(200)).await);
+
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("confab_signaling_messages_total{result=\"ok\",type=\"call:data\"} 67"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_data_is_refused_to_all_but_joined_participants_and_when_too_large() {
+    let (_db, server) = server().await;
+    let (id, [mut alice, mut bob, mut carol, mut dave]) = group_of_three(&server).await;
+    let mut zed = WsClient::connect(&server, &token("zed")).await;
+    let refused = |frame: &Value| frame["data"]["code"].as_str().unwrap_or("<ack>").to_owned();
+
+    // 16 KiB of compact JSON is the limit: a string of n characters is n + 2 bytes.
+    let fits = "x".repeat(16 * 1024 - 2);
+    alice
+        .ok("call:data", json!({"call_id": id, "payload": fits}))
+        .await;
+    assert_eq!(bob.event("call:data").await["payload"], fits.as_str());
+    let over = "x".repeat(16 * 1024 - 1);
+    let frame = alice
+        .request("call:data", json!({"call_id": id, "payload": over}))
+        .await;
+    assert_eq!(refused(&frame), "PAYLOAD_TOO_LARGE");
+    // The sender's socket stays open and keeps working.
+    alice
+        .ok("call:data", json!({"call_id": id, "payload": "still here"}))
+        .await;
+    assert_eq!(bob.event("call:data").await["payload"], "still here");
+
+    // `to` naming anyone but another joined participant.
+    for to in [
+        json!(["dave"]),
+        json!(["alice"]),
+        json!(["nobody"]),
+        json!([]),
+    ] {
+        let frame = alice
+            .request("call:data", json!({"call_id": id, "payload": 1, "to": to}))
+            .await;
+        assert_eq!(refused(&frame), "INVALID_ARGUMENT", "to {to}");
+    }
+    let frame = alice
+        .request(
+            "call:data",
+            json!({"call_id": id, "payload": 1, "to": ["bob", "dave"]}),
+        )
+        .await;
+    assert_eq!(frame["data"]["details"], json!({"user_ids": ["dave"]}));
+
+    // Who may send: joined participants only.
+    let frame = dave
+        .request("call:data", json!({"call_id": id, "payload": 1}))
+        .await;
+    assert_eq!(refused(&frame), "INVALID_STATE", "an invitee still ringing");
+    let frame = zed
+        .request("call:data", json!({"call_id": id, "payload": 1}))
+        .await;
+    assert_eq!(refused(&frame), "FORBIDDEN", "not a participant");
+    let unknown = uuid::Uuid::new_v4();
+    let frame = zed
+        .request("call:data", json!({"call_id": unknown, "payload": 1}))
+        .await;
+    assert_eq!(refused(&frame), "CALL_NOT_FOUND");
+    let frame = alice.request("call:data", json!({"call_id": id})).await;
+    assert_eq!(refused(&frame), "INVALID_ARGUMENT", "payload is required");
+
+    // None of the refused messages reached anyone.
+    alice
+        .ok("call:data", json!({"call_id": id, "payload": "marker"}))
+        .await;
+    assert_eq!(bob.event("call:data").await["payload"], "marker");
+    assert_eq!(carol.event("call:data").await["payload"], fits.as_str());
+    assert_eq!(carol.event("call:data").await["payload"], "still here");
+    assert_eq!(carol.event("call:data").await["payload"], "marker");
+
+    // After leaving, and once the call is over.
+    bob.ok("call:leave", json!({"call_id": id})).await;
+    let frame = bob
+        .request("call:data", json!({"call_id": id, "payload": 1}))
+        .await;
+    assert_eq!(refused(&frame), "INVALID_STATE");
+    alice.ok("call:end", json!({"call_id": id})).await;
+    let frame = carol
+        .request("call:data", json!({"call_id": id, "payload": 1}))
+        .await;
+    assert_eq!(refused(&frame), "CALL_ENDED");
+    let frame = zed
+        .request("call:data", json!({"call_id": id, "payload": 1}))
+        .await;
+    assert_eq!(refused(&frame), "FORBIDDEN");
 }

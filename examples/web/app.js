@@ -1,5 +1,6 @@
-// The demo meeting page: sign in, start or join a call, a tile grid, controls, an incoming-call
-// dialog and the call history. Everything goes through confab.js; this file only renders.
+// The demo meeting page: sign in, start or join a call, a tile grid, controls, reactions, a
+// raised hand and a chat (over call:data), an incoming-call dialog and the call history.
+// Everything goes through confab.js; this file only renders.
 
 import { Confab, ClientEvents } from './confab.js';
 
@@ -19,7 +20,14 @@ const ICONS = {
   out: '<path d="M7 17L17 7M9 7h8v8"/>',
   phone: '<path d="M5 4h4l2 5-2.5 1.5a11 11 0 0 0 5 5L15 13l5 2v4a2 2 0 0 1-2 2A16 16 0 0 1 3 6a2 2 0 0 1 2-2"/>',
   pin: '<path d="M9 4h6l-1 6 3 3v2H7v-2l3-3zM12 15v6"/>',
+  hand: '<path d="M8 13V5.5a1.5 1.5 0 0 1 3 0V11m0-6.5v-1a1.5 1.5 0 0 1 3 0V11m0-5.5a1.5 1.5 0 0 1 3 0V12m0-3.5a1.5 1.5 0 0 1 3 0V15a6 6 0 0 1-6 6h-1.5a6 6 0 0 1-4.6-2.2L4.5 15a1.6 1.6 0 0 1 2.3-2.2L8 14"/>',
+  chat: '<path d="M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 12z"/>',
 };
+
+/** The reactions bar; a received reaction outside this list is ignored. */
+const REACTIONS = ['👍', '👏', '😂', '🎉', '❤️'];
+/** How long a reaction floats over its sender's tile. */
+const REACTION_MS = 3000;
 const icon = (name) =>
   `<svg class="icon" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">${ICONS[name]}</svg>`;
 
@@ -49,6 +57,13 @@ const state = {
   history: { calls: [], next: null, stats: null },
   /** call id → `call:ended` data: the history store may lag behind the events for a moment */
   ended: new Map(),
+  /** user ids with a raised hand in the current call (`{"kind":"hand"}` over call:data) */
+  hands: new Set(),
+  /** the current call's chat, oldest first: `{from, text, mine}` */
+  chat: [],
+  chatOpen: false,
+  /** chat messages received while the panel was closed */
+  unread: 0,
 };
 
 // ------------------------------------------------------------------ session
@@ -117,6 +132,12 @@ function wire(client) {
   client.on(ClientEvents.CALL, ({ call }) => {
     const wasIn = state.call;
     state.call = call;
+    if (!call || call.id !== wasIn?.id) {
+      state.hands.clear();
+      state.chat = [];
+      state.unread = 0;
+      state.chatOpen = false;
+    }
     if (!call) {
       state.speakers = [];
       state.quality.clear();
@@ -166,6 +187,16 @@ function wire(client) {
   });
   client.on('call:participant-left', (d) => {
     if (d.reason === 'disconnected') toast(`${d.name || d.user_id} lost the connection.`);
+    if (state.hands.delete(d.user_id)) renderTiles();
+  });
+  client.on('call:participant-joined', ({ call_id, user_id }) => {
+    // A newcomer learns of my raised hand from me: call:data keeps no history.
+    if (call_id === state.call?.id && state.hands.has(state.me.user_id)) {
+      client.sendData({ kind: 'hand', raised: true }, [user_id]).catch((err) => console.warn('confab: call:data', err.code, err.message));
+    }
+  });
+  client.on('call:data', ({ call_id, from, payload }) => {
+    if (call_id === state.call?.id) receiveData(from, payload);
   });
   client.on('call:active-speakers', ({ call_id, user_ids }) => {
     if (call_id !== state.call?.id) return;
@@ -236,6 +267,114 @@ function toggleScreen() {
   if (p) attempt(() => state.client.shareScreen(!p.screen_sharing));
 }
 
+// ------------------------------------------------------------------ chat, reactions, hands
+
+// The page's call:data convention: an object with a `kind`. Anything else is ignored.
+//   {"kind": "chat", "text": "…"}        a chat message (at most 1000 characters shown)
+//   {"kind": "reaction", "emoji": "🎉"}   one of REACTIONS, floated over the sender's tile
+//   {"kind": "hand", "raised": true}     the sender's hand, shown as a badge on its tile
+
+function receiveData(from, payload) {
+  if (!payload || typeof payload !== 'object') return;
+  if (payload.kind === 'chat' && typeof payload.text === 'string' && payload.text.trim()) {
+    addChat(from, payload.text.slice(0, 1000), false);
+  } else if (payload.kind === 'reaction' && REACTIONS.includes(payload.emoji)) {
+    floatReaction(from, payload.emoji);
+  } else if (payload.kind === 'hand' && typeof payload.raised === 'boolean') {
+    if (payload.raised) state.hands.add(from);
+    else state.hands.delete(from);
+    renderTiles();
+  }
+}
+
+function addChat(from, text, mine) {
+  state.chat.push({ from, text, mine });
+  if (!mine && !state.chatOpen) state.unread += 1;
+  renderChat();
+  renderChatButton();
+}
+
+function sendChat(ev) {
+  ev.preventDefault();
+  const input = $('chat-input');
+  const text = input.value.trim();
+  if (!text || !state.call) return;
+  attempt(async () => {
+    await state.client.sendData({ kind: 'chat', text });
+    input.value = '';
+    addChat(state.me.user_id, text, true);
+  });
+}
+
+function react(emoji) {
+  if (!state.call) return;
+  floatReaction(state.me.user_id, emoji);
+  attempt(() => state.client.sendData({ kind: 'reaction', emoji }));
+}
+
+function toggleHand() {
+  if (!state.call) return;
+  const raised = !state.hands.has(state.me.user_id);
+  if (raised) state.hands.add(state.me.user_id);
+  else state.hands.delete(state.me.user_id);
+  renderCall();
+  attempt(() => state.client.sendData({ kind: 'hand', raised }));
+}
+
+function toggleChat() {
+  state.chatOpen = !state.chatOpen;
+  if (state.chatOpen) state.unread = 0;
+  renderChat();
+  renderChatButton();
+  if (state.chatOpen) $('chat-input').focus();
+}
+
+/** Floats `emoji` up over the user's camera tile for a moment. */
+function floatReaction(userId, emoji) {
+  const el = tileCache.get(`${userId}/camera`);
+  if (!el) return;
+  const bubble = document.createElement('span');
+  bubble.className = 'reaction';
+  bubble.textContent = emoji;
+  bubble.style.left = `${30 + Math.random() * 40}%`;
+  el.append(bubble);
+  setTimeout(() => bubble.remove(), REACTION_MS);
+}
+
+function renderChat() {
+  const panel = $('chat');
+  panel.hidden = !state.chatOpen || !state.call;
+  $('call-view').classList.toggle('chat-open', !panel.hidden);
+  if (panel.hidden) return;
+  const log = $('chat-log');
+  log.replaceChildren(
+    ...state.chat.map((m) => {
+      const li = document.createElement('li');
+      li.className = m.mine ? 'chat-msg mine' : 'chat-msg';
+      li.dataset.from = m.from;
+      const who = document.createElement('span');
+      who.className = 'chat-from';
+      who.textContent = m.mine ? 'You' : nameOf(m.from);
+      const text = document.createElement('span');
+      text.className = 'chat-text';
+      text.textContent = m.text;
+      li.append(who, text);
+      return li;
+    }),
+  );
+  $('chat-empty').hidden = state.chat.length > 0;
+  log.scrollTop = log.scrollHeight;
+}
+
+function renderChatButton() {
+  const button = $('btn-chat');
+  const badge = state.unread ? `<b class="badge">${state.unread}</b>` : '';
+  button.innerHTML = `${icon('chat')}<span>Chat</span>${badge}`;
+  button.setAttribute('aria-pressed', String(state.chatOpen));
+  button.classList.toggle('ctl-on', state.chatOpen);
+  button.title = state.unread ? `Chat (${state.unread} new)` : 'Chat';
+}
+
 // ------------------------------------------------------------------ rendering
 
 function render() {
@@ -264,6 +403,7 @@ function renderCall() {
   if (!call) {
     $('grid').replaceChildren();
     tileCache.clear();
+    renderChat();
     return;
   }
   const others = call.participants.filter((p) => p.user_id !== state.me.user_id);
@@ -288,6 +428,12 @@ function renderCall() {
   $('btn-cam').disabled = call.media !== 'video';
   setControl($('btn-screen'), 'screen', self?.screen_sharing ? 'Stop sharing' : 'Share screen', !!self?.screen_sharing);
   $('btn-screen').classList.toggle('ctl-on', !!self?.screen_sharing);
+  const handUp = state.hands.has(state.me.user_id);
+  setControl($('btn-hand'), 'hand', handUp ? 'Lower hand' : 'Raise hand', handUp);
+  $('btn-hand').classList.remove('ctl-off');
+  $('btn-hand').classList.toggle('ctl-on', handUp);
+  renderChatButton();
+  renderChat();
   setControl($('btn-leave'), 'leave', 'Leave', false);
   const mayEnd = call.kind === 'direct' || call.initiated_by === state.me.user_id;
   setControl($('btn-end'), 'hangup', 'End for all', false);
@@ -431,6 +577,7 @@ function createTile(key) {
     <div class="avatar"><span></span></div>
     <div class="tile-state"></div>
     <div class="quality" title="Connection quality"><i></i><i></i><i></i><i></i><i></i></div>
+    <div class="hand" title="Hand raised" hidden>${icon('hand')}</div>
     <div class="label"><span class="label-icons"></span><span class="name"></span></div>`;
   el.querySelector('.pin').addEventListener('click', () => togglePin(key));
   return el;
@@ -457,6 +604,10 @@ function updateTile(el, { p, source, mine, stream, audioMuted = !!p.audio_muted,
   video.muted = mine; // never play one's own microphone back
   if (video.srcObject !== stream) video.srcObject = stream;
   if (stream) video.play().catch(() => {});
+
+  const hand = !screen && state.hands.has(p.user_id);
+  el.dataset.hand = String(hand);
+  el.querySelector('.hand').hidden = !hand;
 
   el.querySelector('.avatar span').textContent = screen ? '' : initials(p.name || p.user_id);
   el.querySelector('.avatar').classList.toggle('avatar-screen', screen);
@@ -691,6 +842,21 @@ function init() {
   $('btn-mic').addEventListener('click', toggleMic);
   $('btn-cam').addEventListener('click', toggleCam);
   $('btn-screen').addEventListener('click', toggleScreen);
+  $('btn-hand').addEventListener('click', toggleHand);
+  $('btn-chat').addEventListener('click', toggleChat);
+  $('chat-form').addEventListener('submit', sendChat);
+  $('reactions').replaceChildren(
+    ...REACTIONS.map((emoji) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'reaction-btn';
+      b.dataset.emoji = emoji;
+      b.title = `React ${emoji}`;
+      b.textContent = emoji;
+      b.addEventListener('click', () => react(emoji));
+      return b;
+    }),
+  );
   $('btn-leave').addEventListener('click', () => attempt(() => state.client.leave()));
   $('btn-end').addEventListener('click', () => attempt(() => state.client.end()));
   $('call-copy').addEventListener('click', () => {

@@ -1,4 +1,4 @@
-// confab.js: a small, dependency-free browser client for Confab (wire contract v1).
+// confab.js: a small, dependency-free browser client for Confab (wire contract v2).
 //
 //   import { Confab } from './confab.js';
 //   const client = new Confab({ baseUrl: location.origin, token });
@@ -576,6 +576,21 @@ export class Confab extends Emitter {
    */
   subscribe(userId, source, quality) {
     return this.request('rtc:subscribe', { call_id: this._callId(), user_id: userId, source, quality });
+  }
+
+  /**
+   * Sends app data (`call:data`) to the other joined participants of the current call, or
+   * only to those in `to`. They get `call:data {call_id, from, payload}` (listen with
+   * `client.on('call:data', …)`), each sender's messages in the order sent; this client's
+   * other devices do not.
+   * @param {any} payload  any JSON value, at most 16 KiB as JSON (else `PAYLOAD_TOO_LARGE`)
+   * @param {string[]} [to]  user ids; each must be another joined participant
+   * @returns {Promise<{}>}
+   */
+  sendData(payload, to) {
+    const data = { call_id: this._callId(), payload };
+    if (to) data.to = to;
+    return this.request('call:data', data);
   }
 
   /**

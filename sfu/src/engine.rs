@@ -42,6 +42,11 @@ pub enum PeerRole {
     Subscriber,
 }
 
+impl PeerRole {
+    /// Both roles, for whoever must name every one up front (metric labels).
+    pub const ALL: [PeerRole; 2] = [PeerRole::Publisher, PeerRole::Subscriber];
+}
+
 /// What a published track carries, as contract section 7 defines it: the publisher's first audio
 /// is its microphone, its first video its camera and its second video its screen, unless the
 /// track's msid id starts with `screen`.
@@ -144,6 +149,11 @@ pub enum QualityDirection {
     /// Media the server sends to the participant: their subscriber connection. Measured by the
     /// participant's RTCP receiver reports.
     Outbound,
+}
+
+impl QualityDirection {
+    /// Both directions, for whoever must name every one up front (metric labels).
+    pub const ALL: [QualityDirection; 2] = [QualityDirection::Inbound, QualityDirection::Outbound];
 }
 
 /// One participant's quality in one direction for one kind of media, over one quality interval.

@@ -18,10 +18,11 @@ use uuid::Uuid;
 use crate::error::{ErrorCode, SignalingError};
 use crate::events::CallEvent;
 use crate::model::{
-    Actor, Call, CallKind, CallStatus, Conversation, ConversationId, LeaveReason, MediaKind,
-    MediaPatch, MediaState, Participant, ParticipantStatus, UserId,
+    Actor, Call, CallKind, CallStatus, Conversation, ConversationId, EndReason, LeaveReason,
+    MediaKind, MediaPatch, MediaState, Participant, ParticipantStatus, UserId,
 };
 
+pub mod relay;
 #[cfg(test)]
 mod tests;
 
@@ -271,7 +272,7 @@ impl CallBook {
         {
             call.status = CallStatus::Busy;
             call.ended_at = Some(now);
-            call.end_reason = Some("busy".to_owned());
+            call.end_reason = Some(EndReason::Busy.to_string());
             call.participants.push(Participant {
                 status: ParticipantStatus::Left,
                 left_at: Some(now),
@@ -415,7 +416,7 @@ impl CallBook {
             }
         };
         if ends {
-            let reason = reason.unwrap_or_else(|| "rejected".to_owned());
+            let reason = EndReason::given_or(reason, EndReason::Rejected);
             events.push(finish(
                 call,
                 CallStatus::Rejected,
@@ -558,7 +559,7 @@ impl CallBook {
                 call,
                 status,
                 now,
-                reason.as_str().to_owned(),
+                EndReason::from(reason),
                 ended_by,
                 None,
                 LeaveReason::Left,
@@ -614,7 +615,7 @@ impl CallBook {
         } else {
             CallStatus::Completed
         };
-        let reason = reason.unwrap_or_else(|| "ended".to_owned());
+        let reason = EndReason::given_or(reason, EndReason::Ended);
         let ended = finish(
             call,
             status,
@@ -714,7 +715,7 @@ impl CallBook {
                     call,
                     CallStatus::Missed,
                     now,
-                    "timeout".to_owned(),
+                    EndReason::Timeout,
                     None,
                     None,
                     LeaveReason::Left,
@@ -1054,7 +1055,7 @@ fn finish(
     call: &mut Call,
     status: CallStatus,
     now: OffsetDateTime,
-    reason: String,
+    reason: EndReason,
     ended_by: Option<UserId>,
     actor: Option<&UserId>,
     others: LeaveReason,
@@ -1078,12 +1079,12 @@ fn finish(
     }
     call.status = status;
     call.ended_at = Some(now);
-    call.end_reason = Some(reason);
+    call.end_reason = Some(reason.to_string());
     call.ended_by = ended_by;
     CallEvent::Ended {
         status,
         ended_by: call.ended_by.clone(),
-        reason: call.end_reason.clone(),
+        reason,
         duration_s: call.duration_s(),
     }
 }

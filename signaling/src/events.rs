@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::model::{Call, CallStatus, LeaveReason, ParticipantStatus, UserId};
+use crate::model::{Call, CallStatus, EndReason, LeaveReason, ParticipantStatus, UserId};
 
 /// One event produced by a call transition. `call_id` is not repeated here: every event of an
 /// [`Outcome`](crate::book::Outcome) belongs to its call.
@@ -40,7 +40,7 @@ pub enum CallEvent {
     Ended {
         status: CallStatus,
         ended_by: Option<UserId>,
-        reason: Option<String>,
+        reason: EndReason,
         duration_s: i64,
     },
     ParticipantJoined {
@@ -342,7 +342,7 @@ mod tests {
             CallEvent::Ended {
                 status: CallStatus::Completed,
                 ended_by: None,
-                reason: None,
+                reason: EndReason::Ended,
                 duration_s: 0,
             },
             CallEvent::ParticipantJoined {
@@ -439,7 +439,7 @@ mod tests {
         let timeout = CallEvent::Ended {
             status: CallStatus::Missed,
             ended_by: None,
-            reason: Some("timeout".into()),
+            reason: EndReason::Timeout,
             duration_s: 0,
         };
         assert_eq!(
@@ -455,12 +455,45 @@ mod tests {
         let ended = CallEvent::Ended {
             status: CallStatus::Completed,
             ended_by: Some(u("alice")),
-            reason: Some("ended".into()),
+            reason: EndReason::Ended,
             duration_s: 61,
         };
         assert_eq!(ended.payload(&call)["ended_by"], json!("alice"));
         assert_eq!(ended.payload(&call)["status"], json!("completed"));
         assert_eq!(ended.payload(&call)["duration_s"], json!(61));
+        let given = CallEvent::Ended {
+            status: CallStatus::Completed,
+            ended_by: Some(u("alice")),
+            reason: EndReason::Given("see you".into()),
+            duration_s: 1,
+        };
+        assert_eq!(given.payload(&call)["reason"], json!("see you"));
+    }
+
+    #[test]
+    fn end_reasons_are_the_contracts_words() {
+        let words: Vec<&str> = EndReason::FIXED.iter().map(EndReason::as_str).collect();
+        assert_eq!(
+            words,
+            [
+                "ended",
+                "left",
+                "timeout",
+                "rejected",
+                "busy",
+                "disconnected",
+                "drained",
+                "node_lost",
+                "server_restart"
+            ]
+        );
+        assert_eq!(EndReason::from(LeaveReason::Left), EndReason::Left);
+        assert_eq!(
+            EndReason::from(LeaveReason::Disconnected),
+            EndReason::Disconnected
+        );
+        // Not a word of its own: an admin's removal ends a call as an end would.
+        assert_eq!(EndReason::from(LeaveReason::Removed), EndReason::Ended);
     }
 
     #[test]
@@ -529,7 +562,7 @@ mod tests {
         let ended = CallEvent::Ended {
             status: CallStatus::Cancelled,
             ended_by: None,
-            reason: None,
+            reason: EndReason::Left,
             duration_s: 0,
         };
         assert_eq!(

@@ -152,6 +152,94 @@ wire_enum!(
     LeaveReason { Left = "left", Disconnected = "disconnected", Removed = "removed" }
 );
 
+/// Why a call ended: `end_reason` of the call and `reason` of `call:ended` (contract section 6).
+///
+/// Either the text the person who rejected or ended the call gave, or one of the contract's
+/// fixed words. `Drained` and `NodeLost` belong to draining and cluster mode; they are here so
+/// that the type already says everything a reason can be.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// The caller's own text (`call:end`/`call:reject` `reason`).
+    Given(String),
+    /// Ended by `call:end` without a reason.
+    Ended,
+    /// The leave of the last one who had to stay (`call:leave`).
+    Left,
+    /// The ring timeout passed with no accept.
+    Timeout,
+    /// Rejected without a reason.
+    Rejected,
+    /// A direct call to a user joined elsewhere.
+    Busy,
+    /// A participant's disconnect grace ran out and that ended the call.
+    Disconnected,
+    /// The node hosting the call drained.
+    Drained,
+    /// The node hosting the call was lost.
+    NodeLost,
+    /// The call was live when the server stopped; recorded at the next start.
+    ServerRestart,
+}
+
+impl EndReason {
+    /// Every fixed word, in the contract's order.
+    pub const FIXED: &'static [EndReason] = &[
+        EndReason::Ended,
+        EndReason::Left,
+        EndReason::Timeout,
+        EndReason::Rejected,
+        EndReason::Busy,
+        EndReason::Disconnected,
+        EndReason::Drained,
+        EndReason::NodeLost,
+        EndReason::ServerRestart,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            EndReason::Given(text) => text,
+            EndReason::Ended => "ended",
+            EndReason::Left => "left",
+            EndReason::Timeout => "timeout",
+            EndReason::Rejected => "rejected",
+            EndReason::Busy => "busy",
+            EndReason::Disconnected => "disconnected",
+            EndReason::Drained => "drained",
+            EndReason::NodeLost => "node_lost",
+            EndReason::ServerRestart => "server_restart",
+        }
+    }
+
+    /// The caller's text, or `fallback` when it gave none.
+    pub fn given_or(text: Option<String>, fallback: EndReason) -> EndReason {
+        text.map_or(fallback, EndReason::Given)
+    }
+}
+
+impl From<LeaveReason> for EndReason {
+    /// A leave that ends the call ends it for the same reason. An admin removing the last
+    /// participant ends the call as `call:end` would.
+    fn from(reason: LeaveReason) -> Self {
+        match reason {
+            LeaveReason::Left => EndReason::Left,
+            LeaveReason::Disconnected => EndReason::Disconnected,
+            LeaveReason::Removed => EndReason::Ended,
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EndReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 wire_enum!(
     /// Which side of the call the viewing user was on.
     Direction { Incoming = "incoming", Outgoing = "outgoing" }

@@ -124,20 +124,16 @@ pub struct SubscribeData {
     pub quality: VideoQuality,
 }
 
-/// The `type` of every request a client may send, as [`ClientRequest::type_name`] spells it.
-pub const CLIENT_TYPES: &[&str] = &[
-    "call:initiate",
-    "call:accept",
-    "call:reject",
-    "call:join",
-    "call:leave",
-    "call:end",
-    "call:media",
-    "rtc:offer",
-    "rtc:answer",
-    "rtc:candidate",
-    "rtc:subscribe",
-];
+/// `call:data`: app data (chat, reactions, a raised hand) for the other joined participants.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DataMessage {
+    pub call_id: Uuid,
+    /// Any JSON value, relayed untouched; at most [`crate::book::relay::MAX_PAYLOAD_BYTES`] serialized.
+    pub payload: Value,
+    /// Only these participants; absent = every other joined participant.
+    #[serde(default)]
+    pub to: Option<Vec<UserId>>,
+}
 
 /// Every request a client may send.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,9 +149,32 @@ pub enum ClientRequest {
     Answer(SdpData),
     Candidate(CandidateData),
     Subscribe(SubscribeData),
+    Data(DataMessage),
 }
 
 impl ClientRequest {
+    /// Every message type a client may send, in the contract's order (metric labels, and the
+    /// names [`parse`] knows).
+    pub const TYPE_NAMES: &'static [&'static str] = &[
+        "call:initiate",
+        "call:accept",
+        "call:reject",
+        "call:join",
+        "call:leave",
+        "call:end",
+        "call:media",
+        "rtc:offer",
+        "rtc:answer",
+        "rtc:candidate",
+        "rtc:subscribe",
+        "call:data",
+    ];
+
+    /// The static name of a known message type.
+    pub fn known_type(name: &str) -> Option<&'static str> {
+        Self::TYPE_NAMES.iter().copied().find(|t| *t == name)
+    }
+
     /// The message type, as counted in metrics.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -170,6 +189,7 @@ impl ClientRequest {
             ClientRequest::Answer(_) => "rtc:answer",
             ClientRequest::Candidate(_) => "rtc:candidate",
             ClientRequest::Subscribe(_) => "rtc:subscribe",
+            ClientRequest::Data(_) => "call:data",
         }
     }
 }
@@ -269,6 +289,7 @@ pub fn parse(text: &str) -> Incoming {
         "rtc:answer" => data(&kind, d).map(ClientRequest::Answer),
         "rtc:candidate" => data(&kind, d).map(ClientRequest::Candidate),
         "rtc:subscribe" => data(&kind, d).map(ClientRequest::Subscribe),
+        "call:data" => data(&kind, d).map(ClientRequest::Data),
         other => Err(SignalingError::invalid_argument(format!(
             "unknown message type {other:?}"
         ))),
@@ -358,6 +379,67 @@ mod tests {
     }
 
     #[test]
+    fn every_type_name_is_parsed_as_that_type() {
+        let call_id = Uuid::new_v4();
+        for name in ClientRequest::TYPE_NAMES {
+            let msg = parse(&format!(
+                r#"{{"type":"{name}","data":{{"call_id":"{call_id}"}}}}"#
+            ));
+            assert_eq!(msg.type_name.as_deref(), Some(*name));
+            match msg.request {
+                Ok(request) => assert_eq!(request.type_name(), *name),
+                // Missing fields, but known: the message names the type.
+                Err(e) => assert!(
+                    e.message.starts_with(&format!("invalid data for {name}")),
+                    "{name}: {}",
+                    e.message
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn parses_data_with_any_payload() {
+        let call_id = Uuid::new_v4();
+        for payload in [
+            json!("hi"),
+            json!({"kind": "chat"}),
+            json!([1, 2]),
+            json!(null),
+        ] {
+            let msg = parse(
+                &json!({"type": "call:data", "data": {"call_id": call_id, "payload": payload}})
+                    .to_string(),
+            );
+            match msg.request.unwrap() {
+                ClientRequest::Data(d) => {
+                    assert_eq!(d.payload, payload);
+                    assert_eq!(d.to, None);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let msg = parse(
+            &json!({"type": "call:data", "data": {"call_id": call_id, "payload": 1, "to": ["bob"]}})
+                .to_string(),
+        );
+        assert!(
+            matches!(msg.request.unwrap(), ClientRequest::Data(DataMessage { to: Some(to), .. }) if to.len() == 1)
+        );
+        let missing =
+            parse(&json!({"type": "call:data", "data": {"call_id": call_id}}).to_string());
+        assert_eq!(
+            missing.request.unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        let bad_to = parse(
+            &json!({"type": "call:data", "data": {"call_id": call_id, "payload": 1, "to": ["no spaces"]}})
+                .to_string(),
+        );
+        assert_eq!(bad_to.request.unwrap_err().code, ErrorCode::InvalidArgument);
+    }
+
+    #[test]
     fn bad_frames_are_invalid_argument_with_the_id_when_recoverable() {
         let cases = [
             ("{not json", None),
@@ -392,7 +474,7 @@ mod tests {
 
     #[test]
     fn every_client_type_is_parsed_by_its_name() {
-        for kind in CLIENT_TYPES {
+        for kind in ClientRequest::TYPE_NAMES {
             let msg = parse(&json!({"id": "t", "type": kind, "data": {}}).to_string());
             assert_eq!(msg.type_name.as_deref(), Some(*kind));
             if let Err(e) = &msg.request {
@@ -469,7 +551,7 @@ mod tests {
     #[test]
     fn data_is_an_object_never_an_array_of_fields() {
         let call_id = Uuid::new_v4();
-        for kind in CLIENT_TYPES {
+        for kind in ClientRequest::TYPE_NAMES {
             for data in [
                 json!([call_id, "publisher", "v=0"]),
                 json!(7),

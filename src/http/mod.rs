@@ -18,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use confab_signaling::ErrorCode;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -29,14 +29,31 @@ use error::ApiError;
 /// REST bodies larger than this are refused with `PAYLOAD_TOO_LARGE` (contract section 3).
 pub const REST_BODY_LIMIT: usize = 64 * 1024;
 
+/// Every route of the server with its handlers: the REST API under `/api/v1`, health,
+/// metrics, the WebSocket and (in `--dev`) the demo page.
+fn routes(state: &AppState) -> Vec<(String, MethodRouter<AppState>)> {
+    let mut routes: Vec<(String, MethodRouter<AppState>)> = api::routes(state)
+        .into_iter()
+        .map(|(path, handlers)| (format!("/api/v1{path}"), handlers))
+        .collect();
+    routes.push(("/healthz".to_owned(), get(health::healthz)));
+    routes.push(("/readyz".to_owned(), get(health::readyz)));
+    routes.push(("/metrics".to_owned(), get(metrics::metrics)));
+    routes.push(("/ws".to_owned(), get(crate::ws::upgrade)));
+    routes.extend(web::routes(state));
+    routes
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .nest("/api/v1", api::router(&state))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
-        .route("/ws", get(crate::ws::upgrade))
-        .merge(web::router(&state))
+    let routes = routes(&state);
+    state
+        .metrics
+        .register_routes(routes.iter().map(|(path, _)| path.as_str()));
+    let mut router = Router::new();
+    for (path, handlers) in routes {
+        router = router.route(&path, handlers);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REST_BODY_LIMIT))

@@ -1,10 +1,9 @@
 //! The demo meeting page of `examples/web/`, embedded in the binary and served at `/` (and
 //! its files) only under `serve --dev`. Any other path still falls through to the JSON 404.
 
-use axum::Router;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use rust_embed::RustEmbed;
 
 use crate::app::AppState;
@@ -18,22 +17,22 @@ use crate::app::AppState;
 #[exclude = "*.md"]
 struct Assets;
 
-/// Routes for every embedded file, `/` being `index.html`; an empty router without `--dev`.
-pub fn router(state: &AppState) -> Router<AppState> {
-    let mut router = Router::new();
+/// Routes for every embedded file, `/` being `index.html`; none without `--dev`.
+pub fn routes(state: &AppState) -> Vec<(String, MethodRouter<AppState>)> {
     if !state.settings.dev {
-        return router;
+        return Vec::new();
     }
-    for path in Assets::iter() {
-        let path = path.into_owned();
-        let route = if path == "index.html" {
-            "/".to_owned()
-        } else {
-            format!("/{path}")
-        };
-        router = router.route(&route, get(move || serve(path.clone())));
-    }
-    router
+    Assets::iter()
+        .map(|path| {
+            let path = path.into_owned();
+            let route = if path == "index.html" {
+                "/".to_owned()
+            } else {
+                format!("/{path}")
+            };
+            (route, get(move || serve(path.clone())))
+        })
+        .collect()
 }
 
 async fn serve(path: String) -> Response {

@@ -1,7 +1,7 @@
 //! A WebSocket request becomes the same call operation as its REST twin, answering with the
 //! same body in its `ack`.
 
-use confab_signaling::protocol::{self, ClientRequest};
+use confab_signaling::protocol::ClientRequest;
 use confab_signaling::wire::{CallObject, ParticipantObject};
 use confab_signaling::{Actor, ErrorCode, LeaveReason};
 use serde_json::Value;
@@ -12,11 +12,6 @@ use crate::http::api::calls::{InitiatedResponse, JoinedResponse, check_reason};
 use crate::http::error::{ApiError, ApiResult};
 use crate::ws::Reply;
 use crate::ws::hub::SocketId;
-
-/// The static name of a known message type (for metric labels).
-pub fn known_type(name: &str) -> Option<&'static str> {
-    protocol::CLIENT_TYPES.iter().copied().find(|t| *t == name)
-}
 
 fn to_value<T: serde::Serialize>(body: &T) -> ApiResult<Value> {
     serde_json::to_value(body).map_err(|e| {
@@ -94,6 +89,10 @@ pub async fn handle(
             media
                 .candidate(actor, d.call_id, d.target, d.candidate)
                 .await
+        }
+        ClientRequest::Data(d) => {
+            calls.relay_data(actor, d.call_id, d.payload, d.to).await?;
+            Ok(serde_json::json!({}))
         }
         ClientRequest::Subscribe(d) => {
             media

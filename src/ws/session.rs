@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use confab_signaling::protocol::{self, Incoming};
+use confab_signaling::protocol::{self, ClientRequest, Incoming};
 use confab_signaling::{Actor, ErrorCode, SignalingError};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -167,7 +167,7 @@ fn label_for(incoming: &Incoming) -> &'static str {
     match &incoming.request {
         Ok(request) => request.type_name(),
         Err(_) => match incoming.type_name.as_deref() {
-            Some(t) => dispatch::known_type(t).unwrap_or("unknown"),
+            Some(t) => ClientRequest::known_type(t).unwrap_or("unknown"),
             None => "malformed",
         },
     }

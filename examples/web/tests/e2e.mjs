@@ -15,10 +15,12 @@
 // muting shown on the other pages (call:media-changed and rtc:tracks), a screen share shown as an
 // extra playing tile, leaving removing the tile; a mixed call of Chromium, a webrtc-rs bot and an
 // aiortc peer, each receiving the two others' audio and video; a call that aiortc starts and
-// publishes to before anyone else joins, received by the bot and the page; a direct call that rings, is accepted with media
-// flowing both ways, muted, camera off, screen-shared, re-connected (media still flowing) and
-// left; a declined call; a call joined by id and ended; the history panel; the grid at 12 and 50
-// tiles; CallMedia against an in-page stand-in; and page hygiene (no page errors, no request
+// publishes to before anyone else joins, received by the bot and the page; a direct call that
+// rings, is accepted with media flowing both ways, a chat message, a reaction and a raised hand
+// shown on the other page (call:data), muted, camera off, screen-shared, re-connected (media
+// still flowing) and left; a declined call; a call joined by id and ended; the history panel;
+// the grid at 12 and 50 tiles; CallMedia against an in-page stand-in; and page hygiene (no page
+// errors, no request
 // leaving the server's origin). Screen shares use getDisplayMedia with Chromium's fake capture
 // (--use-fake-device-for-media-stream + --use-fake-ui-for-media-stream, which picks the screen).
 
@@ -869,6 +871,33 @@ async function main() {
       for (const page of [alice, bob]) assert(await page.locator('#media-note').isHidden(), 'no "media unavailable" note');
       await shot(alice, '12-alice-in-call');
       await shot(bob, '13-bob-in-call');
+    });
+    await step(`${A} chats, reacts and raises her hand; ${B}'s page shows it (call:data)`, async () => {
+      const hello = 'Hello Bob, can you hear me?';
+      await alice.click('#btn-chat');
+      await alice.fill('#chat-input', hello);
+      await alice.click('#chat-form button[type=submit]');
+      await visible(alice, '#chat-log .chat-msg.mine');
+      await until(bob, 'an unread badge on the chat button', () => document.querySelector('#btn-chat .badge')?.textContent === '1');
+      await bob.click('#btn-chat');
+      const msg = `#chat-log .chat-msg[data-from="${A}"]`;
+      await visible(bob, msg);
+      eq(await bob.textContent(`${msg} .chat-from`), nameOf(A), 'sender name');
+      eq(await bob.textContent(`${msg} .chat-text`), hello, 'message text');
+      await alice.click('#btn-hand');
+      await visible(bob, `${tile(A)}[data-hand="true"] .hand`);
+      await alice.click('#reactions [data-emoji="🎉"]');
+      await visible(bob, `${tile(A)} .reaction`);
+      eq(await bob.textContent(`${tile(A)} .reaction`), '🎉', 'the reaction floats over her tile');
+      await shot(bob, '13b-bob-sees-chat-reaction-hand');
+      await bob.fill('#chat-input', 'Loud and clear');
+      await bob.press('#chat-input', 'Enter');
+      await visible(alice, `#chat-log .chat-msg[data-from="${B}"]`);
+      eq(await alice.textContent(`#chat-log .chat-msg[data-from="${B}"] .chat-text`), 'Loud and clear', "bob's reply");
+      await alice.click('#btn-hand');
+      await visible(bob, `${tile(A)}[data-hand="false"]`);
+      await gone(bob, `${tile(A)} .reaction`);
+      for (const page of [alice, bob]) await page.click('#btn-chat');
     });
     await step(`${A} mutes; ${B}'s page shows her muted`, async () => {
       await alice.click('#btn-mic');

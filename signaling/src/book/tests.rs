@@ -77,11 +77,11 @@ fn err(result: Result<Outcome, SignalingError>) -> SignalingError {
     }
 }
 
-fn ended(status: CallStatus, by: Option<&str>, reason: &str, duration_s: i64) -> CallEvent {
+fn ended(status: CallStatus, by: Option<&str>, reason: EndReason, duration_s: i64) -> CallEvent {
     CallEvent::Ended {
         status,
         ended_by: by.map(u),
-        reason: Some(reason.to_owned()),
+        reason,
         duration_s,
     }
 }
@@ -1009,7 +1009,7 @@ fn reject_direct_ends_the_call() {
                 user_id: u("bob"),
                 reason: None
             },
-            ended(CallStatus::Rejected, Some("bob"), "rejected", 0),
+            ended(CallStatus::Rejected, Some("bob"), EndReason::Rejected, 0),
         ]
     );
     assert!(out.is_final());
@@ -1034,7 +1034,12 @@ fn reject_direct_carries_the_reason() {
                 user_id: u("bob"),
                 reason: Some("in a meeting".into())
             },
-            ended(CallStatus::Rejected, Some("bob"), "in a meeting", 0),
+            ended(
+                CallStatus::Rejected,
+                Some("bob"),
+                EndReason::Given("in a meeting".into()),
+                0
+            ),
         ]
     );
     assert!(fx.book.active_call_of_conversation("pair").is_none());
@@ -1087,7 +1092,7 @@ fn reject_group_by_all_ends_it_rejected() {
                 user_id: u("carol"),
                 reason: None
             },
-            ended(CallStatus::Rejected, Some("carol"), "rejected", 0),
+            ended(CallStatus::Rejected, Some("carol"), EndReason::Rejected, 0),
         ]
     );
     assert!(fx.book.active_call_of_conversation("team").is_none());
@@ -1379,7 +1384,7 @@ fn leave_ringing_direct_cancels() {
         out.events,
         vec![
             left_event("alice", LeaveReason::Left),
-            ended(CallStatus::Cancelled, Some("alice"), "left", 0),
+            ended(CallStatus::Cancelled, Some("alice"), EndReason::Left, 0),
         ]
     );
     assert_eq!(fx.book.active_calls(), 0);
@@ -1406,7 +1411,7 @@ fn leave_ongoing_direct_completes() {
         out.events,
         vec![
             left_event("bob", LeaveReason::Left),
-            ended(CallStatus::Completed, Some("bob"), "left", 65),
+            ended(CallStatus::Completed, Some("bob"), EndReason::Left, 65),
         ]
     );
     assert_eq!(fx.book.joined_participants(), 0);
@@ -1434,7 +1439,7 @@ fn leave_disconnected_ends_without_anyone_ending_it() {
             CallEvent::Ended {
                 status: CallStatus::Completed,
                 ended_by: None,
-                reason: Some("disconnected".into()),
+                reason: EndReason::Disconnected,
                 duration_s: 30,
             },
         ]
@@ -1471,7 +1476,7 @@ fn leave_group_keeps_it_going_until_the_last() {
         out.events,
         vec![
             left_event("carol", LeaveReason::Left),
-            ended(CallStatus::Completed, Some("carol"), "left", 61),
+            ended(CallStatus::Completed, Some("carol"), EndReason::Left, 61),
         ]
     );
     assert!(fx.book.active_call_of_conversation("team").is_none());
@@ -1499,7 +1504,7 @@ fn leave_group_initiator_while_ringing_cancels() {
         out.events,
         vec![
             left_event("alice", LeaveReason::Left),
-            ended(CallStatus::Cancelled, Some("alice"), "left", 0),
+            ended(CallStatus::Cancelled, Some("alice"), EndReason::Left, 0),
         ]
     );
 }
@@ -1548,7 +1553,12 @@ fn end_by_the_initiator_while_ringing_cancels() {
     );
     assert_eq!(
         out.events,
-        vec![ended(CallStatus::Cancelled, Some("alice"), "ended", 0)]
+        vec![ended(
+            CallStatus::Cancelled,
+            Some("alice"),
+            EndReason::Ended,
+            0
+        )]
     );
 }
 
@@ -1585,7 +1595,12 @@ fn end_by_the_direct_callee() {
     assert_eq!(participant(call, "alice").left_at, Some(at(20)));
     assert_eq!(
         out.events,
-        vec![ended(CallStatus::Completed, Some("bob"), "bye", 10)]
+        vec![ended(
+            CallStatus::Completed,
+            Some("bob"),
+            EndReason::Given("bye".into()),
+            10
+        )]
     );
 }
 
@@ -1648,7 +1663,12 @@ fn end_by_an_admin_or_an_outsider() {
     assert_eq!(out.call.status, CallStatus::Completed);
     assert_eq!(
         out.events,
-        vec![ended(CallStatus::Completed, Some("ops"), "ended", 1)]
+        vec![ended(
+            CallStatus::Completed,
+            Some("ops"),
+            EndReason::Ended,
+            1
+        )]
     );
     // An admin who is a group participant but not the initiator may end it too.
     fx.group(cid(3), "alice", &["bob"]);
@@ -1793,7 +1813,7 @@ fn expire_direct_ringing_is_missed() {
             CallEvent::Ended {
                 status: CallStatus::Missed,
                 ended_by: None,
-                reason: Some("timeout".into()),
+                reason: EndReason::Timeout,
                 duration_s: 0,
             },
         ]
@@ -1835,7 +1855,7 @@ fn expire_group_ringing_is_missed_by_every_unanswered_invitee() {
             CallEvent::Ended {
                 status: CallStatus::Missed,
                 ended_by: None,
-                reason: Some("timeout".into()),
+                reason: EndReason::Timeout,
                 duration_s: 0,
             },
         ]
@@ -2265,4 +2285,161 @@ fn seat_changes_name_who_joined_and_who_left() {
         seats(&ended),
         [("alice".to_owned(), false), ("bob".to_owned(), false)]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// end reasons
+
+/// The reason of the outcome's `call:ended`, and that `end_reason` says the same.
+fn end_reason(out: &Outcome) -> EndReason {
+    let reason = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            CallEvent::Ended { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no call:ended in {:?}", out.events));
+    assert_eq!(out.call.end_reason.as_deref(), Some(reason.as_str()));
+    reason
+}
+
+#[test]
+fn every_ending_carries_a_contract_reason() {
+    let mut fx = Fx::new();
+    // end, with and without the caller's text
+    fx.direct(cid(1), "alice", "bob");
+    let out = fx.end(cid(1), "alice", at(1)).expect("ends");
+    assert_eq!(end_reason(&out), EndReason::Ended);
+    fx.direct(cid(2), "alice", "bob");
+    let out = fx
+        .end_as(cid(2), actor("bob"), Some("wrong number"), at(1))
+        .expect("ends");
+    assert_eq!(end_reason(&out), EndReason::Given("wrong number".into()));
+    // leave and disconnect, ringing and ongoing
+    fx.direct(cid(3), "alice", "bob");
+    let out = fx
+        .leave(cid(3), "alice", LeaveReason::Left, at(1))
+        .expect("leaves");
+    assert_eq!(end_reason(&out), EndReason::Left);
+    fx.direct(cid(4), "alice", "bob");
+    fx.accept(cid(4), "bob", at(1)).expect("accepts");
+    let out = fx
+        .leave(cid(4), "bob", LeaveReason::Disconnected, at(2))
+        .expect("leaves");
+    assert_eq!(end_reason(&out), EndReason::Disconnected);
+    // reject, with and without a reason
+    fx.direct(cid(5), "alice", "bob");
+    let out = fx.reject(cid(5), "bob", None, at(1)).expect("rejects");
+    assert_eq!(end_reason(&out), EndReason::Rejected);
+    fx.direct(cid(6), "alice", "bob");
+    let out = fx
+        .reject(cid(6), "bob", Some("driving"), at(1))
+        .expect("rejects");
+    assert_eq!(end_reason(&out), EndReason::Given("driving".into()));
+    // ring timeout
+    fx.direct(cid(7), "alice", "bob");
+    let outs = fx.expire(at(RING));
+    assert_eq!(outs.len(), 1);
+    assert_eq!(end_reason(&outs[0]), EndReason::Timeout);
+    // busy: recorded, with no call:ended (nobody was rung)
+    fx.direct(cid(8), "alice", "bob");
+    fx.accept(cid(8), "bob", at(RING + 1)).expect("accepts");
+    let out = fx
+        .initiate(cid(9), "carol", &["bob"], None, None)
+        .expect("recorded as busy");
+    assert_eq!(out.call.status, CallStatus::Busy);
+    assert_eq!(
+        out.call.end_reason.as_deref(),
+        Some(EndReason::Busy.as_str())
+    );
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Ended { .. }))
+    );
+    // a group call's last leaver
+    fx.group(cid(10), "dave", &["erin"]);
+    fx.accept(cid(10), "erin", at(1)).expect("accepts");
+    fx.leave(cid(10), "dave", LeaveReason::Left, at(2))
+        .expect("leaves");
+    let out = fx
+        .leave(cid(10), "erin", LeaveReason::Left, at(3))
+        .expect("leaves");
+    assert_eq!(end_reason(&out), EndReason::Left);
+}
+
+// ---------------------------------------------------------------------------------------------
+// call:data
+
+#[test]
+fn data_goes_to_the_other_joined_participants_or_to_those_named() {
+    use super::relay::MAX_PAYLOAD_BYTES;
+    use serde_json::json;
+    let mut fx = Fx::new();
+    fx.group(cid(1), "alice", &["bob", "carol", "dave"]);
+    fx.accept(cid(1), "bob", at(1)).expect("accepts");
+    fx.accept(cid(1), "carol", at(1)).expect("accepts");
+    let book = &fx.book;
+    let hi = json!({"kind": "chat", "text": "hi"});
+    let send = |from: &str, to: Option<&[&str]>| {
+        let to = to.map(users);
+        book.data_recipients(cid(1), &u(from), &hi, to.as_deref())
+    };
+    assert_eq!(send("alice", None).unwrap(), users(&["bob", "carol"]));
+    assert_eq!(send("carol", None).unwrap(), users(&["alice", "bob"]));
+    assert_eq!(send("alice", Some(&["carol"])).unwrap(), users(&["carol"]));
+    assert_eq!(
+        send("alice", Some(&["carol", "bob", "carol"])).unwrap(),
+        users(&["bob", "carol"]),
+        "participant order, once each"
+    );
+    // `to` may name only other joined participants.
+    for to in [&["dave"][..], &["alice"], &["zed"], &["bob", "zed"]] {
+        let e = send("alice", Some(to)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument, "{to:?}");
+    }
+    let e = send("alice", Some(&["bob", "zed", "dave"])).unwrap_err();
+    assert_eq!(e.details, Some(json!({"user_ids": ["zed", "dave"]})));
+    assert_eq!(
+        send("alice", Some(&[])).unwrap_err().code,
+        ErrorCode::InvalidArgument
+    );
+    // Only joined participants send.
+    assert_eq!(
+        send("dave", None).unwrap_err().code,
+        ErrorCode::InvalidState
+    );
+    assert_eq!(send("zed", None).unwrap_err().code, ErrorCode::Forbidden);
+    let unknown = book.data_recipients(cid(99), &u("alice"), &hi, None);
+    assert_eq!(unknown.unwrap_err().code, ErrorCode::CallNotFound);
+    // 16 KiB of compact JSON: a string of n characters is n + 2 bytes.
+    let fits = json!("x".repeat(MAX_PAYLOAD_BYTES - 2));
+    assert!(
+        book.data_recipients(cid(1), &u("alice"), &fits, None)
+            .is_ok()
+    );
+    let over = json!("x".repeat(MAX_PAYLOAD_BYTES - 1));
+    let e = book
+        .data_recipients(cid(1), &u("alice"), &over, None)
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PayloadTooLarge);
+    // The size is judged first, even from someone who may not send.
+    let e = book
+        .data_recipients(cid(1), &u("zed"), &over, None)
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PayloadTooLarge);
+    // A participant who left receives nothing and sends nothing.
+    fx.leave(cid(1), "bob", LeaveReason::Left, at(2))
+        .expect("leaves");
+    let book = &fx.book;
+    assert_eq!(
+        book.data_recipients(cid(1), &u("alice"), &hi, None)
+            .unwrap(),
+        users(&["carol"])
+    );
+    let e = book
+        .data_recipients(cid(1), &u("bob"), &hi, None)
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidState);
 }

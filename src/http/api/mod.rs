@@ -6,38 +6,39 @@ mod dev;
 mod history;
 mod ice;
 
-use axum::Router;
-use axum::routing::{get, patch, post, put};
+use axum::routing::{MethodRouter, get, patch, post, put};
 
 use crate::app::AppState;
 
-pub fn router(state: &AppState) -> Router<AppState> {
-    let router = Router::new()
-        .route(
+/// Every REST route: its template under `/api/v1` and its handlers. The router and the
+/// request metrics' `route` labels are both built from this one list.
+pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
+    let mut routes = vec![
+        (
             "/conversations/{id}",
             put(conversations::put)
                 .get(conversations::get)
                 .delete(conversations::delete),
-        )
-        .route(
+        ),
+        (
             "/conversations/{id}/active-call",
             get(conversations::active_call),
-        )
-        .route("/calls", post(calls::initiate).get(history::list))
-        .route("/calls/stats", get(history::stats))
-        .route("/calls/{id}", get(calls::get))
-        .route("/calls/{id}/accept", post(calls::accept))
-        .route("/calls/{id}/reject", post(calls::reject))
-        .route("/calls/{id}/join", post(calls::join))
-        .route("/calls/{id}/leave", post(calls::leave))
-        .route("/calls/{id}/end", post(calls::end))
-        .route("/calls/{id}/media", patch(calls::media))
-        .route("/calls/{id}/quality", get(history::quality))
-        .route("/ice-servers", get(ice::ice_servers));
+        ),
+        ("/calls", post(calls::initiate).get(history::list)),
+        ("/calls/stats", get(history::stats)),
+        ("/calls/{id}", get(calls::get)),
+        ("/calls/{id}/accept", post(calls::accept)),
+        ("/calls/{id}/reject", post(calls::reject)),
+        ("/calls/{id}/join", post(calls::join)),
+        ("/calls/{id}/leave", post(calls::leave)),
+        ("/calls/{id}/end", post(calls::end)),
+        ("/calls/{id}/media", patch(calls::media)),
+        ("/calls/{id}/quality", get(history::quality)),
+        ("/ice-servers", get(ice::ice_servers)),
+    ];
     // The dev token route exists only in --dev: without it, there is nothing to probe.
     if state.settings.dev {
-        router.route("/dev/token", post(dev::token))
-    } else {
-        router
+        routes.push(("/dev/token", post(dev::token)));
     }
+    routes
 }
