@@ -26,44 +26,15 @@ pub struct WsClient {
 
 impl WsClient {
     /// The returned future owns what it needs, so many connects can run at once.
-    ///
-    /// Returns once the server has registered the socket: the upgrade's 101 comes before the
-    /// server's session starts, and a call initiated in between would find the user offline.
-    /// The server registers a socket before it reads from it, so its answer to a ping proves it.
     pub fn connect(server: &TestServer, token: &str) -> impl Future<Output = WsClient> + use<> {
         let url = format!("{}/ws?token={token}", server.base.replacen("http", "ws", 1));
         async move {
             let (stream, _) = connect_async(url).await.expect("websocket connects");
-            let mut client = WsClient {
+            WsClient {
                 stream,
                 pending: VecDeque::new(),
                 next_id: 1,
                 closed: None,
-            };
-            client.await_session().await;
-            client
-        }
-    }
-
-    /// Pings and waits for the pong, keeping any event that arrives first.
-    async fn await_session(&mut self) {
-        self.stream
-            .send(Message::Ping(b"session?".to_vec().into()))
-            .await
-            .expect("ping sent");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.stream.next())
-                .await
-                .expect("the server answers a ping on a new socket")
-                .expect("the socket stays open")
-                .expect("frames arrive");
-            match next {
-                Message::Pong(_) => return,
-                Message::Text(text) => self
-                    .pending
-                    .push_back(serde_json::from_str(&text).expect("server sends JSON")),
-                _ => {}
             }
         }
     }
