@@ -78,8 +78,11 @@ pub async fn upgrade(
                 .into_response();
         }
     };
+    // Registered before the 101 goes out, so that the client is online once it sees it; if
+    // the upgrade fails, the callback and the seat in it are dropped, which unregisters it.
+    let seat = session::Seat::take(state, actor);
     ws.max_message_size(TRANSPORT_MAX_BYTES)
         .max_frame_size(TRANSPORT_MAX_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| session::run(socket, state, actor))
+        .on_upgrade(move |socket| session::run(socket, seat))
 }

@@ -34,21 +34,58 @@ const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_TRY_LATER: u16 = 1013;
 
-pub async fn run(socket: WebSocket, state: AppState, actor: Actor) {
-    let user = actor.user_id.clone();
-    let Registration { id, frames, kicked } = state.calls.register_socket(user.as_str());
-    tracing::debug!(user = %user, socket = id, "socket open");
+/// A socket's place in the hub, taken before the upgrade is answered: a client that has seen
+/// its `101 Switching Protocols` is online, so a call started right then rings it. Events for
+/// it queue until its session starts. Dropping the seat (the session ended, or the upgrade
+/// never completed) takes the socket out of the hub again.
+pub struct Seat {
+    state: AppState,
+    actor: Actor,
+    id: u64,
+    /// Taken by the session when it starts.
+    queue: Option<(mpsc::Receiver<Frame>, watch::Receiver<Kick>)>,
+}
 
+impl Seat {
+    pub fn take(state: AppState, actor: Actor) -> Seat {
+        let Registration { id, frames, kicked } =
+            state.calls.register_socket(actor.user_id.as_str());
+        tracing::debug!(user = %actor.user_id, socket = id, "socket registered");
+        Seat {
+            state,
+            actor,
+            id,
+            queue: Some((frames, kicked)),
+        }
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let user = &self.actor.user_id;
+        if let Some(epoch) = self.state.hub.unregister(user.as_str(), self.id) {
+            // The disconnect grace runs as a task; a runtime shutting down has no need of it.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.state.calls.user_became_absent(user, epoch);
+            }
+        }
+        tracing::debug!(user = %user, socket = self.id, "socket closed");
+    }
+}
+
+pub async fn run(socket: WebSocket, mut seat: Seat) {
+    let Some((frames, kicked)) = seat.queue.take() else {
+        return;
+    };
     let (sink, stream) = socket.split();
     let (close_tx, close_rx) = mpsc::channel::<CloseFrame>(1);
     let writer = tokio::spawn(write_loop(sink, frames, kicked, close_rx));
-    read_loop(stream, &state, &actor, id, close_tx).await;
+    read_loop(stream, &seat.state, &seat.actor, seat.id, close_tx).await;
     // The writer ends once it sent the close frame or its queue was dropped.
-    if let Some(epoch) = state.hub.unregister(user.as_str(), id) {
-        state.calls.user_became_absent(&user, epoch);
-    }
+    let user = seat.actor.user_id.clone();
+    drop(seat);
     let _ = writer.await;
-    tracing::debug!(user = %user, socket = id, "socket closed");
+    tracing::trace!(user = %user, "socket writer done");
 }
 
 /// Whether a read failed because a frame or message exceeded the transport's cap.
