@@ -136,7 +136,12 @@ pub(super) async fn run(
             }
             _ = wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => {}
+            changed = stop.changed() => {
+                // The handle is gone without a word: nobody can stop us later either.
+                if changed.is_err() {
+                    break;
+                }
+            }
         }
     }
     // Attempts cut short here are made again after the next start.
