@@ -473,6 +473,45 @@ async fn a_failing_event_is_retried_and_holds_back_only_its_own_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cut_short_by_a_restart_is_reported_ended() {
+    let db = TestDb::sqlite();
+    let receiver = Receiver::start().await;
+    let first = start_server(&db, &receiver).await;
+    let call_id = first
+        .call(
+            &token("alice"),
+            json!({ "invitees": ["bob"], "media": "audio" }),
+        )
+        .await;
+    let (status, body) = first
+        .post(
+            &format!("/api/v1/calls/{call_id}/accept"),
+            &token("bob"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    receiver.wait_for(3).await;
+    first.stop().await;
+
+    let second = start_server(&db, &receiver).await;
+    let delivered = receiver.wait_for(6).await;
+    let tail: Vec<String> = delivered[3..].iter().map(summary).collect();
+    assert_eq!(
+        tail,
+        [
+            format!("participant.left {call_id} alice"),
+            format!("participant.left {call_id} bob"),
+            format!("call.ended {call_id} "),
+        ]
+    );
+    assert_eq!(delivered[3]["data"]["reason"], "removed");
+    assert_eq!(delivered[5]["data"]["status"], "failed");
+    assert_eq!(delivered[5]["data"]["end_reason"], "server_restart");
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_receiver_does_not_slow_call_initiate() {
     const ROUNDS: usize = 15;
     let db = TestDb::sqlite();
