@@ -18,6 +18,7 @@ use crate::ice::IceConfig;
 use crate::media::MediaBridge;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use crate::webhooks::{WebhookError, Webhooks};
 use crate::writer::HistoryWriter;
 use crate::ws::hub::Hub;
 
@@ -35,6 +36,7 @@ pub struct AppInner {
     pub ice: IceConfig,
     pub writer: HistoryWriter,
     pub media: Arc<MediaBridge>,
+    pub webhooks: Webhooks,
 }
 
 impl Deref for AppState {
@@ -52,6 +54,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("media engine: {0}")]
     Media(#[from] EngineError),
+    #[error(transparent)]
+    Webhooks(#[from] WebhookError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -77,6 +81,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(metrics.clone()));
         let (writer, _writer_task) = HistoryWriter::spawn(store.clone(), metrics.clone());
+        let webhooks = Webhooks::start(settings.webhooks(), store.clone(), metrics.clone())?;
         let book = CallBook::new(Limits {
             max_participants: settings.max_participants,
             ring_timeout: time::Duration::try_from(settings.ring_timeout)
@@ -89,6 +94,7 @@ impl AppState {
             metrics.clone(),
             hub.clone(),
             settings.disconnect_grace,
+            webhooks.clone(),
         );
         let recovered = calls.recover_interrupted_calls().await?;
         if recovered > 0 {
@@ -144,9 +150,13 @@ impl AppState {
             ice,
             writer,
             media,
+            webhooks,
         })))
     }
 }
+
+/// How long shutdown waits for webhook receivers to take what is queued.
+const WEBHOOK_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A bound, not yet serving, HTTP server: binding first lets `:0` report its real port.
 pub struct Server {
@@ -173,7 +183,8 @@ impl Server {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then closes the store.
+    /// Serves until `shutdown` resolves, then persists queued webhooks (and gives receivers a
+    /// moment to take them) and closes the store.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -195,6 +206,13 @@ impl Server {
         )
         .with_graceful_shutdown(shutdown)
         .await;
+        let flushed = (self.state.webhooks)
+            .flush(tokio::time::Instant::now() + WEBHOOK_FLUSH)
+            .await;
+        if flushed.pending.is_some_and(|n| n > 0) || !flushed.persisted {
+            tracing::info!(?flushed, "webhooks left for the next start");
+        }
+        self.state.webhooks.stop();
         self.state.store.close().await;
         result
     }

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::http::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::store::{MediaEvent, Store};
+use crate::webhooks::Webhooks;
 use crate::writer::HistoryWriter;
 use crate::ws::hub::{Frame, Hub, Registration};
 
@@ -81,6 +82,8 @@ pub struct CallService {
     /// The service itself, for the timers it spawns.
     me: Weak<CallService>,
     roster: mpsc::UnboundedSender<RosterChange>,
+    /// Gets every transition, in decision order, and never makes it wait.
+    webhooks: Webhooks,
 }
 
 impl CallService {
@@ -91,6 +94,7 @@ impl CallService {
         metrics: Arc<Metrics>,
         hub: Arc<Hub>,
         disconnect_grace: Duration,
+        webhooks: Webhooks,
     ) -> (Arc<CallService>, RosterChanges) {
         let (roster, changes) = mpsc::unbounded_channel();
         let service = Arc::new_cyclic(|me| CallService {
@@ -105,6 +109,7 @@ impl CallService {
             deadlines_changed: Notify::new(),
             me: me.clone(),
             roster,
+            webhooks,
         });
         (service, changes)
     }
@@ -138,6 +143,8 @@ impl CallService {
                 self.speakers.remove(&outcome.call.id);
             }
             self.publish(outcome);
+            self.webhooks
+                .call_changed(outcome.before.as_ref(), &outcome.call);
         }
         self.metrics.calls_active.set(book.active_calls() as i64);
         self.metrics
@@ -631,6 +638,7 @@ impl CallService {
         let calls = self.store.live_calls().await?;
         let count = calls.len();
         for mut call in calls {
+            let before = call.clone();
             call.status = CallStatus::Failed;
             call.ended_at = Some(now);
             call.end_reason = Some(EndReason::ServerRestart.to_string());
@@ -649,6 +657,7 @@ impl CallService {
             }
             call.version += 1;
             self.store.save_call(&call).await?;
+            self.webhooks.call_changed(Some(&before), &call);
             self.metrics
                 .calls_total
                 .with_label_values(&[CallStatus::Failed.as_str()])

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::webhooks::{RetrySchedule, WebhookConfig};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -150,6 +152,17 @@ pub struct SettingsArgs {
     /// tracing filter, e.g. `info` or `confab=debug,info`
     #[arg(long, env = "CONFAB_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// URLs that receive call events (comma-separated); needs a webhook secret
+    #[arg(long, env = "CONFAB_WEBHOOK_URLS", value_name = "URLS")]
+    pub webhook_urls: Option<String>,
+    /// HMAC-SHA256 key of the `Confab-Signature` header of webhooks
+    #[arg(
+        long,
+        env = "CONFAB_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
 }
 
 /// The log filter without `--log`: Confab at `info`; the media engine's crates only above their
@@ -192,6 +205,8 @@ impl SettingsArgs {
                 allowed_origins,
                 redis_url,
                 log,
+                webhook_urls,
+                webhook_secret,
             ]
         )
     }
@@ -250,6 +265,13 @@ pub struct Settings {
     pub allowed_origins: AllowedOrigins,
     pub redis_url: Option<String>,
     pub log: String,
+    /// Where call events are POSTed; empty = no webhooks.
+    pub webhook_urls: Vec<String>,
+    /// Signs webhooks; always set when `webhook_urls` is not empty.
+    pub webhook_secret: Option<String>,
+    /// When failed webhooks are retried. The contract fixes an hour of exponential backoff, so
+    /// it is no public setting; tests shorten it.
+    pub webhook_retry: RetrySchedule,
     /// `serve --dev`: demo page, dev token route, generated secret.
     pub dev: bool,
     /// How often quality is measured and announced (`call:quality`). The contract fixes it at
@@ -286,6 +308,9 @@ impl fmt::Debug for Settings {
             .field("allowed_origins", &self.allowed_origins)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("log", &self.log)
+            .field("webhook_urls", &self.webhook_urls)
+            .field("webhook_secret", &redact(&self.webhook_secret))
+            .field("webhook_retry", &self.webhook_retry)
             .field("dev", &self.dev)
             .field("quality_interval", &self.quality_interval)
             .finish()
@@ -338,6 +363,27 @@ fn comma_list(value: Option<String>) -> Vec<String> {
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
+}
+
+/// Webhook URLs must be absolute http(s) URLs, and unsigned webhooks are refused: a receiver
+/// could not tell them from forgeries.
+fn check_webhooks(urls: &[String], secret: Option<&str>) -> Result<(), ConfigError> {
+    for url in urls {
+        let scheme = reqwest::Url::parse(url).map(|u| u.scheme().to_owned());
+        if !matches!(scheme.as_deref(), Ok("http" | "https")) {
+            return Err(invalid(
+                "webhook_urls",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+    }
+    if !urls.is_empty() && secret.is_none() {
+        return Err(invalid(
+            "webhook_secret",
+            "webhook_urls is set but webhook_secret is not: webhooks must be signed",
+        ));
+    }
+    Ok(())
 }
 
 impl Settings {
@@ -393,6 +439,9 @@ impl Settings {
             list if list.is_empty() || list.iter().any(|o| o == "*") => AllowedOrigins::Any,
             list => AllowedOrigins::List(list),
         };
+        let webhook_urls = comma_list(args.webhook_urls);
+        let webhook_secret = non_empty(args.webhook_secret);
+        check_webhooks(&webhook_urls, webhook_secret.as_deref())?;
         let settings = Settings {
             http_addr,
             database_url,
@@ -417,6 +466,9 @@ impl Settings {
             allowed_origins,
             redis_url: non_empty(args.redis_url),
             log: args.log.unwrap_or_else(|| DEFAULT_LOG.to_owned()),
+            webhook_urls,
+            webhook_secret,
+            webhook_retry: RetrySchedule::default(),
             dev,
             quality_interval: Duration::from_secs(5),
         };
@@ -429,6 +481,18 @@ impl Settings {
             self.media_workers
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The webhook configuration, if any URL is set.
+    pub fn webhooks(&self) -> Option<WebhookConfig> {
+        match (&self.webhook_secret, self.webhook_urls.is_empty()) {
+            (Some(secret), false) => Some(WebhookConfig {
+                urls: self.webhook_urls.clone(),
+                secret: secret.clone(),
+                retry: self.webhook_retry,
+            }),
+            _ => None,
         }
     }
 
@@ -518,6 +582,39 @@ mod tests {
         };
         let err = Settings::resolve(args, false).err().unwrap().to_string();
         assert!(err.contains("database_url"), "{err}");
+    }
+
+    #[test]
+    fn webhook_urls_need_a_secret_and_an_http_scheme() {
+        let urls = |urls: &str, secret: Option<&str>| SettingsArgs {
+            webhook_urls: Some(urls.into()),
+            webhook_secret: secret.map(str::to_owned),
+            ..Default::default()
+        };
+        let err = Settings::resolve(urls("http://a.example/hook", None), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("webhook_secret"), "{err}");
+        let err = Settings::resolve(urls("ftp://a.example/hook", Some("k")), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("webhook_urls"), "{err}");
+        let s = Settings::resolve(
+            urls("http://a.example/hook, https://b.example/h", Some("k")),
+            false,
+        )
+        .unwrap();
+        let config = s.webhooks().unwrap();
+        assert_eq!(config.urls.len(), 2);
+        assert!(!format!("{s:?}").contains("\"k\""));
+        assert!(
+            Settings::resolve(SettingsArgs::default(), false)
+                .unwrap()
+                .webhooks()
+                .is_none()
+        );
     }
 
     #[test]

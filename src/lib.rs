@@ -15,5 +15,6 @@ pub mod media;
 pub mod metrics;
 pub mod quality;
 pub mod store;
+pub mod webhooks;
 pub mod writer;
 pub mod ws;

@@ -41,8 +41,9 @@ pub struct Metrics {
 }
 
 /// `result` of `confab_webhook_deliveries_total`: an attempt the receiver answered with 2xx, or
-/// any other attempt.
-pub const WEBHOOK_RESULTS: &[&str] = &["ok", "failed"];
+/// any other attempt; an event (per URL) given up an hour after it was created, or dropped
+/// because the webhook queue was full.
+pub const WEBHOOK_RESULTS: &[&str] = &["ok", "failed", "gave_up", "dropped"];
 
 /// `direction` of `confab_cluster_relay_messages_total`: relayed to, or from, another node.
 pub const RELAY_DIRECTIONS: &[&str] = &["outbound", "inbound"];

@@ -141,6 +141,21 @@ fn serve_refuses_to_start_without_a_key_unless_dev() {
 }
 
 #[test]
+fn webhook_urls_without_a_secret_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("w.db").display());
+    let out = confab()
+        .args(["serve", "--http-addr", ":0", "--database-url", &db])
+        .args(["--jwt-secret", "s"])
+        .env("CONFAB_WEBHOOK_URLS", "http://127.0.0.1:9/hook")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("webhook_secret"), "{stderr}");
+}
+
+#[test]
 fn flags_beat_environment_which_beats_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let file_db = dir.path().join("from-file.db");

@@ -212,7 +212,7 @@ async fn a_fresh_server_exports_every_family_with_its_label_values() {
         "confab_webhook_deliveries_total",
         "counter",
         "result",
-        &["ok", "failed"],
+        &["dropped", "failed", "gave_up", "ok"],
     );
     has_values(
         "confab_cluster_relay_messages_total",

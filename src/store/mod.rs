@@ -1,5 +1,5 @@
-//! The history store: conversations, call snapshots, media events and quality samples, kept in
-//! SQLite or PostgreSQL.
+//! The history store: conversations, call snapshots, media events, quality samples and the
+//! webhook outbox, kept in SQLite or PostgreSQL.
 //!
 //! Both backends run the same SQL text. It sticks to what both dialects share: numbered `$N`
 //! placeholders (sqlx's SQLite driver maps `$N` to the N-th bound value), `ON CONFLICT … DO
@@ -12,6 +12,7 @@ mod calls;
 mod conversations;
 mod history;
 mod migrate;
+mod outbox;
 mod quality;
 mod types;
 
@@ -27,6 +28,7 @@ pub use calls::MediaEvent;
 pub use history::{
     CallSummary, Cursor, HistoryPage, HistoryQuery, InvalidCursor, StatsQuery, StatsRows,
 };
+pub use outbox::{NewOutboxRow, OutboxRow};
 pub use quality::{QualityAverages, QualityDirection, QualitySample};
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds. The body is expanded
