@@ -273,3 +273,33 @@ fn the_example_config_starts_as_shipped() {
     let (status, body) = get(&format!("{}/readyz", server.base));
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn the_kubernetes_config_map_starts() {
+    // The settings file deploy/k8s/configmap.yaml mounts: its block under `confab.toml: |`.
+    let manifest = include_str!("../deploy/k8s/configmap.yaml");
+    let toml: String = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "confab.toml: |")
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    assert!(toml.contains("http_addr"), "{toml}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("confab.toml");
+    std::fs::write(&config, toml).unwrap();
+    let db = format!("sqlite://{}", dir.path().join("k.db").display());
+    // As the Deployment runs it, with the Secret's settings from the environment; the ports
+    // and the media bind stay on loopback here.
+    let server = serve(
+        confab()
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .args(["--http-addr", "127.0.0.1:0", "--rtc-udp-port", "0"])
+            .args(["--rtc-bind-ip", "127.0.0.1"])
+            .env("CONFAB_JWT_SECRET", "k8s-secret")
+            .env("CONFAB_DATABASE_URL", &db),
+    );
+    let (status, body) = get(&format!("{}/readyz", server.base));
+    assert_eq!(status, 200, "{body}");
+}
