@@ -105,11 +105,13 @@ impl AppState {
         }
         tokio::spawn(calls.clone().run_ring_timer());
 
+        let announced = crate::announce::announce_ip(settings.rtc_bind_ip, settings.rtc_public_ip)
+            .map_err(|e| StartError::Media(EngineError::Config(e.to_string())))?;
         let engine = MediaEngine::start(EngineConfig {
             workers: settings.effective_media_workers(),
             bind_ip: settings.rtc_bind_ip,
             udp_port: settings.rtc_udp_port,
-            public_ip: settings.rtc_public_ip,
+            public_ip: Some(announced),
             quality_interval: settings.quality_interval,
             loudest_n: settings.loudest_n,
             loudest_n_min_participants: settings.loudest_n_min_participants,

@@ -4,6 +4,7 @@
 //! authentication and metrics. Calls are decided in `confab-signaling`; media is forwarded by
 //! `confab-sfu`.
 
+pub mod announce;
 pub mod app;
 pub mod auth;
 pub mod calls;

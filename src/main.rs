@@ -1,5 +1,6 @@
-//! `confab`: serve, migrate, token.
+//! `confab`: serve, migrate, token, health.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -65,6 +66,19 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Probe a running server's readiness: exit 0 when GET /readyz answers 200, else 1
+    ///
+    /// Meant for container health checks, so the image needs no shell or curl.
+    Health {
+        /// URL to probe instead of /readyz on the configured http_addr
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Give up after this long, e.g. 3, 500ms
+        #[arg(long, default_value = "3s")]
+        timeout: humantime::Duration,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 fn load(common: Common, dev: bool) -> Result<Settings, String> {
@@ -94,6 +108,11 @@ fn main() -> ExitCode {
             ttl,
             common,
         } => load(common, false).and_then(|s| token(s, &user, name.as_deref(), admin, ttl.0)),
+        Command::Health {
+            url,
+            timeout,
+            common,
+        } => load(common, false).and_then(|s| health(&s, url, timeout.into())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -186,4 +205,48 @@ fn token(
         .map_err(|e| e.to_string())?;
     println!("{token}");
     Ok(())
+}
+
+/// Where a local probe reaches a listener: a wildcard address is reached on loopback.
+fn probe_addr(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+fn health(settings: &Settings, url: Option<String>, timeout: Duration) -> Result<(), String> {
+    let url = url.unwrap_or_else(|| format!("http://{}/readyz", probe_addr(settings.http_addr)));
+    let status = runtime()?.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+        Ok::<_, String>(response.status())
+    })?;
+    if status == reqwest::StatusCode::OK {
+        println!("{url}: {status}");
+        Ok(())
+    } else {
+        Err(format!("{url}: {status}"))
+    }
+}
+
+/// An error and its causes on one line (reqwest's own message omits "connection refused").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }

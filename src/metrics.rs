@@ -45,6 +45,10 @@ pub struct Metrics {
 /// because the webhook queue was full.
 pub const WEBHOOK_RESULTS: &[&str] = &["ok", "failed", "gave_up", "dropped"];
 
+/// `what` of `confab_store_write_failures_total`: the kinds of history write, and `batch` for a
+/// failed batch of the background writer.
+pub const STORE_WRITE_KINDS: &[&str] = &["call", "media_event", "quality_sample", "batch"];
+
 /// `direction` of `confab_cluster_relay_messages_total`: relayed to, or from, another node.
 pub const RELAY_DIRECTIONS: &[&str] = &["outbound", "inbound"];
 
@@ -213,6 +217,9 @@ impl Metrics {
         }
         for result in WEBHOOK_RESULTS {
             webhook_deliveries_total.with_label_values(&[result]);
+        }
+        for what in STORE_WRITE_KINDS {
+            store_write_failures_total.with_label_values(&[what]);
         }
         for direction in RELAY_DIRECTIONS {
             cluster_relay_messages_total.with_label_values(&[direction]);

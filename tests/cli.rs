@@ -214,3 +214,107 @@ fn migrate_applies_the_schema_and_is_idempotent() {
     }
     assert!(path.exists());
 }
+
+/// Runs `confab health` with the given arguments.
+fn health(args: &[&str]) -> std::process::Output {
+    confab()
+        .arg("health")
+        .args(args)
+        .output()
+        .expect("confab health runs")
+}
+
+#[test]
+fn health_exits_0_on_a_ready_server_and_1_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("h.db").display());
+    let server = serve(
+        confab()
+            .args(["serve", "--http-addr", ":0", "--rtc-udp-port", "0"])
+            .args(["--database-url", &db, "--jwt-secret", "s"]),
+    );
+    let addr = server.base.strip_prefix("http://").unwrap().to_owned();
+
+    // The configured http_addr, as the image's HEALTHCHECK uses it (env, not flags).
+    let out = confab()
+        .arg("health")
+        .env("CONFAB_HTTP_ADDR", &addr)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("/readyz: 200"), "{stdout}");
+
+    // A wildcard listen address is probed on loopback.
+    let port = addr.rsplit(':').next().unwrap();
+    let out = health(&["--http-addr", &format!("0.0.0.0:{port}")]);
+    assert!(out.status.success());
+
+    // Anything but 200 is unhealthy.
+    let out = health(&["--url", &format!("{}/no-such-route", server.base)]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("404"), "{stderr}");
+
+    // So is a port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let out = health(&["--http-addr", &closed_addr.to_string(), "--timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&closed_addr.to_string()), "{stderr}");
+}
+
+#[test]
+fn the_example_config_starts_as_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("e.db").display());
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/confab.example.toml");
+    // Only what would collide with other tests or needs a host's paths is overridden: the
+    // listen port, the database file and the media port. The media sockets are kept on
+    // loopback as every test's are; the example's wildcard bind is announced through the
+    // default route (src/announce.rs tests that lookup).
+    let server = serve(
+        confab()
+            .args(["serve", "--config", example])
+            .args(["--http-addr", "127.0.0.1:0", "--database-url", &db])
+            .args(["--rtc-udp-port", "0", "--rtc-bind-ip", "127.0.0.1"]),
+    );
+    let (status, body) = get(&format!("{}/readyz", server.base));
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn the_kubernetes_config_map_starts() {
+    // The settings file deploy/k8s/configmap.yaml mounts: its block under `confab.toml: |`.
+    let manifest = include_str!("../deploy/k8s/configmap.yaml");
+    let toml: String = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "confab.toml: |")
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    assert!(toml.contains("http_addr"), "{toml}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("confab.toml");
+    std::fs::write(&config, toml).unwrap();
+    let db = format!("sqlite://{}", dir.path().join("k.db").display());
+    // As the Deployment runs it, with the Secret's settings from the environment; the ports
+    // and the media bind stay on loopback here.
+    let server = serve(
+        confab()
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .args(["--http-addr", "127.0.0.1:0", "--rtc-udp-port", "0"])
+            .args(["--rtc-bind-ip", "127.0.0.1"])
+            .env("CONFAB_JWT_SECRET", "k8s-secret")
+            .env("CONFAB_DATABASE_URL", &db),
+    );
+    let (status, body) = get(&format!("{}/readyz", server.base));
+    assert_eq!(status, 200, "{body}");
+}

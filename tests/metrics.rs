@@ -206,6 +206,12 @@ async fn a_fresh_server_exports_every_family_with_its_label_values() {
     ] {
         has_values(name, "histogram", "direction", &["inbound", "outbound"]);
     }
+    has_values(
+        "confab_store_write_failures_total",
+        "counter",
+        "what",
+        &["call", "media_event", "quality_sample", "batch"],
+    );
 
     // The v2 families, with what a single node without webhooks truly has.
     has_values(

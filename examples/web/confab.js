@@ -858,7 +858,7 @@ export class CallMedia {
     // later only swaps the sender's track and never renegotiates: a re-offer makes the server
     // forget which SSRC carries which simulcast layer of the camera, and the browser stops
     // naming its layers (mid/rid) once the server has reported on them (see the API docs,
-    // section 11).
+    // section 12).
     const screenTrack = this.screen?.getVideoTracks()[0];
     this.tx.screen = pc.addTransceiver(screenTrack || 'video', { direction: 'sendonly', streams: [stream] });
     await this._negotiatePublisher();
