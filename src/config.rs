@@ -150,6 +150,23 @@ pub struct SettingsArgs {
     /// tracing filter, e.g. `info` or `confab=debug,info`
     #[arg(long, env = "CONFAB_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// Log lines as `text` or `json` (one JSON object a line)
+    #[arg(long, env = "CONFAB_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// On SIGTERM or an admin drain: how long to wait for calls to end before closing them
+    #[arg(long, env = "CONFAB_DRAIN_TIMEOUT_S", value_name = "DURATION")]
+    pub drain_timeout_s: Option<Seconds>,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line, for log shippers.
+    Json,
 }
 
 /// The log filter without `--log`: Confab at `info`; the media engine's crates only above their
@@ -192,6 +209,8 @@ impl SettingsArgs {
                 allowed_origins,
                 redis_url,
                 log,
+                log_format,
+                drain_timeout_s,
             ]
         )
     }
@@ -250,6 +269,9 @@ pub struct Settings {
     pub allowed_origins: AllowedOrigins,
     pub redis_url: Option<String>,
     pub log: String,
+    pub log_format: LogFormat,
+    /// How long a draining node waits for its calls to end before it ends them (`drained`).
+    pub drain_timeout: Duration,
     /// `serve --dev`: demo page, dev token route, generated secret.
     pub dev: bool,
     /// How often quality is measured and announced (`call:quality`). The contract fixes it at
@@ -286,6 +308,8 @@ impl fmt::Debug for Settings {
             .field("allowed_origins", &self.allowed_origins)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("log", &self.log)
+            .field("log_format", &self.log_format)
+            .field("drain_timeout", &self.drain_timeout)
             .field("dev", &self.dev)
             .field("quality_interval", &self.quality_interval)
             .finish()
@@ -417,6 +441,10 @@ impl Settings {
             allowed_origins,
             redis_url: non_empty(args.redis_url),
             log: args.log.unwrap_or_else(|| DEFAULT_LOG.to_owned()),
+            log_format: args.log_format.unwrap_or_default(),
+            drain_timeout: args
+                .drain_timeout_s
+                .map_or(Duration::from_secs(30), |s| s.0),
             dev,
             quality_interval: Duration::from_secs(5),
         };
@@ -489,6 +517,18 @@ mod tests {
         assert_eq!(s.disconnect_grace, Duration::from_secs(15));
         assert_eq!(s.allowed_origins, AllowedOrigins::Any);
         assert_eq!((s.loudest_n, s.loudest_n_min_participants), (3, 10));
+        assert_eq!(s.drain_timeout, Duration::from_secs(30));
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn drain_timeout_and_log_format_come_from_the_file() {
+        let file: SettingsArgs =
+            toml::from_str("drain_timeout_s = \"2m\"\nlog_format = \"json\"").unwrap();
+        let s = Settings::resolve(file, false).unwrap();
+        assert_eq!(s.drain_timeout, Duration::from_secs(120));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(toml::from_str::<SettingsArgs>("log_format = \"xml\"").is_err());
     }
 
     #[test]

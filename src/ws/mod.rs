@@ -70,6 +70,13 @@ pub async fn upgrade(
             return ApiError::new(ErrorCode::Forbidden, "origin not allowed").into_response();
         }
     }
+    if !state.drain.accepts_sockets() {
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            "this node is draining; connect to another node",
+        )
+        .into_response();
+    }
     let (mut parts, _body) = request.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(ws) => ws,
