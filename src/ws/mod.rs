@@ -15,6 +15,7 @@ use confab_signaling::ErrorCode;
 use serde::Deserialize;
 
 use crate::app::AppState;
+use crate::http::access::AccessUser;
 use crate::http::error::ApiError;
 use crate::http::extract::Query;
 
@@ -62,6 +63,9 @@ pub async fn upgrade(
         Some(Err(e)) => return ApiError::from(e).into_response(),
         None => return ApiError::from(crate::auth::AuthError::Missing).into_response(),
     };
+    if let Some(user) = request.extensions().get::<AccessUser>() {
+        user.set(actor.user_id.as_str());
+    }
     if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
         let allowed = origin
             .to_str()
