@@ -244,8 +244,8 @@ async fn json_logs_are_one_object_a_line_with_an_access_line_per_request() {
     let lines: Vec<Value> = log
         .lines()
         .map(|line| {
-            let value: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+            let value: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
             assert!(value.is_object(), "{line}");
             value
         })
@@ -338,7 +338,9 @@ async fn a_drain_lets_calls_in_progress_be_reached_and_end_by_themselves() {
     let call_id = alice
         .start_call(json!({"invitees": ["bob"], "media": "audio"}))
         .await;
-    let (status, _) = server.post("/api/v1/admin/drain", &admin(), json!({})).await;
+    let (status, _) = server
+        .post("/api/v1/admin/drain", &admin(), json!({}))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
 
     // A call already live here can still be answered, but no new one started.

@@ -735,7 +735,11 @@ impl MediaEngine {
             .iter()
             .map(|worker| {
                 let (reply, rx) = oneshot::channel();
-                worker.commands.send(Command::Ping { reply }).ok().map(|_| rx)
+                worker
+                    .commands
+                    .send(Command::Ping { reply })
+                    .ok()
+                    .map(|_| rx)
             })
             .collect();
         let mut answered = Vec::with_capacity(waiting.len());
