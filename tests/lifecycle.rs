@@ -387,3 +387,60 @@ async fn readyz_names_the_store_and_the_media_workers() {
     assert_eq!(body["media_workers"], json!({"total": 2, "answering": 0}));
     server.stop().await;
 }
+
+fn quality_sample(call_id: uuid::Uuid, n: i64) -> confab::store::QualitySample {
+    confab::store::QualitySample {
+        call_id,
+        user_id: confab_signaling::UserId::parse("alice").unwrap(),
+        direction: confab::store::QualityDirection::Inbound,
+        kind: confab_signaling::MediaKind::Audio,
+        at: confab::calls::now_ms() + time::Duration::milliseconds(n),
+        bitrate_bps: 32_000,
+        packet_loss: 0.0,
+        jitter_ms: 1.0,
+        rtt_ms: 20.0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_writer_writes_its_queue_before_it_stops() {
+    let db = TestDb::sqlite();
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let metrics = std::sync::Arc::new(confab::metrics::Metrics::new());
+    let writer = confab::writer::HistoryWriter::spawn(store.clone(), metrics.clone());
+    let call_id = uuid::Uuid::new_v4();
+    for n in 0..1000 {
+        writer.quality_sample(quality_sample(call_id, n));
+    }
+    writer
+        .close(Duration::from_secs(30))
+        .await
+        .expect("everything written");
+    assert_eq!(store.quality_samples(call_id).await.unwrap().len(), 1000);
+    assert_eq!(metrics.store_write_backlog.get(), 0);
+    // Once stopped, a write is dropped and counted instead of queued for nobody.
+    writer.quality_sample(quality_sample(call_id, 1000));
+    let dropped = metrics
+        .store_write_failures_total
+        .with_label_values(&["quality_sample"])
+        .get();
+    assert_eq!(dropped, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_never_answers_does_not_hold_the_writer_forever() {
+    let db = TestDb::sqlite();
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let metrics = std::sync::Arc::new(confab::metrics::Metrics::new());
+    let writer = confab::writer::HistoryWriter::spawn(store.clone(), metrics.clone());
+    // A closed pool refuses every write, so the writer retries until it is given up on.
+    store.close().await;
+    writer.quality_sample(quality_sample(uuid::Uuid::new_v4(), 0));
+    let lost = writer
+        .close(Duration::from_millis(300))
+        .await
+        .expect_err("the write cannot be made");
+    assert_eq!(lost.pending, 1);
+}
