@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use confab_sfu::{EngineConfig, EngineError, MediaEngine};
@@ -12,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::auth::{JwtKeys, KeyError, generate_secret};
 use crate::calls::CallService;
 use crate::config::Settings;
+use crate::drain::{Drain, HISTORY_FLUSH_WAIT};
 use crate::engine_metrics::{EngineMetrics, EngineMetricsHandle};
 use crate::http::linger::LingeringListener;
 use crate::ice::IceConfig;
@@ -37,6 +39,7 @@ pub struct AppInner {
     pub writer: HistoryWriter,
     pub media: Arc<MediaBridge>,
     pub webhooks: Webhooks,
+    pub drain: Arc<Drain>,
 }
 
 impl Deref for AppState {
@@ -80,8 +83,9 @@ impl AppState {
 
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(metrics.clone()));
-        let (writer, _writer_task) = HistoryWriter::spawn(store.clone(), metrics.clone());
+        let writer = HistoryWriter::spawn(store.clone(), metrics.clone());
         let webhooks = Webhooks::start(settings.webhooks(), store.clone(), metrics.clone())?;
+        let drain = Arc::new(Drain::new(metrics.node_draining.clone()));
         let book = CallBook::new(Limits {
             max_participants: settings.max_participants,
             ring_timeout: time::Duration::try_from(settings.ring_timeout)
@@ -95,6 +99,7 @@ impl AppState {
             hub.clone(),
             settings.disconnect_grace,
             webhooks.clone(),
+            drain.clone(),
         );
         let recovered = calls.recover_interrupted_calls().await?;
         if recovered > 0 {
@@ -153,12 +158,17 @@ impl AppState {
             writer,
             media,
             webhooks,
+            drain,
         })))
     }
 }
 
 /// How long shutdown waits for webhook receivers to take what is queued.
 const WEBHOOK_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long requests in flight may still take once the server stops.
+const HTTP_STOP_WAIT: Duration = Duration::from_secs(10);
+/// How long the media workers get to close their peer connections.
+const MEDIA_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// A bound, not yet serving, HTTP server: binding first lets `:0` report its real port.
 pub struct Server {
@@ -185,8 +195,26 @@ impl Server {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then persists queued webhooks (and gives receivers a
-    /// moment to take them) and closes the store.
+    /// Serves until `terminate` resolves, drains the node (contract section 10), then stops
+    /// as [`Server::run`] does: what SIGTERM does to `confab serve`.
+    pub async fn run_until_terminated(
+        self,
+        terminate: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state.clone();
+        self.run(async move {
+            terminate.await;
+            crate::drain::start(&state);
+            state.drain.finished().await;
+        })
+        .await
+    }
+
+    /// Serves until `shutdown` resolves, then stops: no new connections, requests in flight
+    /// answered (for at most [`HTTP_STOP_WAIT`]), media workers stopped, the history writer's
+    /// queue written (for at most [`HISTORY_FLUSH_WAIT`]), queued webhooks persisted (receivers
+    /// get [`WEBHOOK_FLUSH`] to take them), the store closed. Live calls are not
+    /// ended here; the next start records them as failed.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -202,20 +230,50 @@ impl Server {
                 tracing::debug!(error = %e, "TCP_NODELAY not set on a connection");
             }
         });
-        let result = axum::serve(
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
-        let flushed = (self.state.webhooks)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        })
+        .into_future();
+        // A client that never finishes its request must not hold the process.
+        let result = tokio::select! {
+            result = serving => result,
+            _ = async {
+                if stopped.await.is_ok() {
+                    tokio::time::sleep(HTTP_STOP_WAIT).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!("requests still in flight after {HTTP_STOP_WAIT:?}; stopping anyway");
+                Ok(())
+            }
+        };
+        let state = &self.state;
+        if tokio::time::timeout(MEDIA_STOP_WAIT, state.media.engine().shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("media workers did not stop within {MEDIA_STOP_WAIT:?}");
+        }
+        let flushed = state
+            .webhooks
             .flush(tokio::time::Instant::now() + WEBHOOK_FLUSH)
             .await;
         if flushed.pending.is_some_and(|n| n > 0) || !flushed.persisted {
             tracing::info!(?flushed, "webhooks left for the next start");
         }
-        self.state.webhooks.stop();
-        self.state.store.close().await;
+        state.webhooks.stop();
+        match state.writer.close(HISTORY_FLUSH_WAIT).await {
+            Ok(()) => tracing::debug!("history writer finished"),
+            Err(e) => tracing::error!(lost = e.pending, "history writes lost at shutdown: {e}"),
+        }
+        state.store.close().await;
         result
     }
 }

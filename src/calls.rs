@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
+use crate::drain::Drain;
 use crate::http::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::store::{MediaEvent, Store};
@@ -84,6 +85,8 @@ pub struct CallService {
     roster: mpsc::UnboundedSender<RosterChange>,
     /// Gets every transition, in decision order, and never makes it wait.
     webhooks: Webhooks,
+    /// Whether the node still takes new calls.
+    drain: Arc<Drain>,
 }
 
 impl CallService {
@@ -95,6 +98,7 @@ impl CallService {
         hub: Arc<Hub>,
         disconnect_grace: Duration,
         webhooks: Webhooks,
+        drain: Arc<Drain>,
     ) -> (Arc<CallService>, RosterChanges) {
         let (roster, changes) = mpsc::unbounded_channel();
         let service = Arc::new_cyclic(|me| CallService {
@@ -110,6 +114,7 @@ impl CallService {
             me: me.clone(),
             roster,
             webhooks,
+            drain,
         });
         (service, changes)
     }
@@ -282,6 +287,22 @@ impl CallService {
         self.read(|book| book.joined_call_of(user))
     }
 
+    /// Ringing and ongoing calls.
+    pub fn live_call_count(&self) -> usize {
+        self.read(|book| book.active_calls())
+    }
+
+    /// Ends every live call with reason `drained` and makes each ending durable; returns how
+    /// many calls ended.
+    pub async fn end_drained_calls(&self) -> usize {
+        let now = now_ms();
+        let outcomes = self.decide(|book| book.drain(now), |v| v.iter().collect());
+        for outcome in &outcomes {
+            self.commit(outcome).await;
+        }
+        outcomes.len()
+    }
+
     /// The live call as it is now, if it is live.
     pub fn live_call(&self, call_id: CallId) -> Option<Call> {
         self.read(|book| book.get(call_id).cloned())
@@ -293,6 +314,9 @@ impl CallService {
         let is_online = |user: &UserId| hub.is_online(user.as_str());
         let now = now_ms();
         let outcome = self.decide_one(|book| {
+            // A draining node refuses new calls; calls already live here may still be accepted
+            // and joined until they end.
+            self.drain.refuse_new_call()?;
             book.initiate(
                 Initiate {
                     call_id: Uuid::new_v4(),

@@ -163,6 +163,23 @@ pub struct SettingsArgs {
         hide_env_values = true
     )]
     pub webhook_secret: Option<String>,
+    /// Log lines as `text` or `json` (one JSON object a line)
+    #[arg(long, env = "CONFAB_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// On SIGTERM or an admin drain: how long to wait for calls to end before closing them
+    #[arg(long, env = "CONFAB_DRAIN_TIMEOUT_S", value_name = "DURATION")]
+    pub drain_timeout_s: Option<Seconds>,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line, for log shippers.
+    Json,
 }
 
 /// The log filter without `--log`: Confab at `info`; the media engine's crates only above their
@@ -207,6 +224,8 @@ impl SettingsArgs {
                 log,
                 webhook_urls,
                 webhook_secret,
+                log_format,
+                drain_timeout_s,
             ]
         )
     }
@@ -272,6 +291,9 @@ pub struct Settings {
     /// When failed webhooks are retried. The contract fixes an hour of exponential backoff, so
     /// it is no public setting; tests shorten it.
     pub webhook_retry: RetrySchedule,
+    pub log_format: LogFormat,
+    /// How long a draining node waits for its calls to end before it ends them (`drained`).
+    pub drain_timeout: Duration,
     /// `serve --dev`: demo page, dev token route, generated secret.
     pub dev: bool,
     /// How often quality is measured and announced (`call:quality`). The contract fixes it at
@@ -311,6 +333,8 @@ impl fmt::Debug for Settings {
             .field("webhook_urls", &self.webhook_urls)
             .field("webhook_secret", &redact(&self.webhook_secret))
             .field("webhook_retry", &self.webhook_retry)
+            .field("log_format", &self.log_format)
+            .field("drain_timeout", &self.drain_timeout)
             .field("dev", &self.dev)
             .field("quality_interval", &self.quality_interval)
             .finish()
@@ -469,6 +493,10 @@ impl Settings {
             webhook_urls,
             webhook_secret,
             webhook_retry: RetrySchedule::default(),
+            log_format: args.log_format.unwrap_or_default(),
+            drain_timeout: args
+                .drain_timeout_s
+                .map_or(Duration::from_secs(30), |s| s.0),
             dev,
             quality_interval: Duration::from_secs(5),
         };
@@ -553,6 +581,18 @@ mod tests {
         assert_eq!(s.disconnect_grace, Duration::from_secs(15));
         assert_eq!(s.allowed_origins, AllowedOrigins::Any);
         assert_eq!((s.loudest_n, s.loudest_n_min_participants), (3, 10));
+        assert_eq!(s.drain_timeout, Duration::from_secs(30));
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn drain_timeout_and_log_format_come_from_the_file() {
+        let file: SettingsArgs =
+            toml::from_str("drain_timeout_s = \"2m\"\nlog_format = \"json\"").unwrap();
+        let s = Settings::resolve(file, false).unwrap();
+        assert_eq!(s.drain_timeout, Duration::from_secs(120));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(toml::from_str::<SettingsArgs>("log_format = \"xml\"").is_err());
     }
 
     #[test]

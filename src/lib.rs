@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod calls;
 pub mod config;
+pub mod drain;
 pub mod engine_metrics;
 pub mod http;
 pub mod ice;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use confab::app::{AppState, Server};
 use confab::auth::JwtKeys;
-use confab::config::{DEFAULT_LOG, Seconds, Settings, SettingsArgs};
+use confab::config::{DEFAULT_LOG, LogFormat, Seconds, Settings, SettingsArgs};
 use confab::store::Store;
 use confab_signaling::OpaqueId;
 use tracing_subscriber::EnvFilter;
@@ -85,15 +85,29 @@ fn load(common: Common, dev: bool) -> Result<Settings, String> {
     Settings::load(common.settings, common.config.as_deref(), dev).map_err(|e| e.to_string())
 }
 
-fn init_tracing(filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("invalid log filter {filter:?} ({e}); using {DEFAULT_LOG}");
-        EnvFilter::new(DEFAULT_LOG)
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// Logs to stderr as text, or as one JSON object a line with the event's fields at the top
+/// level (`timestamp`, `level`, `target`, `message`, then the fields).
+fn init_tracing(filter: &str, format: LogFormat) {
+    let (env_filter, refused) = match EnvFilter::try_new(filter) {
+        Ok(f) => (f, None),
+        Err(e) => (EnvFilter::new(DEFAULT_LOG), Some(e.to_string())),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+    // Said through the logger, so that a JSON log stays JSON.
+    if let Some(e) = refused {
+        tracing::warn!(filter, error = %e, "invalid log filter; using {DEFAULT_LOG}");
+    }
 }
 
 fn main() -> ExitCode {
@@ -132,7 +146,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 fn serve(settings: Settings) -> Result<(), String> {
-    init_tracing(&settings.log);
+    init_tracing(&settings.log, settings.log_format);
     if settings.dev {
         tracing::warn!(
             "running with --dev: demo page, dev token route and possibly a generated secret. \
@@ -147,35 +161,64 @@ fn serve(settings: Settings) -> Result<(), String> {
         // Scripts and tests read this exact line to find the bound port.
         println!("listening on http://{addr}");
         tracing::info!(%addr, database = server.state().store.backend_name(), "serving");
+        let mut signals = Signals::new().map_err(|e| format!("cannot watch signals: {e}"))?;
+        let terminate = async move {
+            signals.next().await;
+            tracing::info!("shutting down: draining first; a second signal exits at once");
+            tokio::spawn(async move {
+                signals.next().await;
+                tracing::warn!("second signal: exiting without finishing the drain");
+                std::process::exit(EXIT_SECOND_SIGNAL);
+            });
+        };
         server
-            .run(shutdown_signal())
+            .run_until_terminated(terminate)
             .await
             .map_err(|e| format!("server failed: {e}"))
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The exit status when a second SIGTERM or SIGINT cuts the drain short (128 + SIGTERM, as a
+/// shell reports a process killed by it).
+const EXIT_SECOND_SIGNAL: i32 = 143;
+
+/// SIGTERM and SIGINT, each registered once, so that a second signal is never missed between
+/// two waits.
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    tracing::info!("shutting down");
+
+    /// The next SIGTERM or SIGINT (Ctrl-C elsewhere).
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn migrate(settings: Settings) -> Result<(), String> {
-    init_tracing(&settings.log);
+    init_tracing(&settings.log, settings.log_format);
     runtime()?.block_on(async move {
         let store = Store::connect(&settings.database_url)
             .await

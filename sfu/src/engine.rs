@@ -724,6 +724,34 @@ impl MediaEngine {
         Ok(total)
     }
 
+    /// Asks every worker to answer, all at once: `true` for each (in worker order) that did
+    /// within `within`. A worker answers once it has handled the commands queued before the
+    /// ping, so a stuck or stopped worker, or one too far behind, shows as `false`.
+    pub async fn ping(&self, within: Duration) -> Vec<bool> {
+        let deadline = tokio::time::Instant::now() + within;
+        let waiting: Vec<Option<oneshot::Receiver<()>>> = self
+            .inner
+            .workers
+            .iter()
+            .map(|worker| {
+                let (reply, rx) = oneshot::channel();
+                worker
+                    .commands
+                    .send(Command::Ping { reply })
+                    .ok()
+                    .map(|_| rx)
+            })
+            .collect();
+        let mut answered = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            answered.push(match rx {
+                Some(rx) => matches!(tokio::time::timeout_at(deadline, rx).await, Ok(Ok(()))),
+                None => false,
+            });
+        }
+        answered
+    }
+
     /// Closes every peer connection and stops the workers, waiting until each has.
     pub async fn shutdown(&self) {
         for worker in &self.inner.workers {

@@ -161,6 +161,10 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<WorkerStats>,
     },
+    /// Answers at once when its turn comes: proof that the worker's loop still turns.
+    Ping {
+        reply: oneshot::Sender<()>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -1565,6 +1569,9 @@ impl Worker {
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
+            Command::Ping { reply } => {
+                let _ = reply.send(());
+            }
             Command::Shutdown { reply } => {
                 // Handled in the loop; kept exhaustive so a new command is not forgotten there.
                 self.close_all();
@@ -1935,7 +1942,7 @@ fn command_participant(command: &Command) -> Option<(RoomId, &str)> {
         Command::SetVideoQuality {
             room, subscriber, ..
         } => Some((*room, subscriber.as_str())),
-        Command::Stats { .. } | Command::Shutdown { .. } => None,
+        Command::Stats { .. } | Command::Ping { .. } | Command::Shutdown { .. } => None,
     }
 }
 
@@ -2704,6 +2711,7 @@ mod tests {
             Command::RemoveParticipant { .. } => "remove",
             Command::SetVideoQuality { .. } => "quality",
             Command::Stats { .. } => "stats",
+            Command::Ping { .. } => "ping",
             Command::Shutdown { .. } => "shutdown",
         };
         match command_participant(command) {

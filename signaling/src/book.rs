@@ -628,6 +628,40 @@ impl CallBook {
         Ok(self.commit(entry, Some(before), vec![ended], None))
     }
 
+    /// Ends every live call because the node hosting it drains (contract section 10): the same
+    /// transition as an admin's [`Self::end`], decided by the server rather than a user. A
+    /// ringing call is `cancelled`, an ongoing one `completed`; joined participants leave with
+    /// `removed`, invitees still being rung have `missed` it; `ended_by` is empty and the reason
+    /// is `drained`. Outcomes come in call id order, so replays are deterministic.
+    pub fn drain(&mut self, now: OffsetDateTime) -> Vec<Outcome> {
+        let mut ids: Vec<Uuid> = self.calls.keys().copied().collect();
+        ids.sort_unstable();
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for call_id in ids {
+            let Some(mut entry) = self.detach(call_id) else {
+                continue;
+            };
+            let before = entry.call.clone();
+            let call = &mut entry.call;
+            let status = if call.status == CallStatus::Ringing {
+                CallStatus::Cancelled
+            } else {
+                CallStatus::Completed
+            };
+            let ended = finish(
+                call,
+                status,
+                now,
+                EndReason::Drained,
+                None,
+                None,
+                LeaveReason::Removed,
+            );
+            outcomes.push(self.commit(entry, Some(before), vec![ended], None));
+        }
+        outcomes
+    }
+
     /// A joined participant changes its media switches.
     ///
     /// `now` is unused: media switches carry no timestamp in the contract; it is taken so that

@@ -10,6 +10,7 @@ use confab_signaling::{Actor, ConversationId, ErrorCode, OpaqueId};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use super::access::AccessUser;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::auth::bearer_token;
@@ -26,7 +27,11 @@ impl FromRequestParts<AppState> for AuthUser {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let token = bearer_token(header)?;
-        Ok(AuthUser(state.jwt.verify(token)?))
+        let actor = state.jwt.verify(token)?;
+        if let Some(user) = parts.extensions.get::<AccessUser>() {
+            user.set(actor.user_id.as_str());
+        }
+        Ok(AuthUser(actor))
     }
 }
 

@@ -14,27 +14,54 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// A readiness probe gives up on the store after this long rather than hang on the pool.
+/// A readiness probe gives up on the store, and on each media worker, after this long rather
+/// than hang.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Ready while the history store answers; a load balancer should stop sending new calls
-/// otherwise.
+/// Ready while the history store answers, every media worker answers and the node is not
+/// draining; a load balancer should stop sending new calls otherwise. The body says which
+/// check failed. In cluster mode Redis will be checked here as well.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let ping = tokio::time::timeout(PING_TIMEOUT, state.store.ping()).await;
-    match ping
-        .map_err(|_| "timed out".to_owned())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-    {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "database": state.store.backend_name() })),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": state.store.backend_name() })),
-            )
-        }
+    let store = async {
+        tokio::time::timeout(PING_TIMEOUT, state.store.ping())
+            .await
+            .map_err(|_| "timed out".to_owned())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+    };
+    let media = state.media.engine().ping(PING_TIMEOUT);
+    let (store, workers) = tokio::join!(store, media);
+    let answering = workers.iter().filter(|ok| **ok).count();
+    let draining = state.drain.is_draining();
+    let store_ok = store.is_ok();
+    let media_ok = answering == workers.len();
+    let status = if draining {
+        "draining"
+    } else if store_ok && media_ok {
+        "ready"
+    } else {
+        "unavailable"
+    };
+    if let Err(e) = &store {
+        tracing::warn!(error = %e, "readiness: the store does not answer");
     }
+    if !media_ok {
+        tracing::warn!(
+            answering,
+            workers = workers.len(),
+            "readiness: media workers do not answer"
+        );
+    }
+    let body = json!({
+        "status": status,
+        "database": state.store.backend_name(),
+        "store": if store_ok { "ok" } else { "unreachable" },
+        "media_workers": { "total": workers.len(), "answering": answering },
+        "draining": draining,
+    });
+    let code = if status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
 }

@@ -2,6 +2,7 @@
 //! metrics, and the layers every request passes through (reading the body up to its limit,
 //! CORS, request metrics), outermost last.
 
+pub mod access;
 pub mod api;
 mod body;
 pub mod error;
@@ -93,14 +94,24 @@ fn cors(origins: &AllowedOrigins) -> CorsLayer {
 }
 
 /// Counts every request by its route template (never the raw path, which would let clients
-/// mint label values) and status, and times it.
-async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// mint label values) and status, times it, and writes its access log line.
+async fn record_request(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let user = access::AccessUser::default();
+    req.extensions_mut().insert(user.clone());
     let started = Instant::now();
     let response = next.run(req).await;
+    access::log(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+        &user,
+    );
     let metrics = &state.metrics;
     metrics
         .http_request_duration_seconds

@@ -32,6 +32,8 @@ pub enum Kick {
     None,
     /// Its queue overflowed: it could not keep up with its events.
     Overflow,
+    /// The node is draining: what is queued is still sent, then close 1001.
+    GoingAway,
 }
 
 #[derive(Clone)]
@@ -210,6 +212,44 @@ impl Hub {
     pub fn online_users(&self) -> usize {
         self.users.len()
     }
+
+    /// Open sockets, over all users.
+    pub fn socket_count(&self) -> usize {
+        self.users.iter().map(|sockets| sockets.len()).sum()
+    }
+
+    /// Asks every socket to close with 1001 after the frames already queued for it; returns
+    /// how many were asked.
+    pub fn close_all_going_away(&self) -> usize {
+        let mut asked = 0;
+        for sockets in self.users.iter() {
+            for socket in sockets.iter() {
+                going_away(socket);
+                asked += 1;
+            }
+        }
+        asked
+    }
+
+    /// Asks one socket to close with 1001 (one registered while the others were being closed).
+    pub fn close_going_away(&self, user: &str, id: SocketId) {
+        if let Some(sockets) = self.users.get(user)
+            && let Some(socket) = sockets.iter().find(|s| s.id == id)
+        {
+            going_away(socket);
+        }
+    }
+}
+
+/// A socket already kicked keeps its first reason.
+fn going_away(socket: &SocketHandle) {
+    socket.kick.send_if_modified(|kick| {
+        let first = *kick == Kick::None;
+        if first {
+            *kick = Kick::GoingAway;
+        }
+        first
+    });
 }
 
 #[cfg(test)]
@@ -272,6 +312,22 @@ mod tests {
             queued += 1;
         }
         assert_eq!(queued, SOCKET_QUEUE, "the queue is bounded");
+    }
+
+    #[test]
+    fn closing_all_asks_every_socket_once_and_keeps_an_overflow() {
+        let hub = hub();
+        let mut a = hub.register("alice");
+        let mut b = hub.register("bob");
+        let frame: Frame = Arc::from("{}");
+        for _ in 0..SOCKET_QUEUE + 1 {
+            hub.send_to_user("bob", &frame);
+        }
+        assert_eq!(hub.socket_count(), 2);
+        assert_eq!(hub.close_all_going_away(), 2);
+        assert_eq!(*a.kicked.borrow_and_update(), Kick::GoingAway);
+        assert_eq!(*b.kicked.borrow_and_update(), Kick::Overflow);
+        assert!(a.frames.try_recv().is_err(), "no frame of its own");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use confab_signaling::ErrorCode;
 use serde::Deserialize;
 
 use crate::app::AppState;
+use crate::http::access::AccessUser;
 use crate::http::error::ApiError;
 use crate::http::extract::Query;
 
@@ -62,6 +63,9 @@ pub async fn upgrade(
         Some(Err(e)) => return ApiError::from(e).into_response(),
         None => return ApiError::from(crate::auth::AuthError::Missing).into_response(),
     };
+    if let Some(user) = request.extensions().get::<AccessUser>() {
+        user.set(actor.user_id.as_str());
+    }
     if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
         let allowed = origin
             .to_str()
@@ -69,6 +73,13 @@ pub async fn upgrade(
         if !allowed {
             return ApiError::new(ErrorCode::Forbidden, "origin not allowed").into_response();
         }
+    }
+    if !state.drain.accepts_sockets() {
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            "this node is draining; connect to another node",
+        )
+        .into_response();
     }
     let (mut parts, _body) = request.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {

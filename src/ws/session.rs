@@ -51,6 +51,10 @@ impl Seat {
         let Registration { id, frames, kicked } =
             state.calls.register_socket(actor.user_id.as_str());
         tracing::debug!(user = %actor.user_id, socket = id, "socket registered");
+        // The drain closed every socket it saw; one that registered meanwhile goes too.
+        if !state.drain.accepts_sockets() {
+            state.hub.close_going_away(actor.user_id.as_str(), id);
+        }
         Seat {
             state,
             actor,
@@ -232,9 +236,20 @@ async fn write_loop(
                 return;
             }
             _ = kicked.changed() => {
-                let _ = sink
-                    .send(Message::Close(Some(close_frame(CLOSE_TRY_LATER, "too slow: event queue overflowed"))))
-                    .await;
+                let kick = *kicked.borrow();
+                let frame = if kick == Kick::GoingAway {
+                    // What was decided before the drain closed the socket (its `call:ended`)
+                    // still reaches the client.
+                    while let Ok(frame) = frames.try_recv() {
+                        if sink.send(Message::Text(Utf8Bytes::from(&*frame))).await.is_err() {
+                            return;
+                        }
+                    }
+                    close_frame(CLOSE_GOING_AWAY, "server shutting down")
+                } else {
+                    close_frame(CLOSE_TRY_LATER, "too slow: event queue overflowed")
+                };
+                let _ = sink.send(Message::Close(Some(frame))).await;
                 return;
             }
             frame = frames.recv() => {

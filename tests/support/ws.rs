@@ -27,7 +27,12 @@ pub struct WsClient {
 impl WsClient {
     /// The returned future owns what it needs, so many connects can run at once.
     pub fn connect(server: &TestServer, token: &str) -> impl Future<Output = WsClient> + use<> {
-        let url = format!("{}/ws?token={token}", server.base.replacen("http", "ws", 1));
+        Self::connect_url(&server.base, token)
+    }
+
+    /// Connects to the server at `base` (`http://HOST:PORT`), in-process or not.
+    pub fn connect_url(base: &str, token: &str) -> impl Future<Output = WsClient> + use<> {
+        let url = format!("{}/ws?token={token}", base.replacen("http", "ws", 1));
         async move {
             let (stream, _) = connect_async(url).await.expect("websocket connects");
             WsClient {

@@ -55,6 +55,8 @@ pub struct SignalingClient {
     sink: Mutex<Sink>,
     pending: Pending,
     next_id: AtomicU64,
+    /// The code of the server's close frame, once it sent one (1005 for a frame without code).
+    close_code: Arc<std::sync::Mutex<Option<u16>>>,
 }
 
 impl SignalingClient {
@@ -69,10 +71,19 @@ impl SignalingClient {
         let pending: Pending = Arc::default();
         let (events_tx, events) = mpsc::unbounded_channel();
         let readers_pending = pending.clone();
+        let close_code = Arc::new(std::sync::Mutex::new(None));
+        let readers_close_code = close_code.clone();
         tokio::spawn(async move {
             while let Some(Ok(message)) = source.next().await {
-                let Message::Text(text) = message else {
-                    continue;
+                let text = match message {
+                    Message::Text(text) => text,
+                    Message::Close(frame) => {
+                        if let Ok(mut code) = readers_close_code.lock() {
+                            *code = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                        }
+                        continue;
+                    }
+                    _ => continue,
                 };
                 let Ok(frame) = serde_json::from_str::<Value>(&text) else {
                     continue;
@@ -117,6 +128,7 @@ impl SignalingClient {
             sink: Mutex::new(sink),
             pending,
             next_id: AtomicU64::new(1),
+            close_code,
         });
         Ok((client, events))
     }
@@ -144,6 +156,11 @@ impl SignalingClient {
                 Err(SignalingError::Timeout(kind.to_owned()))
             }
         }
+    }
+
+    /// The code of the close frame the server sent, if it sent one yet.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code.lock().ok().and_then(|code| *code)
     }
 
     /// Closes the socket politely.

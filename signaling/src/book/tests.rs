@@ -2443,3 +2443,69 @@ fn data_goes_to_the_other_joined_participants_or_to_those_named() {
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidState);
 }
+
+// ---------------------------------------------------------------------------------------------
+// drain
+
+#[test]
+fn drain_ends_every_live_call_with_reason_drained() {
+    let mut fx = Fx::new();
+    // Ongoing direct, ringing direct, ongoing group with someone still being rung.
+    fx.direct(cid(1), "alice", "bob");
+    fx.accept(cid(1), "bob", at(1)).expect("accepts");
+    fx.direct(cid(2), "carol", "dave");
+    fx.group(cid(3), "erin", &["frank"]);
+    fx.initiate(cid(4), "xena", &["yuri", "zed"], None, Some("other"))
+        .expect("group rings");
+    fx.accept(cid(4), "yuri", at(2)).expect("accepts");
+
+    let outs = fx.book.drain(at(10));
+    fx.book.check_invariants().expect("invariants hold");
+    assert_eq!(fx.book.active_calls(), 0);
+    assert_eq!(fx.book.joined_participants(), 0);
+    assert_eq!(fx.book.next_deadline(), None);
+    let ids: Vec<Uuid> = outs.iter().map(|o| o.call.id).collect();
+    assert_eq!(ids, [cid(1), cid(2), cid(3), cid(4)], "call id order");
+
+    let direct = &outs[0];
+    assert_eq!(direct.call.status, CallStatus::Completed);
+    assert_eq!(direct.call.ended_by, None);
+    assert_eq!(end_reason(direct), EndReason::Drained);
+    assert_eq!(
+        direct.events,
+        vec![ended(CallStatus::Completed, None, EndReason::Drained, 9)]
+    );
+    for user in ["alice", "bob"] {
+        assert_eq!(status(&direct.call, user), ParticipantStatus::Left);
+        assert_eq!(
+            participant(&direct.call, user).left_reason,
+            Some(LeaveReason::Removed)
+        );
+    }
+    assert_eq!(recipients(direct, "call:ended"), users(&["alice", "bob"]));
+    let left: Vec<(&UserId, bool)> = direct.seat_changes().collect();
+    assert_eq!(left, [(&u("alice"), false), (&u("bob"), false)]);
+
+    let ringing = &outs[1];
+    assert_eq!(ringing.call.status, CallStatus::Cancelled);
+    assert_eq!(end_reason(ringing), EndReason::Drained);
+    assert_eq!(status(&ringing.call, "dave"), ParticipantStatus::Missed);
+    assert_eq!(recipients(ringing, "call:ended"), users(&["carol", "dave"]));
+
+    assert_eq!(outs[2].call.status, CallStatus::Cancelled);
+    let group = &outs[3];
+    assert_eq!(group.call.status, CallStatus::Completed);
+    assert_eq!(status(&group.call, "zed"), ParticipantStatus::Missed);
+    assert_eq!(
+        recipients(group, "call:ended"),
+        users(&["xena", "yuri", "zed"])
+    );
+    for out in &outs {
+        assert_eq!(out.call.ended_at, Some(at(10)));
+        assert_eq!(out.call.version, out.before.as_ref().unwrap().version + 1);
+    }
+
+    // Nothing is left to drain, and the users may call again.
+    assert!(fx.book.drain(at(11)).is_empty());
+    fx.direct(cid(5), "alice", "bob");
+}

@@ -3,6 +3,7 @@
 pub mod calls;
 mod conversations;
 mod dev;
+mod drain;
 mod history;
 mod ice;
 
@@ -35,6 +36,7 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/calls/{id}/media", patch(calls::media)),
         ("/calls/{id}/quality", get(history::quality)),
         ("/ice-servers", get(ice::ice_servers)),
+        ("/admin/drain", post(drain::drain)),
     ];
     // The dev token route exists only in --dev: without it, there is nothing to probe.
     if state.settings.dev {
