@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod calls;
+pub mod cluster;
 pub mod config;
 pub mod engine_metrics;
 pub mod http;
