@@ -65,7 +65,7 @@ where
         start_b.wait().await;
         b.await
     };
-    let (a, b) = if round % 2 == 0 {
+    let (a, b) = if round.is_multiple_of(2) {
         let a = tokio::spawn(a);
         (a, tokio::spawn(b))
     } else {
@@ -124,7 +124,7 @@ async fn a_silent_node_is_lost_after_the_window_and_claimed_once() {
     let (from_a, from_b) = tokio::join!(on_a.claim_lost_nodes(), on_b.claim_lost_nodes());
     let mut claimed = from_a.unwrap();
     claimed.extend(from_b.unwrap());
-    assert_eq!(claimed, [b.clone()]);
+    assert_eq!(claimed, std::slice::from_ref(&b));
     assert!(on_a.claim_lost_nodes().await.unwrap().is_empty());
 
     // b comes back: its heartbeat tells it that it was declared lost.
@@ -182,7 +182,7 @@ async fn a_restart_on_the_same_id_replaces_its_record() {
         }
     );
     assert_eq!(registry.heartbeat(&second).await.unwrap(), Beat::Renewed);
-    assert_eq!(registry.live_nodes().await.unwrap(), [second.clone()]);
+    assert_eq!(registry.live_nodes().await.unwrap(), [second]);
     let fields: usize = conn.hlen(keys.nodes()).await.unwrap();
     let beats: usize = conn.zcard(keys.heartbeats()).await.unwrap();
     assert_eq!((fields, beats), (1, 1), "one record, one heartbeat");
