@@ -11,9 +11,9 @@ mod redis_server;
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab::cluster::registry::{ManualClock, least_loaded};
+use confab::cluster::registry::least_loaded;
 use confab::cluster::{
-    Beat, Claim, Clock, ClusterError, Keys, NodeRecord, Registry, Seats, connect,
+    Beat, Claim, Clock, ClusterError, Keys, ManualClock, NodeRecord, Registry, Seats, connect,
 };
 use confab_signaling::{ErrorCode, OpaqueId};
 use redis::AsyncCommands;
@@ -182,10 +182,30 @@ async fn a_restart_on_the_same_id_replaces_its_record() {
         }
     );
     assert_eq!(registry.heartbeat(&second).await.unwrap(), Beat::Renewed);
-    assert_eq!(registry.live_nodes().await.unwrap(), [second]);
+    assert_eq!(
+        registry.live_nodes().await.unwrap(),
+        std::slice::from_ref(&second)
+    );
     let fields: usize = conn.hlen(keys.nodes()).await.unwrap();
     let beats: usize = conn.zcard(keys.heartbeats()).await.unwrap();
     assert_eq!((fields, beats), (1, 1), "one record, one heartbeat");
+
+    // A record this node cannot read is left out, not fatal to the list; a CPU use beyond
+    // 1.0 is written clamped.
+    let _: () = conn
+        .hset(keys.nodes(), "garbled", "{not json")
+        .await
+        .unwrap();
+    let _: () = conn
+        .zadd(keys.heartbeats(), "garbled", i64::MAX)
+        .await
+        .unwrap();
+    let mut hot = record("hot", 0, 7.5);
+    registry.heartbeat(&hot).await.unwrap();
+    hot.cpu_ratio = 1.0;
+    assert_eq!(registry.live_nodes().await.unwrap(), [hot, second]);
+    registry.deregister("garbled").await.unwrap();
+    registry.deregister("hot").await.unwrap();
 
     assert!(registry.deregister("n1").await.unwrap());
     assert!(!registry.deregister("n1").await.unwrap());

@@ -16,5 +16,5 @@ pub mod seats;
 pub use connection::connect;
 pub use error::ClusterError;
 pub use keys::Keys;
-pub use registry::{Beat, Clock, NodeRecord, Registry};
+pub use registry::{Beat, Clock, ManualClock, NodeRecord, Registry};
 pub use seats::{Claim, Seats};

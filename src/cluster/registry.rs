@@ -220,9 +220,16 @@ impl Registry {
         i64::try_from(self.lost_after.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// Writes `record` and marks its node as heard from now.
+    /// Writes `record` and marks its node as heard from now. A `cpu_ratio` outside 0.0 ..= 1.0
+    /// is written clamped (a NaN as 0.0), so that every node can read the record back.
     pub async fn heartbeat(&self, record: &NodeRecord) -> Result<Beat, ClusterError> {
-        let json = serde_json::to_string(record).map_err(|e| ClusterError::Corrupt {
+        let mut written = record.clone();
+        written.cpu_ratio = if record.cpu_ratio.is_finite() {
+            record.cpu_ratio.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let json = serde_json::to_string(&written).map_err(|e| ClusterError::Corrupt {
             what: "node record",
             message: e.to_string(),
         })?;
@@ -243,7 +250,9 @@ impl Registry {
         })
     }
 
-    /// The nodes heard from within the window, by id.
+    /// The nodes heard from within the window, by id. A record this node cannot read (one
+    /// written by an incompatible version) is left out with a warning rather than failing the
+    /// whole list, so one bad record cannot stop placement.
     pub async fn live_nodes(&self) -> Result<Vec<NodeRecord>, ClusterError> {
         let records: Vec<Option<String>> = self
             .scripts
@@ -254,17 +263,18 @@ impl Registry {
             .arg(self.window_millis())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let mut nodes = records
-            .into_iter()
+        let mut nodes: Vec<NodeRecord> = records
+            .iter()
             .flatten()
-            .map(|r| decode(&r))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|r| readable(r))
+            .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(nodes)
     }
 
     /// Takes the nodes silent for longer than the window out of the registry and returns them,
     /// so that the caller ends their calls. Two nodes asking at once never get the same node.
+    /// Unreadable records are removed too, and left out with a warning.
     pub async fn claim_lost_nodes(&self) -> Result<Vec<NodeRecord>, ClusterError> {
         let records: Vec<String> = self
             .scripts
@@ -275,7 +285,7 @@ impl Registry {
             .arg(self.window_millis())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        records.iter().map(|r| decode(r)).collect()
+        Ok(records.iter().filter_map(|r| readable(r)).collect())
     }
 
     /// Where a new call goes: the least-loaded live node that is not draining (see
@@ -307,6 +317,17 @@ fn decode(json: &str) -> Result<NodeRecord, ClusterError> {
         what: "node record",
         message: e.to_string(),
     })
+}
+
+/// The record, or `None` with a warning.
+fn readable(json: &str) -> Option<NodeRecord> {
+    match decode(json) {
+        Ok(record) => Some(record),
+        Err(e) => {
+            tracing::warn!(error = %e, "node record left out");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
