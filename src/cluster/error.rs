@@ -78,3 +78,25 @@ impl From<ClusterError> for SignalingError {
         e.to_signaling()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unreachable_redis_is_unavailable() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let down = ClusterError::from(redis::RedisError::from(refused));
+        assert!(matches!(down, ClusterError::Unreachable(_)), "{down:?}");
+        let refusal = down.to_signaling();
+        assert_eq!(
+            (refusal.code, refusal.code.http_status()),
+            (ErrorCode::Unavailable, 503)
+        );
+
+        let client = redis::RedisError::from((redis::ErrorKind::Client, "bad"));
+        let fault = ClusterError::from(client);
+        assert!(matches!(fault, ClusterError::Refused(_)), "{fault:?}");
+        assert_eq!(SignalingError::from(fault).code, ErrorCode::Internal);
+    }
+}
