@@ -77,7 +77,12 @@ return 0
 pub struct Seats {
     conn: ConnectionManager,
     keys: Keys,
-    scripts: Arc<(Script, Script)>,
+    scripts: Arc<Scripts>,
+}
+
+struct Scripts {
+    claim: Script,
+    release: Script,
 }
 
 impl Seats {
@@ -85,7 +90,10 @@ impl Seats {
         Seats {
             conn,
             keys,
-            scripts: Arc::new((Script::new(CLAIM), Script::new(RELEASE))),
+            scripts: Arc::new(Scripts {
+                claim: Script::new(CLAIM),
+                release: Script::new(RELEASE),
+            }),
         }
     }
 
@@ -93,7 +101,7 @@ impl Seats {
     pub async fn claim_seat(&self, user: &OpaqueId, call: Uuid) -> Result<Claim, ClusterError> {
         let holder: Option<String> = self
             .scripts
-            .0
+            .claim
             .key(self.keys.seat(user))
             .key(self.keys.call_seats(call))
             .arg(call.to_string())
@@ -107,7 +115,7 @@ impl Seats {
     pub async fn release_seat(&self, user: &OpaqueId, call: Uuid) -> Result<bool, ClusterError> {
         let released: i64 = self
             .scripts
-            .1
+            .release
             .key(self.keys.seat(user))
             .key(self.keys.call_seats(call))
             .arg(call.to_string())
@@ -153,7 +161,7 @@ impl Seats {
     ) -> Result<Claim, ClusterError> {
         let holder: Option<String> = self
             .scripts
-            .0
+            .claim
             .key(self.keys.active_call(conversation))
             .arg(call.to_string())
             .invoke_async(&mut self.conn.clone())
@@ -169,7 +177,7 @@ impl Seats {
     ) -> Result<bool, ClusterError> {
         let released: i64 = self
             .scripts
-            .1
+            .release
             .key(self.keys.active_call(conversation))
             .arg(call.to_string())
             .invoke_async(&mut self.conn.clone())
