@@ -11,7 +11,7 @@ use confab_signaling::{CallBook, Limits};
 use tokio::net::TcpListener;
 
 use crate::auth::{JwtKeys, KeyError, generate_secret};
-use crate::calls::CallService;
+use crate::calls::{CallService, Outlets};
 use crate::config::Settings;
 use crate::drain::{Drain, HISTORY_FLUSH_WAIT};
 use crate::engine_metrics::{EngineMetrics, EngineMetricsHandle};
@@ -91,16 +91,15 @@ impl AppState {
             ring_timeout: time::Duration::try_from(settings.ring_timeout)
                 .unwrap_or(time::Duration::seconds(45)),
         });
-        let (calls, roster) = CallService::new(
-            book,
-            store.clone(),
-            writer.clone(),
-            metrics.clone(),
-            hub.clone(),
-            settings.disconnect_grace,
-            webhooks.clone(),
-            drain.clone(),
-        );
+        let outlets = Outlets {
+            store: store.clone(),
+            writer: writer.clone(),
+            metrics: metrics.clone(),
+            hub: hub.clone(),
+            webhooks: webhooks.clone(),
+        };
+        let (calls, roster) =
+            CallService::new(book, outlets, settings.disconnect_grace, drain.clone());
         let recovered = calls.recover_interrupted_calls().await?;
         if recovered > 0 {
             tracing::warn!(

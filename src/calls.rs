@@ -89,17 +89,30 @@ pub struct CallService {
     drain: Arc<Drain>,
 }
 
+/// Where the service's decisions go once made: the store and its writer, the sockets, the
+/// webhooks and the metrics.
+pub struct Outlets {
+    pub store: Store,
+    pub writer: HistoryWriter,
+    pub metrics: Arc<Metrics>,
+    pub hub: Arc<Hub>,
+    pub webhooks: Webhooks,
+}
+
 impl CallService {
     pub fn new(
         book: CallBook,
-        store: Store,
-        writer: HistoryWriter,
-        metrics: Arc<Metrics>,
-        hub: Arc<Hub>,
+        outlets: Outlets,
         disconnect_grace: Duration,
-        webhooks: Webhooks,
         drain: Arc<Drain>,
     ) -> (Arc<CallService>, RosterChanges) {
+        let Outlets {
+            store,
+            writer,
+            metrics,
+            hub,
+            webhooks,
+        } = outlets;
         let (roster, changes) = mpsc::unbounded_channel();
         let service = Arc::new_cyclic(|me| CallService {
             book: Mutex::new(book),

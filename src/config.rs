@@ -146,9 +146,12 @@ pub struct SettingsArgs {
     /// Origins allowed for CORS and WebSocket upgrades (comma-separated, `*` for any)
     #[arg(long, env = "CONFAB_ALLOWED_ORIGINS", value_name = "ORIGINS")]
     pub allowed_origins: Option<String>,
-    /// Redis URL; set = cluster mode
+    /// Redis URL; set = cluster mode (needs a postgres:// database)
     #[arg(long, env = "CONFAB_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
+    /// This node's id in cluster mode (default: hostname + random suffix)
+    #[arg(long, env = "CONFAB_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
     /// tracing filter, e.g. `info` or `confab=debug,info`
     #[arg(long, env = "CONFAB_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -221,6 +224,7 @@ impl SettingsArgs {
                 stun_urls,
                 allowed_origins,
                 redis_url,
+                node_id,
                 log,
                 webhook_urls,
                 webhook_secret,
@@ -283,6 +287,8 @@ pub struct Settings {
     pub stun_urls: Vec<String>,
     pub allowed_origins: AllowedOrigins,
     pub redis_url: Option<String>,
+    /// This node's id in cluster mode: the configured one, or generated at start.
+    pub node_id: String,
     pub log: String,
     /// Where call events are POSTed; empty = no webhooks.
     pub webhook_urls: Vec<String>,
@@ -329,6 +335,7 @@ impl fmt::Debug for Settings {
             .field("stun_urls", &self.stun_urls)
             .field("allowed_origins", &self.allowed_origins)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("node_id", &self.node_id)
             .field("log", &self.log)
             .field("webhook_urls", &self.webhook_urls)
             .field("webhook_secret", &redact(&self.webhook_secret))
@@ -459,6 +466,31 @@ impl Settings {
                 "must be at least 1 (turn loudest-N off with loudest_n = 0)",
             ));
         }
+        let redis_url = non_empty(args.redis_url);
+        if let Some(url) = &redis_url {
+            if database_url.starts_with("sqlite:") {
+                return Err(invalid(
+                    "redis_url",
+                    "cluster mode (redis_url) needs a postgres:// database_url: \
+                     a SQLite file belongs to one node",
+                ));
+            }
+            crate::cluster::connection::client(url)
+                .map_err(|e| invalid("redis_url", e.to_string()))?;
+        }
+        let node_id = match non_empty(args.node_id) {
+            Some(id) if crate::cluster::node_id::is_valid(&id) => id,
+            Some(id) => {
+                return Err(invalid(
+                    "node_id",
+                    format!(
+                        "{id:?}: expected 1..{} characters of [A-Za-z0-9._-]",
+                        crate::cluster::node_id::MAX_LEN
+                    ),
+                ));
+            }
+            None => crate::cluster::node_id::generate(),
+        };
         let allowed_origins = match comma_list(args.allowed_origins) {
             list if list.is_empty() || list.iter().any(|o| o == "*") => AllowedOrigins::Any,
             list => AllowedOrigins::List(list),
@@ -488,7 +520,8 @@ impl Settings {
             turn_ttl,
             stun_urls: comma_list(args.stun_urls),
             allowed_origins,
-            redis_url: non_empty(args.redis_url),
+            redis_url,
+            node_id,
             log: args.log.unwrap_or_else(|| DEFAULT_LOG.to_owned()),
             webhook_urls,
             webhook_secret,
@@ -655,6 +688,49 @@ mod tests {
                 .webhooks()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn redis_needs_postgres_and_node_ids_are_checked() {
+        let sqlite_with_redis = SettingsArgs {
+            redis_url: Some("redis://127.0.0.1:6379".into()),
+            ..Default::default()
+        };
+        let err = Settings::resolve(sqlite_with_redis, false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("redis_url") && err.contains("postgres"),
+            "{err}"
+        );
+
+        let postgres_with_redis = SettingsArgs {
+            redis_url: Some("redis://127.0.0.1:6379".into()),
+            database_url: Some("postgres://confab@db/confab".into()),
+            node_id: Some("node-1".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(postgres_with_redis, false).unwrap();
+        assert_eq!(s.node_id, "node-1");
+
+        let bad_url = SettingsArgs {
+            redis_url: Some("http://not-redis".into()),
+            database_url: Some("postgres://confab@db/confab".into()),
+            ..Default::default()
+        };
+        let err = Settings::resolve(bad_url, false).err().unwrap().to_string();
+        assert!(err.contains("redis_url"), "{err}");
+
+        let bad_id = SettingsArgs {
+            node_id: Some("no spaces".into()),
+            ..Default::default()
+        };
+        let err = Settings::resolve(bad_id, false).err().unwrap().to_string();
+        assert!(err.contains("node_id"), "{err}");
+
+        let generated = Settings::resolve(SettingsArgs::default(), false).unwrap();
+        assert!(crate::cluster::node_id::is_valid(&generated.node_id));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod announce;
 pub mod app;
 pub mod auth;
 pub mod calls;
+pub mod cluster;
 pub mod config;
 pub mod drain;
 pub mod engine_metrics;

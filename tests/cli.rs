@@ -318,3 +318,30 @@ fn the_kubernetes_config_map_starts() {
     let (status, body) = get(&format!("{}/readyz", server.base));
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn redis_with_sqlite_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("r.db").display());
+    let out = confab()
+        .args(["serve", "--http-addr", ":0", "--jwt-secret", "s"])
+        .args(["--database-url", &db])
+        .env("CONFAB_REDIS_URL", "redis://127.0.0.1:6379")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("redis_url") && stderr.contains("postgres://"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("r.db").exists(), "nothing was started");
+
+    let out = confab()
+        .args(["token", "--user", "alice", "--jwt-secret", "s"])
+        .args(["--node-id", "not an id"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node_id"));
+}
