@@ -1,51 +1,15 @@
 //! The `confab` binary itself: subcommands, settings precedence and the listening line.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_confab");
-
-fn confab() -> Command {
-    let mut cmd = Command::new(BIN);
-    // Settings come only from what each test passes.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CONFAB_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
-
-/// A running `confab serve`, killed on drop.
-struct Serving {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::process::{Serving, confab};
 
 /// Starts the server and reads the `listening on http://ADDR` line it prints.
 fn serve(cmd: &mut Command) -> Serving {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("confab starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("a line");
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Serving { child, base }
+    Serving::start(cmd.stderr(Stdio::null()))
 }
 
 fn get(url: &str) -> (u16, String) {

@@ -4,9 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use confab::store::Store;
@@ -14,78 +12,24 @@ use confab_bot::participant::BotParticipant;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::db::TestDb;
+use support::process::{Serving, confab};
 use support::server::{SECRET, TestServer, admin, code, token};
 use support::ws::{WAIT, WsClient};
 
-const BIN: &str = env!("CARGO_BIN_EXE_confab");
-
 /// `confab serve` on loopback with free ports, a SQLite file in `dir` and the tests' secret;
 /// stderr goes to `dir/stderr.log`.
-struct Serving {
-    child: Child,
-    base: String,
-}
-
-impl Serving {
-    fn start(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Serving {
-        let mut cmd = Command::new(BIN);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("CONFAB_") {
-                cmd.env_remove(key);
-            }
-        }
-        let db = format!("sqlite://{}", dir.join("confab.db").display());
-        let stderr = std::fs::File::create(dir.join("stderr.log")).expect("log file");
-        let mut child = cmd
+fn serve_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Serving {
+    let db = format!("sqlite://{}", dir.join("confab.db").display());
+    let stderr = std::fs::File::create(dir.join("stderr.log")).expect("log file");
+    Serving::start(
+        confab()
             .args(["serve", "--http-addr", ":0", "--rtc-udp-port", "0"])
             .args(["--media-workers", "1", "--database-url", &db])
             .args(["--jwt-secret", SECRET])
             .args(args)
             .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("confab starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("a line");
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Serving { child, base }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits for the process to exit (polling, so the test's runtime keeps running).
-    async fn exited(&mut self) -> ExitStatus {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "confab did not exit"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .stderr(stderr),
+    )
 }
 
 async fn bot(base: &str, user: &str) -> BotParticipant {
@@ -109,7 +53,7 @@ async fn until(mut check: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_call_with_media_and_keeps_its_history() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Serving::start(dir.path(), &[], &["--drain-timeout-s", "1"]);
+    let mut server = serve_in(dir.path(), &[], &["--drain-timeout-s", "1"]);
     let alice = bot(&server.base, "alice").await;
     let bob = bot(&server.base, "bob").await;
 
@@ -198,7 +142,7 @@ async fn sigterm_drains_a_call_with_media_and_keeps_its_history() {
 async fn a_second_sigterm_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     // A drain that would wait an hour for the call below to end.
-    let mut server = Serving::start(dir.path(), &[], &["--drain-timeout-s", "1h"]);
+    let mut server = serve_in(dir.path(), &[], &["--drain-timeout-s", "1h"]);
     let mut alice = WsClient::connect_url(&server.base, &token("alice")).await;
     alice
         .start_call(json!({"invitees": ["bob"], "media": "audio"}))
@@ -227,7 +171,7 @@ async fn a_second_sigterm_exits_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_a_line_with_an_access_line_per_request() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Serving::start(dir.path(), &[("CONFAB_LOG_FORMAT", "json")], &[]);
+    let mut server = serve_in(dir.path(), &[("CONFAB_LOG_FORMAT", "json")], &[]);
     let alice = token("alice");
     let resp = reqwest::Client::new()
         .get(format!("{}/api/v1/calls?limit=5", server.base))

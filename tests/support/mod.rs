@@ -2,5 +2,6 @@
 
 pub mod db;
 pub mod http1;
+pub mod process;
 pub mod server;
 pub mod ws;
