@@ -530,7 +530,7 @@ async function main() {
       assert((await res.text()).includes('<script type="module" src="app.js">'), 'index.html loads app.js');
     });
     await step('files have their content types', async () => {
-      for (const [path, type] of [['/confab.js', 'text/javascript'], ['/app.js', 'text/javascript'], ['/style.css', 'text/css'], ['/favicon.svg', 'image/svg+xml']]) {
+      for (const [path, type] of [['/sdk/confab.js', 'text/javascript'], ['/app.js', 'text/javascript'], ['/style.css', 'text/css'], ['/favicon.svg', 'image/svg+xml']]) {
         const res = await fetch(origin + path);
         eq(res.status, 200, `${path} status`);
         assert(res.headers.get('content-type').startsWith(type), `${path}: ${res.headers.get('content-type')}`);
@@ -1086,7 +1086,7 @@ async function main() {
 
 /** Runs in the page: CallMedia against two local peer connections standing in for the SFU. */
 async function runMediaLoopback() {
-  const { CallMedia, ClientEvents } = await import('/confab.js');
+  const { CallMedia, ClientEvents } = await import('/sdk/confab.js');
   const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
   const callId = '11111111-1111-4111-8111-111111111111';
   const server = { publisher: new RTCPeerConnection(), subscriber: new RTCPeerConnection() };
