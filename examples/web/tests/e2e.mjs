@@ -537,7 +537,7 @@ async function main() {
       }
     });
     await step('unknown paths and the tests stay 404 JSON', async () => {
-      for (const path of ['/nope', '/tests/e2e.mjs', '/tests/package.json', '/index.htm']) {
+      for (const path of ['/nope', '/tests/e2e.mjs', '/tests/package.json', '/index.htm', '/confab.js', '/sdk/package.json']) {
         const res = await fetch(origin + path);
         eq(res.status, 404, `${path} status`);
         eq((await res.json()).error.code, 'NOT_FOUND', `${path} error code`);
