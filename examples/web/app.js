@@ -2,7 +2,7 @@
 // raised hand and a chat (over call:data), an incoming-call dialog and the call history.
 // Everything goes through confab.js; this file only renders.
 
-import { Confab, ClientEvents } from './confab.js';
+import { Confab, ClientEvents } from '../sdk/confab.js';
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = 'confab.session';
@@ -38,7 +38,7 @@ const state = {
   /** @type {Confab|null} */
   client: null,
   connection: 'idle',
-  /** @type {import('./confab.js').Call|null} */
+  /** @type {import('../sdk/confab.js').Call|null} */
   call: null,
   /** call id → `call:incoming` data, newest last */
   incoming: new Map(),
@@ -46,7 +46,7 @@ const state = {
   mediaNotes: new Map(),
   /** @type {{stream: MediaStream|null, screen: MediaStream|null}} */
   local: { stream: null, screen: null },
-  /** @type {import('./confab.js').RemoteTrack[]} */
+  /** @type {import('../sdk/confab.js').RemoteTrack[]} */
   remote: [],
   /** user ids, loudest first (`call:active-speakers`) */
   speakers: [],

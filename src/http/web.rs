@@ -1,7 +1,10 @@
-//! The demo meeting page of `examples/web/`, embedded in the binary and served at `/` (and
-//! its files) only under `serve --dev`. Any other path still falls through to the JSON 404.
+//! Static files embedded in the binary: the browser client of `examples/sdk/` at `/sdk/*`
+//! on every server (a host application loads or bundles it from there), and the demo meeting
+//! page of `examples/web/` at `/` (and its files) only under `serve --dev`. Any other path
+//! still falls through to the JSON 404.
 
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use rust_embed::RustEmbed;
@@ -17,22 +20,80 @@ use crate::app::AppState;
 #[exclude = "*.md"]
 struct Assets;
 
-/// Routes for every embedded file, `/` being `index.html`; none without `--dev`.
+/// The browser client package: its module and its type declarations, nothing else of the
+/// folder (package.json, the README and the type check stay out).
+#[derive(RustEmbed)]
+#[folder = "examples/sdk/"]
+#[include = "confab.js"]
+#[include = "confab.d.ts"]
+struct Sdk;
+
+/// How long a browser or proxy may reuse the client without asking again; the `ETag` makes
+/// the question after that cheap.
+const SDK_CACHE: &str = "public, max-age=300";
+
+/// Routes for the client package under `/sdk/` (always) and, with `--dev`, every file of the
+/// demo page, `/` being `index.html`.
 pub fn routes(state: &AppState) -> Vec<(String, MethodRouter<AppState>)> {
-    if !state.settings.dev {
-        return Vec::new();
-    }
-    Assets::iter()
+    let mut routes: Vec<(String, MethodRouter<AppState>)> = Sdk::iter()
         .map(|path| {
             let path = path.into_owned();
-            let route = if path == "index.html" {
-                "/".to_owned()
-            } else {
-                format!("/{path}")
-            };
-            (route, get(move || serve(path.clone())))
+            let route = format!("/sdk/{path}");
+            (
+                route,
+                get(move |headers: HeaderMap| serve_sdk(path.clone(), headers)),
+            )
         })
-        .collect()
+        .collect();
+    if !state.settings.dev {
+        return routes;
+    }
+    routes.extend(Assets::iter().map(|path| {
+        let path = path.into_owned();
+        let route = if path == "index.html" {
+            "/".to_owned()
+        } else {
+            format!("/{path}")
+        };
+        (route, get(move || serve(path.clone())))
+    }));
+    routes
+}
+
+/// One file of the client package, cacheable, with a strong `ETag` from its content hash;
+/// a matching `If-None-Match` gets `304 Not Modified`.
+async fn serve_sdk(path: String, headers: HeaderMap) -> Response {
+    let Some(file) = Sdk::get(&path) else {
+        // The route table is built from the same embedded set, so this cannot happen.
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let etag = etag(&file.metadata.sha256_hash());
+    let Ok(etag_value) = HeaderValue::from_str(&etag) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let cache = [
+        (CACHE_CONTROL, HeaderValue::from_static(SDK_CACHE)),
+        (ETAG, etag_value),
+    ];
+    let unchanged = headers
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static(content_type(&path)))],
+        cache,
+        file.data.into_owned(),
+    )
+        .into_response()
+}
+
+/// A quoted strong entity tag from the first 16 bytes of a SHA-256 hash.
+fn etag(hash: &[u8; 32]) -> String {
+    let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
 }
 
 async fn serve(path: String) -> Response {
@@ -54,6 +115,7 @@ fn content_type(path: &str) -> &'static str {
     match path.rsplit_once('.').map(|(_, ext)| ext) {
         Some("html") => "text/html; charset=utf-8",
         Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("ts") => "text/plain; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
         Some("json") => "application/json",
         Some("svg") => "image/svg+xml",
@@ -71,13 +133,20 @@ mod tests {
     #[test]
     fn embeds_the_page_without_its_tests() {
         let files: Vec<String> = Assets::iter().map(|p| p.into_owned()).collect();
-        for needed in ["index.html", "app.js", "confab.js", "style.css"] {
+        for needed in ["index.html", "app.js", "style.css"] {
             assert!(
                 files.iter().any(|f| f == needed),
                 "{needed} missing: {files:?}"
             );
         }
         assert!(files.iter().all(|f| !f.starts_with("tests/")), "{files:?}");
+    }
+
+    #[test]
+    fn embeds_only_the_client_and_its_types() {
+        let mut files: Vec<String> = Sdk::iter().map(|p| p.into_owned()).collect();
+        files.sort();
+        assert_eq!(files, ["confab.d.ts", "confab.js"]);
     }
 
     #[test]

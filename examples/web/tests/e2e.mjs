@@ -530,14 +530,14 @@ async function main() {
       assert((await res.text()).includes('<script type="module" src="app.js">'), 'index.html loads app.js');
     });
     await step('files have their content types', async () => {
-      for (const [path, type] of [['/confab.js', 'text/javascript'], ['/app.js', 'text/javascript'], ['/style.css', 'text/css'], ['/favicon.svg', 'image/svg+xml']]) {
+      for (const [path, type] of [['/sdk/confab.js', 'text/javascript'], ['/app.js', 'text/javascript'], ['/style.css', 'text/css'], ['/favicon.svg', 'image/svg+xml']]) {
         const res = await fetch(origin + path);
         eq(res.status, 200, `${path} status`);
         assert(res.headers.get('content-type').startsWith(type), `${path}: ${res.headers.get('content-type')}`);
       }
     });
     await step('unknown paths and the tests stay 404 JSON', async () => {
-      for (const path of ['/nope', '/tests/e2e.mjs', '/tests/package.json', '/index.htm']) {
+      for (const path of ['/nope', '/tests/e2e.mjs', '/tests/package.json', '/index.htm', '/confab.js', '/sdk/package.json']) {
         const res = await fetch(origin + path);
         eq(res.status, 404, `${path} status`);
         eq((await res.json()).error.code, 'NOT_FOUND', `${path} error code`);
@@ -1086,7 +1086,7 @@ async function main() {
 
 /** Runs in the page: CallMedia against two local peer connections standing in for the SFU. */
 async function runMediaLoopback() {
-  const { CallMedia, ClientEvents } = await import('/confab.js');
+  const { CallMedia, ClientEvents } = await import('/sdk/confab.js');
   const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
   const callId = '11111111-1111-4111-8111-111111111111';
   const server = { publisher: new RTCPeerConnection(), subscriber: new RTCPeerConnection() };
