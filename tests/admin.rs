@@ -206,3 +206,109 @@ backend_tests! {
         assert_eq!(stored["status"], "completed");
     }
 }
+
+/// Waits until `check` holds, polling every 100 ms, for at most `limit`.
+async fn until(limit: std::time::Duration, check: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    check()
+}
+
+/// Packets `me` received from `publisher`, by kind: (audio, video).
+fn received_from(me: &confab_bot::participant::BotParticipant, publisher: &str) -> (u64, u64) {
+    let mut counts = (0, 0);
+    for track in me.subscriber.tracks() {
+        if track.stream_id != publisher {
+            continue;
+        }
+        if format!("{:?}", track.kind).eq_ignore_ascii_case("audio") {
+            counts.0 += track.packets;
+        } else {
+            counts.1 += track.packets;
+        }
+    }
+    counts
+}
+
+/// With real media: an admin's mute stops the forwarding of that source at once while the
+/// publisher keeps sending, and the participant's own unmute resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_mute_stops_forwarding_until_the_participant_unmutes() {
+    use confab_bot::participant::BotParticipant;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(20);
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    let connect = |user: &'static str| {
+        let base = server.base.clone();
+        async move {
+            BotParticipant::connect(&base, &token(user), user)
+                .await
+                .expect("bot connects")
+        }
+    };
+    let alice = connect("alice").await;
+    let bob = connect("bob").await;
+    let created = alice
+        .request(
+            "call:initiate",
+            json!({"invitees": ["bob"], "media": "video"}),
+        )
+        .await
+        .expect("call:initiate");
+    let call_id = created["call"]["id"].as_str().expect("call id").to_owned();
+    bob.request("call:accept", json!({"call_id": call_id}))
+        .await
+        .expect("call:accept");
+    let bob_pub = bob.publish(&call_id).await.expect("bob publishes");
+    let sending =
+        tokio::spawn(async move { bob_pub.send_media(Duration::from_secs(60)).await.ok() });
+
+    assert!(
+        until(WAIT, || {
+            let (a, v) = received_from(&alice, "bob");
+            a > 20 && v > 20
+        })
+        .await,
+        "media flows: {:?}",
+        received_from(&alice, "bob")
+    );
+
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/calls/{call_id}/participants/bob/mute"),
+            &admin(),
+            json!({"audio": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Packets already on their way may still land; after that the count stands still while
+    // the camera, sent alongside, keeps arriving.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (audio_muted, video_muted) = received_from(&alice, "bob");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (audio_later, video_later) = received_from(&alice, "bob");
+    assert_eq!(audio_later, audio_muted, "held audio still arrives");
+    assert!(video_later > video_muted, "the camera kept flowing");
+
+    bob.request(
+        "call:media",
+        json!({"call_id": call_id, "audio_muted": false}),
+    )
+    .await
+    .expect("bob unmutes");
+    assert!(
+        until(WAIT, || received_from(&alice, "bob").0 > audio_later + 10).await,
+        "audio resumes after bob's own unmute: {:?}",
+        received_from(&alice, "bob")
+    );
+    let stats = server.state.media.engine().stats().await.expect("stats");
+    assert!(stats.held_packets > 0);
+    sending.abort();
+}
