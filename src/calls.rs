@@ -469,12 +469,22 @@ impl CallService {
         subject: &UserId,
         reason: Option<String>,
     ) -> ApiResult<Call> {
+        let reason_given = reason.clone();
         let call = self
             .operate(actor, call_id, |book, now| {
                 book.remove(call_id, actor, subject, reason, now)
             })
             .await?;
         tracing::info!(%call_id, by = %actor.user_id, user = %subject, "participant removed");
+        let reason = reason_given.unwrap_or_else(|| LeaveReason::Removed.to_string());
+        self.record_admin_action(
+            actor,
+            call_id,
+            subject,
+            "removed",
+            json!({ "reason": reason }),
+        )
+        .await;
         Ok(call)
     }
 
@@ -499,7 +509,57 @@ impl CallService {
             })
             .await?;
         tracing::info!(%call_id, by = %actor.user_id, user = %subject, ?mute, "participant muted");
+        let mut sources = serde_json::Map::new();
+        for (key, muted) in [
+            ("audio", mute.audio),
+            ("video", mute.video),
+            ("screen", mute.screen),
+        ] {
+            if muted == Some(true) {
+                sources.insert(key.to_owned(), Value::Bool(true));
+            }
+        }
+        self.record_admin_action(actor, call_id, subject, "muted", Value::Object(sources))
+            .await;
         Ok(call)
+    }
+
+    /// Writes an admin action into the call's history before the admin gets its answer; a
+    /// store failure is logged and counted, and the action still stands.
+    async fn record_admin_action(
+        &self,
+        actor: &Actor,
+        call_id: CallId,
+        subject: &UserId,
+        action: &'static str,
+        detail: Value,
+    ) {
+        let record = crate::store::AdminAction {
+            call_id,
+            action,
+            by: actor.user_id.clone(),
+            user_id: subject.clone(),
+            at: now_ms(),
+            detail,
+        };
+        if let Err(e) = self.store.insert_admin_action(&record).await {
+            tracing::warn!(%call_id, error = %e, "recording an admin action failed");
+            self.metrics
+                .store_write_failures_total
+                .with_label_values(&["admin_action"])
+                .inc();
+        }
+    }
+
+    /// The admin actions recorded for a call, oldest first (`GET /calls/{id}/admin-actions`).
+    pub async fn admin_actions(
+        &self,
+        call_id: CallId,
+    ) -> ApiResult<Vec<crate::store::StoredAdminAction>> {
+        if self.find(call_id).await?.is_none() {
+            return Err(call_not_found(call_id));
+        }
+        Ok(self.store.admin_actions(call_id).await?)
     }
 
     /// Every ringing or ongoing call, for `GET /admin/calls`.

@@ -4,7 +4,7 @@
 mod support;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::db::TestDb;
 use support::server::{TestServer, admin, code, token};
 use support::ws::WsClient;
@@ -38,6 +38,7 @@ backend_tests! {
         let routes = [
             (Method::GET, "/api/v1/admin/calls".to_owned(), None, StatusCode::OK),
             (Method::GET, "/api/v1/admin/nodes".to_owned(), None, StatusCode::OK),
+            (Method::GET, format!("/api/v1/calls/{id}/admin-actions"), None, StatusCode::OK),
             (
                 Method::POST,
                 format!("/api/v1/calls/{id}/participants/bob/mute"),
@@ -204,6 +205,24 @@ backend_tests! {
         let (status, stored) = server.get(&format!("/api/v1/calls/{id}"), &admin()).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(stored["status"], "completed");
+
+        // The call's history names each action and the admin who took it.
+        let (status, history) = server.get(&format!("/api/v1/calls/{id}/admin-actions"), &admin()).await;
+        assert_eq!(status, StatusCode::OK, "{history}");
+        let seen: Vec<(Value, Value, Value, Value)> = history["actions"]
+            .as_array()
+            .expect("actions")
+            .iter()
+            .map(|a| (a["action"].clone(), a["by"].clone(), a["user_id"].clone(), a["detail"].clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (json!("muted"), json!("host-app"), json!("bob"), json!({"audio": true, "video": true})),
+                (json!("removed"), json!("host-app"), json!("bob"), json!({"reason": "spam"})),
+                (json!("removed"), json!("host-app"), json!("alice"), json!({"reason": "removed"})),
+            ]
+        );
     }
 }
 

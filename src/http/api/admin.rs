@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 use crate::http::api::calls::check_reason;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{AuthUser, CallUserPath, OptionalJson};
+use crate::http::extract::{AuthUser, CallIdPath, CallUserPath, OptionalJson};
 
 fn require_admin(actor: &Actor, what: &str) -> ApiResult<()> {
     if actor.admin {
@@ -108,6 +108,31 @@ pub async fn mute(
         .participant(user.as_str())
         .ok_or_else(|| ApiError::new(ErrorCode::Internal, "participant vanished from its call"))?;
     Ok(axum::Json(ParticipantObject::from(participant)))
+}
+
+/// `GET /calls/{id}/admin-actions`: the call's admin actions, oldest first.
+pub async fn actions(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    CallIdPath(call_id): CallIdPath,
+) -> ApiResult<axum::Json<Value>> {
+    require_admin(&actor, "reading admin actions")?;
+    let actions: Vec<Value> = state
+        .calls
+        .admin_actions(call_id)
+        .await?
+        .into_iter()
+        .map(|a| {
+            json!({
+                "action": a.action,
+                "by": a.by,
+                "user_id": a.user_id,
+                "at": rfc3339(a.at),
+                "detail": a.detail,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "actions": actions })))
 }
 
 fn rfc3339(at: time::OffsetDateTime) -> String {

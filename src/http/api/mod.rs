@@ -45,6 +45,7 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
             post(admin::remove),
         ),
         ("/calls/{id}/participants/{user}/mute", post(admin::mute)),
+        ("/calls/{id}/admin-actions", get(admin::actions)),
     ];
     // The dev token route exists only in --dev: without it, there is nothing to probe.
     if state.settings.dev {
