@@ -75,7 +75,7 @@ backend_tests! {
         let server = TestServer::start(db).await;
         let id = ongoing_group_call(&server).await;
         let cases = [
-            (format!("/api/v1/calls/nope/participants/bob/mute"), StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
+            ("/api/v1/calls/nope/participants/bob/mute".to_owned(), StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
             (format!("/api/v1/calls/{id}/participants/b%20b/mute"), StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
             (format!("/api/v1/calls/{id}/participants/zed/mute"), StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
             (format!("/api/v1/calls/{id}/participants/carol/mute"), StatusCode::CONFLICT, "INVALID_STATE"),

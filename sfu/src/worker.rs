@@ -2802,6 +2802,7 @@ mod tests {
             Command::AddRemoteCandidate { .. } => "candidate",
             Command::RemoveParticipant { .. } => "remove",
             Command::SetVideoQuality { .. } => "quality",
+            Command::HoldSource { .. } => "hold",
             Command::Stats { .. } => "stats",
             Command::Ping { .. } => "ping",
             Command::Shutdown { .. } => "shutdown",
