@@ -329,5 +329,31 @@ async fn an_admin_mute_stops_forwarding_until_the_participant_unmutes() {
     );
     let stats = server.state.media.engine().stats().await.expect("stats");
     assert!(stats.held_packets > 0);
+
+    // A removed participant's connections close: the engine drops its publisher connection
+    // and leaves the room's membership, and nothing of it reaches alice any more.
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/calls/{call_id}/participants/bob/remove"),
+            &admin(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let engine = server.state.media.engine().clone();
+    let mut gone = false;
+    for _ in 0..200 {
+        let stats = engine.stats().await.expect("stats");
+        if stats.participants == 0 && stats.peers == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "{:?}", engine.stats().await.expect("stats"));
+    assert_eq!(server.state.media.session_count(), 0);
+    let after_removal = received_from(&alice, "bob");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(received_from(&alice, "bob"), after_removal);
     sending.abort();
 }
