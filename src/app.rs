@@ -40,6 +40,10 @@ pub struct AppInner {
     pub media: Arc<MediaBridge>,
     pub webhooks: Webhooks,
     pub drain: Arc<Drain>,
+    /// When this run of the node started (`GET /admin/nodes`).
+    pub started_at: time::OffsetDateTime,
+    /// The address the HTTP server is bound to, once it is (`:0` resolved).
+    pub bound_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 impl Deref for AppState {
@@ -158,6 +162,8 @@ impl AppState {
             media,
             webhooks,
             drain,
+            started_at: crate::calls::now_ms(),
+            bound_addr: std::sync::OnceLock::new(),
         })))
     }
 }
@@ -181,6 +187,9 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        if let Ok(bound) = listener.local_addr() {
+            let _ = state.bound_addr.set(bound);
+        }
         Ok(Server { listener, state })
     }
 

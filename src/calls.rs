@@ -13,9 +13,9 @@ use confab_signaling::book::Initiate;
 use confab_signaling::events::CallEvent;
 use confab_signaling::protocol;
 use confab_signaling::{
-    Actor, Call, CallBook, CallId, CallKind, CallStatus, Conversation, ConversationId, EndReason,
-    ErrorCode, LeaveReason, MediaKind, MediaPatch, Outcome, ParticipantStatus, SignalingError,
-    UserId,
+    Actor, AdminMute, Call, CallBook, CallId, CallKind, CallStatus, Conversation, ConversationId,
+    EndReason, ErrorCode, LeaveReason, MediaKind, MediaPatch, Outcome, ParticipantStatus,
+    SignalingError, UserId,
 };
 use dashmap::DashMap;
 use serde_json::{Value, json};
@@ -43,9 +43,25 @@ pub fn now_ms() -> OffsetDateTime {
 /// when someone's media switches changed (which changes the `muted` flags of `rtc:tracks`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RosterChange {
-    Joined { call_id: CallId, user: UserId },
-    Left { call_id: CallId, user: UserId },
-    MediaChanged { call_id: CallId, user: UserId },
+    Joined {
+        call_id: CallId,
+        user: UserId,
+    },
+    Left {
+        call_id: CallId,
+        user: UserId,
+    },
+    MediaChanged {
+        call_id: CallId,
+        user: UserId,
+    },
+    /// An admin muted some of `user`'s sources: the engine stops forwarding them until the
+    /// participant itself switches them on again.
+    Held {
+        call_id: CallId,
+        user: UserId,
+        mute: AdminMute,
+    },
 }
 
 /// Receives [`RosterChange`]s; unbounded because they come one per decision, never per packet.
@@ -442,6 +458,120 @@ impl CallService {
             book.set_media(call_id, &actor.user_id, patch, now)
         })
         .await
+    }
+
+    /// An admin removes a joined participant: it leaves with reason `removed`, and the media
+    /// side closes its connections as for any leave.
+    pub async fn remove(
+        &self,
+        actor: &Actor,
+        call_id: CallId,
+        subject: &UserId,
+        reason: Option<String>,
+    ) -> ApiResult<Call> {
+        let reason_given = reason.clone();
+        let call = self
+            .operate(actor, call_id, |book, now| {
+                book.remove(call_id, actor, subject, reason, now)
+            })
+            .await?;
+        tracing::info!(%call_id, by = %actor.user_id, user = %subject, "participant removed");
+        let reason = reason_given.unwrap_or_else(|| LeaveReason::Removed.to_string());
+        self.record_admin_action(
+            actor,
+            call_id,
+            subject,
+            "removed",
+            json!({ "reason": reason }),
+        )
+        .await;
+        Ok(call)
+    }
+
+    /// An admin mutes some of a joined participant's sources. The hold on the media side is
+    /// queued under the book's lock, before the participant's next own media change can be.
+    pub async fn admin_mute(
+        &self,
+        actor: &Actor,
+        call_id: CallId,
+        subject: &UserId,
+        mute: AdminMute,
+    ) -> ApiResult<Call> {
+        let call = self
+            .operate(actor, call_id, |book, now| {
+                let outcome = book.admin_mute(call_id, actor, subject, mute, now)?;
+                let _ = self.roster.send(RosterChange::Held {
+                    call_id,
+                    user: subject.clone(),
+                    mute,
+                });
+                Ok(outcome)
+            })
+            .await?;
+        tracing::info!(%call_id, by = %actor.user_id, user = %subject, ?mute, "participant muted");
+        let mut sources = serde_json::Map::new();
+        for (key, muted) in [
+            ("audio", mute.audio),
+            ("video", mute.video),
+            ("screen", mute.screen),
+        ] {
+            if muted == Some(true) {
+                sources.insert(key.to_owned(), Value::Bool(true));
+            }
+        }
+        self.record_admin_action(actor, call_id, subject, "muted", Value::Object(sources))
+            .await;
+        Ok(call)
+    }
+
+    /// Writes an admin action into the call's history before the admin gets its answer; a
+    /// store failure is logged and counted, and the action still stands.
+    async fn record_admin_action(
+        &self,
+        actor: &Actor,
+        call_id: CallId,
+        subject: &UserId,
+        action: &'static str,
+        detail: Value,
+    ) {
+        let record = crate::store::AdminAction {
+            call_id,
+            action,
+            by: actor.user_id.clone(),
+            user_id: subject.clone(),
+            at: now_ms(),
+            detail,
+        };
+        if let Err(e) = self.store.insert_admin_action(&record).await {
+            tracing::warn!(%call_id, error = %e, "recording an admin action failed");
+            self.metrics
+                .store_write_failures_total
+                .with_label_values(&["admin_action"])
+                .inc();
+        }
+    }
+
+    /// The admin actions recorded for a call, oldest first (`GET /calls/{id}/admin-actions`).
+    pub async fn admin_actions(
+        &self,
+        call_id: CallId,
+    ) -> ApiResult<Vec<crate::store::StoredAdminAction>> {
+        if self.find(call_id).await?.is_none() {
+            return Err(call_not_found(call_id));
+        }
+        Ok(self.store.admin_actions(call_id).await?)
+    }
+
+    /// Every ringing or ongoing call, for `GET /admin/calls`.
+    pub fn live_calls(&self) -> Vec<Call> {
+        let mut calls: Vec<Call> = self.read(|book| book.live_calls().cloned().collect());
+        calls.sort_by_key(|c| (c.created_at, c.id));
+        calls
+    }
+
+    /// Joined participants over all live calls.
+    pub fn joined_participants(&self) -> usize {
+        self.read(|book| book.joined_participants())
     }
 
     /// A call as the actor may see it: live from the book, else from the history store.

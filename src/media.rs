@@ -16,7 +16,7 @@ use confab_sfu::{
 use confab_signaling::protocol::{
     self, IceCandidate, PeerRole as WirePeerRole, VideoQuality, VideoSource,
 };
-use confab_signaling::{Actor, Call, CallId, ErrorCode, UserId};
+use confab_signaling::{Actor, AdminMute, Call, CallId, ErrorCode, UserId};
 use dashmap::DashMap;
 use serde_json::{Value, json};
 
@@ -59,6 +59,8 @@ pub struct MediaBridge {
     /// How often `call:quality` goes out for each joined participant (contract: every 5 s).
     quality_every: std::time::Duration,
     sessions: DashMap<(CallId, UserId), Session>,
+    /// Sources an admin muted, held in the engine until the participant switches them on.
+    held: DashMap<(CallId, UserId), Vec<TrackSource>>,
 }
 
 fn room(call_id: CallId) -> RoomId {
@@ -113,6 +115,7 @@ impl MediaBridge {
             writer,
             quality_every,
             sessions: DashMap::new(),
+            held: DashMap::new(),
         })
     }
 
@@ -298,6 +301,8 @@ impl MediaBridge {
                     }
                 }
                 RosterChange::Left { call_id, user } => {
+                    // The engine forgets the participant's holds with it.
+                    self.held.remove(&(call_id, user.clone()));
                     // After a leave the participant hears no further rtc:* messages.
                     if let Some((_, session)) = self.sessions.remove(&(call_id, user.clone())) {
                         for role in [PeerRole::Publisher, PeerRole::Subscriber] {
@@ -314,7 +319,76 @@ impl MediaBridge {
                         tracing::debug!(%call_id, user = %user, error = %e, "media leave");
                     }
                 }
-                RosterChange::MediaChanged { call_id, .. } => self.resend_tracks(call_id),
+                RosterChange::MediaChanged { call_id, user } => {
+                    self.release_unmuted(call_id, &user).await;
+                    self.resend_tracks(call_id);
+                }
+                RosterChange::Held {
+                    call_id,
+                    user,
+                    mute,
+                } => self.hold(call_id, &user, mute).await,
+            }
+        }
+    }
+
+    /// An admin mute: the engine stops forwarding those sources at once.
+    async fn hold(&self, call_id: CallId, user: &UserId, mute: AdminMute) {
+        let sources = [
+            (mute.audio, TrackSource::Microphone),
+            (mute.video, TrackSource::Camera),
+            (mute.screen, TrackSource::Screen),
+        ];
+        for (muted, source) in sources {
+            if muted != Some(true) {
+                continue;
+            }
+            {
+                let mut held = self.held.entry((call_id, user.clone())).or_default();
+                if !held.contains(&source) {
+                    held.push(source);
+                }
+            }
+            if let Err(e) = self
+                .engine
+                .hold_source(room(call_id), user.as_str().to_owned(), source, true)
+                .await
+            {
+                tracing::error!(%call_id, user = %user, error = %e, "holding a source failed");
+            }
+        }
+    }
+
+    /// A participant's own media change: each held source it switched on again is forwarded
+    /// again (a muted source is unmuted only by the participant).
+    async fn release_unmuted(&self, call_id: CallId, user: &UserId) {
+        let Some(media) = self
+            .calls
+            .live_call(call_id)
+            .and_then(|c| c.participant(user.as_str()).map(|p| p.media))
+        else {
+            return;
+        };
+        let on = |source: &TrackSource| match source {
+            TrackSource::Microphone => !media.audio_muted,
+            TrackSource::Camera => media.video_enabled,
+            TrackSource::Screen => media.screen_sharing,
+        };
+        let released: Vec<TrackSource> = match self.held.get_mut(&(call_id, user.clone())) {
+            Some(mut held) => {
+                let released = held.iter().copied().filter(on).collect();
+                held.retain(|s| !on(s));
+                released
+            }
+            None => return,
+        };
+        for source in released {
+            if let Err(e) = self
+                .engine
+                .hold_source(room(call_id), user.as_str().to_owned(), source, false)
+                .await
+            {
+                tracing::error!(%call_id, user = %user, error = %e, "releasing a source failed");
             }
         }
     }

@@ -47,7 +47,13 @@ pub const WEBHOOK_RESULTS: &[&str] = &["ok", "failed", "gave_up", "dropped"];
 
 /// `what` of `confab_store_write_failures_total`: the kinds of history write, and `batch` for a
 /// failed batch of the background writer.
-pub const STORE_WRITE_KINDS: &[&str] = &["call", "media_event", "quality_sample", "batch"];
+pub const STORE_WRITE_KINDS: &[&str] = &[
+    "call",
+    "media_event",
+    "quality_sample",
+    "batch",
+    "admin_action",
+];
 
 /// `direction` of `confab_cluster_relay_messages_total`: relayed to, or from, another node.
 pub const RELAY_DIRECTIONS: &[&str] = &["outbound", "inbound"];

@@ -420,6 +420,9 @@ pub struct EngineStats {
     /// Audio packets deliberately not forwarded to a subscriber leg because loudest-N did not
     /// select their track; one per packet and leg, like the forwarded counters. Not a drop.
     pub audio_suppressed: u64,
+    /// Packets not forwarded to a subscriber leg because the server holds their source
+    /// ([`MediaEngine::hold_source`]); one per packet and leg. Not a drop.
+    pub held_packets: u64,
     /// Keyframe requests (subscriber PLI/FIR, or a leg starting) sent to publishers as PLI.
     pub plis_relayed: u64,
     /// Keyframe requests absorbed by the once-per-500-ms limit per source track (per simulcast
@@ -666,6 +669,28 @@ impl MediaEngine {
         .await?
     }
 
+    /// Stops (`held = true`) or resumes forwarding `participant`'s `source` to every
+    /// subscriber, at once, whatever the publisher keeps sending; signaling uses it for a
+    /// server-side mute. A hold may precede the track and the publisher connection, and applies
+    /// to any track of that source published later. Fails only when the participant is not in
+    /// the room.
+    pub async fn hold_source(
+        &self,
+        room: RoomId,
+        participant: String,
+        source: TrackSource,
+        held: bool,
+    ) -> Result<(), EngineError> {
+        self.ask(room, |reply| Command::HoldSource {
+            room,
+            participant,
+            source,
+            held,
+            reply,
+        })
+        .await?
+    }
+
     /// Sums every worker's counters.
     pub async fn stats(&self) -> Result<EngineStats, EngineError> {
         let mut total = EngineStats::default();
@@ -699,6 +724,7 @@ impl MediaEngine {
             total.dropped.no_codec += s.dropped.no_codec;
             total.dropped.send_failed += s.dropped.send_failed;
             total.audio_suppressed += s.audio_suppressed;
+            total.held_packets += s.held_packets;
             total.plis_relayed += s.plis_relayed;
             total.plis_suppressed += s.plis_suppressed;
             total.layer_switches += s.layer_switches;

@@ -1,7 +1,7 @@
 //! One peer connection (publisher or subscriber): how it is configured and what the engine tracks
 //! about it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +111,9 @@ pub(crate) struct Peer {
     pub(crate) twcc_estimate: TwccEstimate,
     /// Subscriber only: retransmissions on their way to the connection's repair sender.
     pub(crate) repairs: RepairQueue,
+    /// Publisher only: sources whose packets are not forwarded at all (held by the server,
+    /// whatever the client sends), copied from the room member when the peer is created.
+    pub(crate) held: HashSet<TrackSource>,
 }
 
 /// The latest transport-cc based estimate of one connection, written by its interceptor chain
@@ -187,6 +190,7 @@ impl Peer {
             video_sent: 0,
             twcc_estimate: TwccEstimate::default(),
             repairs: RepairQueue::default(),
+            held: HashSet::new(),
         }
     }
 }

@@ -17,7 +17,7 @@
 //! calls into the sans-I/O core, so a room's peers are reached without locks or channel hops.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::ops::ControlFlow;
@@ -150,6 +150,13 @@ pub(crate) enum Command {
         participant: String,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
+    HoldSource {
+        room: RoomId,
+        participant: String,
+        source: TrackSource,
+        held: bool,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
     SetVideoQuality {
         room: RoomId,
         subscriber: String,
@@ -200,6 +207,7 @@ pub(crate) struct WorkerStats {
     pub(crate) receiver_reports_received: u64,
     pub(crate) dropped: ForwardDrops,
     pub(crate) audio_suppressed: u64,
+    pub(crate) held_packets: u64,
     pub(crate) plis_relayed: u64,
     pub(crate) plis_suppressed: u64,
     pub(crate) layer_switches: u64,
@@ -220,6 +228,9 @@ struct Member {
     /// because a choice may come before the track or the subscriber connection exists, and it
     /// applies to every leg later made for that track.
     video_quality: HashMap<(String, TrackSource), VideoQuality>,
+    /// The participant's sources the server does not forward (see [`Worker::hold_source`]);
+    /// kept here because a hold may come before the publisher connection exists.
+    held: HashSet<TrackSource>,
 }
 
 /// Counters of the forwarding path, kept apart so the hot loop borrows them next to the peers.
@@ -231,6 +242,8 @@ struct ForwardCounters {
     drops: ForwardDrops,
     /// Audio packet-legs loudest-N did not forward.
     audio_suppressed: u64,
+    /// Packet-legs not forwarded because the server holds their source.
+    held: u64,
     /// Legs that started a layer at a keyframe (a switch, a resume or a simulcast leg's start).
     layer_switches: u64,
 }
@@ -820,6 +833,10 @@ impl Worker {
         }
         // A padding-only packet (a bandwidth probe) carries nothing a subscriber can use.
         if packet.payload.is_empty() {
+            return;
+        }
+        if peer.held.contains(&peer.published[idx].source) {
+            self.forwarding.held += peer.published[idx].fanout.len() as u64;
             return;
         }
         let track = &mut peer.published[idx];
@@ -1555,6 +1572,16 @@ impl Worker {
                 let result = self.remove_participant(room, participant);
                 let _ = reply.send(result);
             }
+            Command::HoldSource {
+                room,
+                participant,
+                source,
+                held,
+                reply,
+            } => {
+                let result = self.hold_source(room, participant, source, held);
+                let _ = reply.send(result);
+            }
             Command::SetVideoQuality {
                 room,
                 subscriber,
@@ -1613,6 +1640,9 @@ impl Worker {
         let key = self.new_key();
         self.demux.add_ufrag(&creds.ufrag, key);
         let mut peer = Peer::new(key, room, participant.clone(), PeerRole::Publisher, pc);
+        if let Some(member) = self.member(room, &participant) {
+            peer.held.clone_from(&member.held);
+        }
         mark_dirty(&mut self.dirty, &mut peer);
         self.peers.insert(key, peer);
         // Publishing joins the room, so the publisher also receives what others publish.
@@ -1716,6 +1746,64 @@ impl Worker {
         }
         if let Some(layer) = ask {
             self.request_keyframe(publisher_key, layer, now);
+        }
+        Ok(())
+    }
+
+    /// Stops (`held`) or resumes forwarding everything `participant` publishes from `source`,
+    /// at once and whatever the client keeps sending: packets of a held source reach no leg.
+    /// On resume each leg continues its sequence numbers without a gap, and a video source's
+    /// layers are asked for a keyframe so that subscribers can decode again right away. Fails
+    /// only when the participant is not in the room.
+    fn hold_source(
+        &mut self,
+        room: RoomId,
+        participant: String,
+        source: TrackSource,
+        held: bool,
+    ) -> Result<(), EngineError> {
+        let Some(member) = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|m| m.get_mut(&participant))
+        else {
+            return Err(EngineError::UnknownParticipant { room, participant });
+        };
+        if held {
+            member.held.insert(source);
+        } else {
+            member.held.remove(&source);
+        }
+        let Some(key) = member.publisher else {
+            return Ok(());
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
+        let changed = if held {
+            peer.held.insert(source)
+        } else {
+            peer.held.remove(&source)
+        };
+        if held || !changed {
+            return Ok(());
+        }
+        let mut legs = Vec::new();
+        let mut layers = Vec::new();
+        for track in peer.published.iter().filter(|t| t.source == source) {
+            legs.extend(track.fanout.iter().copied());
+            if track.kind == MediaKind::Video {
+                layers.extend(track.layers.iter().map(|l| l.ssrc));
+            }
+        }
+        for (sub_key, slot) in legs {
+            if let Some(sub) = self.peers.get_mut(&sub_key) {
+                resume_leg(sub, slot);
+            }
+        }
+        let now = Instant::now();
+        for ssrc in layers {
+            self.request_keyframe(key, ssrc, now);
         }
         Ok(())
     }
@@ -1882,6 +1970,7 @@ impl Worker {
             receiver_reports_received: self.rtcp.receiver_reports_received,
             dropped: self.forwarding.drops.clone(),
             audio_suppressed: self.forwarding.audio_suppressed,
+            held_packets: self.forwarding.held,
             plis_relayed: self.plis_relayed,
             plis_suppressed: self.plis_suppressed,
             layer_switches: self.forwarding.layer_switches,
@@ -1937,6 +2026,9 @@ fn command_participant(command: &Command) -> Option<(RoomId, &str)> {
             room, participant, ..
         }
         | Command::RemoveParticipant {
+            room, participant, ..
+        }
+        | Command::HoldSource {
             room, participant, ..
         } => Some((*room, participant.as_str())),
         Command::SetVideoQuality {
@@ -2710,6 +2802,7 @@ mod tests {
             Command::AddRemoteCandidate { .. } => "candidate",
             Command::RemoveParticipant { .. } => "remove",
             Command::SetVideoQuality { .. } => "quality",
+            Command::HoldSource { .. } => "hold",
             Command::Stats { .. } => "stats",
             Command::Ping { .. } => "ping",
             Command::Shutdown { .. } => "shutdown",

@@ -18,8 +18,8 @@ use uuid::Uuid;
 use crate::error::{ErrorCode, SignalingError};
 use crate::events::CallEvent;
 use crate::model::{
-    Actor, Call, CallKind, CallStatus, Conversation, ConversationId, EndReason, LeaveReason,
-    MediaKind, MediaPatch, MediaState, Participant, ParticipantStatus, UserId,
+    Actor, AdminMute, Call, CallKind, CallStatus, Conversation, ConversationId, EndReason,
+    LeaveReason, MediaKind, MediaPatch, MediaState, Participant, ParticipantStatus, UserId,
 };
 
 pub mod relay;
@@ -713,6 +713,128 @@ impl CallBook {
         ))
     }
 
+    /// An admin removes a joined participant (`POST /calls/{id}/participants/{user}/remove`).
+    ///
+    /// The subject leaves with reason `removed`: `call:participant-left` to the others and
+    /// `call:removed` to the subject alone. The call then ends exactly as a leave would end it
+    /// (a ringing call is `cancelled`; a direct call, or a group call whose last joined
+    /// participant this was, is `completed`), with reason `ended` and `ended_by` the admin: an
+    /// admin removing the last one ends the call as `call:end` would. Only an admin may;
+    /// anyone else is `FORBIDDEN`. A subject who is not a participant is `INVALID_ARGUMENT`,
+    /// one who is not joined `INVALID_STATE`.
+    pub fn remove(
+        &mut self,
+        call_id: Uuid,
+        actor: &Actor,
+        subject: &UserId,
+        reason: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Outcome, SignalingError> {
+        if !actor.admin {
+            return Err(SignalingError::forbidden(
+                "only an admin can remove a participant",
+            ));
+        }
+        let call = self.live(call_id)?;
+        joined_subject(call, subject)?;
+        let Some(mut entry) = self.detach(call_id) else {
+            return Err(call_not_found(call_id));
+        };
+        let before = entry.call.clone();
+        let call = &mut entry.call;
+        let mut name = subject.as_str().to_owned();
+        if let Some(p) = call.participant_mut(subject.as_str()) {
+            p.status = ParticipantStatus::Left;
+            p.left_at = Some(now);
+            p.left_reason = Some(LeaveReason::Removed);
+            name.clone_from(&p.name);
+        }
+        let reason = reason.unwrap_or_else(|| LeaveReason::Removed.to_string());
+        let mut events = vec![
+            CallEvent::Removed {
+                user_id: subject.clone(),
+                reason,
+            },
+            CallEvent::ParticipantLeft {
+                user_id: subject.clone(),
+                name,
+                reason: LeaveReason::Removed,
+            },
+        ];
+        let ending = match (call.kind, call.status) {
+            (_, CallStatus::Ringing) => Some(CallStatus::Cancelled),
+            (CallKind::Direct, _) => Some(CallStatus::Completed),
+            (CallKind::Group, _) if call.joined().next().is_none() => Some(CallStatus::Completed),
+            (CallKind::Group, _) => None,
+        };
+        if let Some(status) = ending {
+            events.push(finish(
+                call,
+                status,
+                now,
+                EndReason::from(LeaveReason::Removed),
+                Some(actor.user_id.clone()),
+                None,
+                LeaveReason::Removed,
+            ));
+        }
+        Ok(self.commit(entry, Some(before), events, None))
+    }
+
+    /// An admin mutes some of a joined participant's sources
+    /// (`POST /calls/{id}/participants/{user}/mute`).
+    ///
+    /// The subject's switches change as if it had sent `call:media` (microphone muted, camera
+    /// or screen share off): `call:muted-by` to the subject alone, `call:media-changed` to
+    /// everyone joined, and [`Outcome::media_change`] set so the media side follows. The
+    /// version is bumped even when the sources were already off, like any accepted change.
+    /// Only an admin may (`FORBIDDEN`); a request that mutes nothing is `INVALID_ARGUMENT`;
+    /// the subject must be a participant (`INVALID_ARGUMENT`) and joined (`INVALID_STATE`).
+    pub fn admin_mute(
+        &mut self,
+        call_id: Uuid,
+        actor: &Actor,
+        subject: &UserId,
+        mute: AdminMute,
+        _now: OffsetDateTime,
+    ) -> Result<Outcome, SignalingError> {
+        if !actor.admin {
+            return Err(SignalingError::forbidden(
+                "only an admin can mute a participant",
+            ));
+        }
+        if !mute.mutes_something() {
+            return Err(SignalingError::invalid_argument(
+                "a mute needs audio, video or screen set to true",
+            ));
+        }
+        let call = self.live(call_id)?;
+        joined_subject(call, subject)?;
+        let Some(mut entry) = self.detach(call_id) else {
+            return Err(call_not_found(call_id));
+        };
+        let before = entry.call.clone();
+        let mut state = MediaState::initial(entry.call.media);
+        if let Some(p) = entry.call.participant_mut(subject.as_str()) {
+            p.media = mute.apply(p.media);
+            state = p.media;
+        }
+        let events = vec![
+            CallEvent::MutedBy {
+                user_id: subject.clone(),
+                by: actor.user_id.clone(),
+                mute,
+            },
+            CallEvent::MediaChanged {
+                user_id: subject.clone(),
+                audio_muted: state.audio_muted,
+                video_enabled: state.video_enabled,
+                screen_sharing: state.screen_sharing,
+            },
+        ];
+        Ok(self.commit(entry, Some(before), events, Some((subject.clone(), state))))
+    }
+
     /// Applies every ring timeout due at `now`, earliest first.
     ///
     /// A ringing call becomes `missed` (its unanswered invitees `missed`, the initiator `left`,
@@ -1172,6 +1294,24 @@ fn participant_or_forbidden<'a>(
     call.participant(user.as_str()).ok_or_else(|| {
         SignalingError::forbidden(format!("{user} is not a participant of call {}", call.id))
     })
+}
+
+/// The participant an admin acts on must be joined: an unknown one is a wrong argument rather
+/// than the admin's lack of rights.
+fn joined_subject(call: &Call, subject: &UserId) -> Result<(), SignalingError> {
+    let Some(p) = call.participant(subject.as_str()) else {
+        return Err(SignalingError::invalid_argument(format!(
+            "{subject} is not a participant of call {}",
+            call.id
+        )));
+    };
+    if p.status != ParticipantStatus::Joined {
+        return Err(SignalingError::invalid_state(format!(
+            "{subject} is not joined in call {}: participant is {}",
+            call.id, p.status
+        )));
+    }
+    Ok(())
 }
 
 fn call_not_found(call_id: Uuid) -> SignalingError {

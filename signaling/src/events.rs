@@ -8,7 +8,9 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::model::{Call, CallStatus, EndReason, LeaveReason, ParticipantStatus, UserId};
+use crate::model::{
+    AdminMute, Call, CallStatus, EndReason, LeaveReason, ParticipantStatus, UserId,
+};
 
 /// One event produced by a call transition. `call_id` is not repeated here: every event of an
 /// [`Outcome`](crate::book::Outcome) belongs to its call.
@@ -58,6 +60,17 @@ pub enum CallEvent {
         video_enabled: bool,
         screen_sharing: bool,
     },
+    /// Tells a participant an admin removed it, on all its sockets.
+    Removed {
+        user_id: UserId,
+        reason: String,
+    },
+    /// Tells a participant which of its sources an admin muted, on all its sockets.
+    MutedBy {
+        user_id: UserId,
+        by: UserId,
+        mute: AdminMute,
+    },
 }
 
 impl CallEvent {
@@ -73,6 +86,8 @@ impl CallEvent {
         "call:participant-joined",
         "call:participant-left",
         "call:media-changed",
+        "call:removed",
+        "call:muted-by",
     ];
 
     /// The WebSocket `type` of the event frame.
@@ -88,6 +103,8 @@ impl CallEvent {
             CallEvent::ParticipantJoined { .. } => "call:participant-joined",
             CallEvent::ParticipantLeft { .. } => "call:participant-left",
             CallEvent::MediaChanged { .. } => "call:media-changed",
+            CallEvent::Removed { .. } => "call:removed",
+            CallEvent::MutedBy { .. } => "call:muted-by",
         }
     }
 
@@ -100,7 +117,9 @@ impl CallEvent {
             | CallEvent::Busy { user_id }
             | CallEvent::ParticipantJoined { user_id, .. }
             | CallEvent::ParticipantLeft { user_id, .. }
-            | CallEvent::MediaChanged { user_id, .. } => Some(user_id),
+            | CallEvent::MediaChanged { user_id, .. }
+            | CallEvent::Removed { user_id, .. }
+            | CallEvent::MutedBy { user_id, .. } => Some(user_id),
             CallEvent::Ended { ended_by, .. } => ended_by.as_ref(),
             CallEvent::Incoming { .. } | CallEvent::Ringing { .. } => None,
         }
@@ -171,6 +190,24 @@ impl CallEvent {
                 "video_enabled": video_enabled,
                 "screen_sharing": screen_sharing,
             }),
+            CallEvent::Removed { reason, .. } => {
+                json!({ "call_id": call.id, "reason": reason })
+            }
+            CallEvent::MutedBy { by, mute, .. } => {
+                let mut data = json!({ "call_id": call.id, "by": by });
+                if let Some(map) = data.as_object_mut() {
+                    for (key, muted) in [
+                        ("audio", mute.audio),
+                        ("video", mute.video),
+                        ("screen", mute.screen),
+                    ] {
+                        if muted == Some(true) {
+                            map.insert(key.to_owned(), Value::Bool(true));
+                        }
+                    }
+                }
+                data
+            }
         }
     }
 
@@ -192,6 +229,7 @@ impl CallEvent {
     /// - `call:participant-joined`, `call:participant-left`: every participant joined after the
     ///   change except the subject; `call:media-changed`: every participant joined after the
     ///   change, the subject included (its other devices follow its switches).
+    /// - `call:removed`, `call:muted-by`: the subject alone (every socket of it).
     ///
     /// Users appear once, in the call's participant order (the initiator first), except for
     /// `call:incoming` and `call:missed`, which keep the order given above.
@@ -260,6 +298,9 @@ impl CallEvent {
                 for p in call_after.joined() {
                     out.push(&p.user_id);
                 }
+            }
+            CallEvent::Removed { user_id, .. } | CallEvent::MutedBy { user_id, .. } => {
+                out.push(user_id)
             }
         }
         out.list
@@ -359,6 +400,15 @@ mod tests {
                 audio_muted: false,
                 video_enabled: false,
                 screen_sharing: false,
+            },
+            CallEvent::Removed {
+                user_id: u("a"),
+                reason: "removed".into(),
+            },
+            CallEvent::MutedBy {
+                user_id: u("a"),
+                by: u("b"),
+                mute: AdminMute::default(),
             },
         ];
         let names: Vec<&str> = events.iter().map(CallEvent::type_name).collect();

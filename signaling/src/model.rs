@@ -286,6 +286,33 @@ impl MediaPatch {
     }
 }
 
+/// The sources an admin mutes (`POST /calls/{id}/participants/{user}/mute`): `true` mutes,
+/// `false` or absent leaves the source as it is. An admin cannot unmute: a muted source is
+/// unmuted only by the participant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminMute {
+    pub audio: Option<bool>,
+    pub video: Option<bool>,
+    pub screen: Option<bool>,
+}
+
+impl AdminMute {
+    /// Whether the request mutes anything at all.
+    pub fn mutes_something(&self) -> bool {
+        [self.audio, self.video, self.screen].contains(&Some(true))
+    }
+
+    /// The switches after the mute: a muted microphone, a camera and a screen share off.
+    pub fn apply(&self, state: MediaState) -> MediaState {
+        MediaState {
+            audio_muted: state.audio_muted || self.audio == Some(true),
+            video_enabled: state.video_enabled && self.video != Some(true),
+            screen_sharing: state.screen_sharing && self.screen != Some(true),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Participant {
     pub user_id: UserId,

@@ -136,6 +136,26 @@ impl<S: Send + Sync> FromRequestParts<S> for CallIdPath {
     }
 }
 
+/// A call id and a participant's user id from the path (`/calls/{id}/participants/{user}/..`);
+/// a malformed call id or user id is `INVALID_ARGUMENT`.
+pub struct CallUserPath(pub Uuid, pub confab_signaling::UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for CallUserPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((call, user)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid_argument(e.body_text()))?;
+        let call_id = Uuid::parse_str(&call).map_err(|_| {
+            ApiError::invalid_argument(format!("{call:?} is not a valid call id (UUID)"))
+        })?;
+        let user_id = confab_signaling::UserId::parse(&user)
+            .map_err(|_| ApiError::invalid_argument(format!("{user:?} is not a valid user id")))?;
+        Ok(CallUserPath(call_id, user_id))
+    }
+}
+
 /// A conversation id from the path (contract: 1..128 of `[A-Za-z0-9._:@-]`); anything else
 /// is `INVALID_ARGUMENT`.
 pub struct ConversationIdPath(pub ConversationId);

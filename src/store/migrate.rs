@@ -22,8 +22,10 @@ macro_rules! embed {
     };
 }
 
-const SQLITE: Files = embed!("sqlite": "0001_init.sql", "0002_webhooks.sql");
-const POSTGRES: Files = embed!("postgres": "0001_init.sql", "0002_webhooks.sql");
+const SQLITE: Files =
+    embed!("sqlite": "0001_init.sql", "0002_webhooks.sql", "0003_admin_actions.sql");
+const POSTGRES: Files =
+    embed!("postgres": "0001_init.sql", "0002_webhooks.sql", "0003_admin_actions.sql");
 
 pub(super) async fn sqlite() -> Result<Migrator, MigrateError> {
     Migrator::new(Embedded(SQLITE)).await

@@ -8,6 +8,7 @@
 //! `DbTime` and `DbUuid`. Each method runs its body through `with_pool!`, which expands it
 //! once per backend, so no query is written twice.
 
+mod admin_actions;
 mod calls;
 mod conversations;
 mod history;
@@ -24,6 +25,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use admin_actions::{AdminAction, StoredAdminAction};
 pub use calls::MediaEvent;
 pub use history::{
     CallSummary, Cursor, HistoryPage, HistoryQuery, InvalidCursor, StatsQuery, StatsRows,

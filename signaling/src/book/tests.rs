@@ -2509,3 +2509,200 @@ fn drain_ends_every_live_call_with_reason_drained() {
     assert!(fx.book.drain(at(11)).is_empty());
     fx.direct(cid(5), "alice", "bob");
 }
+
+// ---------------------------------------------------------------------------------------------
+// admin: remove and mute
+
+impl Fx {
+    fn remove(
+        &mut self,
+        call_id: Uuid,
+        who: Actor,
+        subject: &str,
+        now: OffsetDateTime,
+    ) -> Result<Outcome, SignalingError> {
+        let subject = u(subject);
+        self.run(|book, _, _| book.remove(call_id, &who, &subject, None, now))
+    }
+
+    fn admin_mute(
+        &mut self,
+        call_id: Uuid,
+        who: Actor,
+        subject: &str,
+        mute: AdminMute,
+    ) -> Result<Outcome, SignalingError> {
+        let subject = u(subject);
+        self.run(|book, _, _| book.admin_mute(call_id, &who, &subject, mute, T0))
+    }
+}
+
+#[test]
+fn remove_tells_the_subject_and_the_others_and_keeps_a_group_going() {
+    let mut fx = Fx::new();
+    fx.group(cid(1), "alice", &["bob", "carol"]);
+    fx.accept(cid(1), "bob", at(1)).expect("accepts");
+    fx.accept(cid(1), "carol", at(2)).expect("accepts");
+    let out = fx
+        .remove(cid(1), admin("root"), "bob", at(3))
+        .expect("admin removes");
+    assert_eq!(out.call.status, CallStatus::Ongoing);
+    let bob = participant(&out.call, "bob");
+    assert_eq!(bob.status, ParticipantStatus::Left);
+    assert_eq!(bob.left_reason, Some(LeaveReason::Removed));
+    assert_eq!(out.call.version, 4);
+    assert_eq!(recipients(&out, "call:removed"), users(&["bob"]));
+    assert_eq!(
+        recipients(&out, "call:participant-left"),
+        users(&["alice", "carol"])
+    );
+    assert_eq!(
+        out.events[0].payload(&out.call),
+        serde_json::json!({"call_id": cid(1), "reason": "removed"})
+    );
+    assert_eq!(out.events[1], left_event("bob", LeaveReason::Removed));
+    assert_eq!(
+        out.seat_changes().collect::<Vec<_>>(),
+        vec![(&u("bob"), false)]
+    );
+    assert_eq!(fx.book.joined_call_of("bob"), None);
+    // Removed, bob may join again like anyone who left.
+    fx.join(cid(1), "bob", at(4)).expect("rejoins");
+}
+
+#[test]
+fn removing_the_last_joined_ends_the_call_as_an_admin_end() {
+    let mut fx = Fx::new();
+    fx.group(cid(1), "alice", &["bob"]);
+    fx.accept(cid(1), "bob", at(1)).expect("accepts");
+    fx.remove(cid(1), admin("root"), "alice", at(2))
+        .expect("removes alice");
+    let out = fx
+        .remove(cid(1), admin("root"), "bob", at(5))
+        .expect("removes bob");
+    assert_eq!(out.call.status, CallStatus::Completed);
+    assert_eq!(out.call.ended_by, Some(u("root")));
+    assert_eq!(out.call.end_reason.as_deref(), Some("ended"));
+    assert_eq!(
+        out.events.last(),
+        Some(&ended(
+            CallStatus::Completed,
+            Some("root"),
+            EndReason::Ended,
+            4
+        ))
+    );
+
+    // A direct call ends with either side's removal; a ringing one is cancelled.
+    fx.direct(cid(2), "carol", "dave");
+    let out = fx
+        .remove(cid(2), admin("root"), "carol", at(6))
+        .expect("removes the caller");
+    assert_eq!(out.call.status, CallStatus::Cancelled);
+    assert_eq!(status(&out.call, "dave"), ParticipantStatus::Missed);
+    assert_eq!(recipients(&out, "call:ended"), users(&["carol", "dave"]));
+}
+
+#[test]
+fn remove_refusals() {
+    let mut fx = Fx::new();
+    fx.group(cid(1), "alice", &["bob", "carol"]);
+    fx.accept(cid(1), "bob", at(1)).expect("accepts");
+    let e = err(fx.remove(cid(1), actor("alice"), "bob", at(2)));
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    assert_eq!(
+        code(fx.remove(cid(1), admin("root"), "carol", at(2))),
+        ErrorCode::InvalidState
+    );
+    assert_eq!(
+        code(fx.remove(cid(1), admin("root"), "zed", at(2))),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(fx.remove(cid(7), admin("root"), "bob", at(2))),
+        ErrorCode::CallNotFound
+    );
+}
+
+#[test]
+fn admin_mute_switches_sources_off_and_tells_the_subject_who() {
+    let mut fx = Fx::new();
+    fx.group(cid(1), "alice", &["bob", "carol"]);
+    fx.accept(cid(1), "bob", at(1)).expect("accepts");
+    fx.media(
+        cid(1),
+        "bob",
+        MediaPatch {
+            screen_sharing: Some(true),
+            ..Default::default()
+        },
+        at(2),
+    )
+    .expect("shares");
+    let mute = AdminMute {
+        audio: Some(true),
+        video: Some(false),
+        screen: Some(true),
+    };
+    let out = fx
+        .admin_mute(cid(1), admin("root"), "bob", mute)
+        .expect("admin mutes");
+    let media = participant(&out.call, "bob").media;
+    assert!(media.audio_muted);
+    assert!(media.video_enabled, "video: false leaves the camera on");
+    assert!(!media.screen_sharing);
+    assert_eq!(out.media_change, Some((u("bob"), media)));
+    assert_eq!(recipients(&out, "call:muted-by"), users(&["bob"]));
+    assert_eq!(
+        recipients(&out, "call:media-changed"),
+        users(&["alice", "bob"])
+    );
+    assert_eq!(
+        out.events[0].payload(&out.call),
+        serde_json::json!({"call_id": cid(1), "by": "root", "audio": true, "screen": true})
+    );
+    // Only the participant unmutes.
+    let out = fx
+        .media(
+            cid(1),
+            "bob",
+            MediaPatch {
+                audio_muted: Some(false),
+                ..Default::default()
+            },
+            at(3),
+        )
+        .expect("unmutes itself");
+    assert!(!participant(&out.call, "bob").media.audio_muted);
+}
+
+#[test]
+fn admin_mute_refusals() {
+    let mut fx = Fx::new();
+    fx.group(cid(1), "alice", &["bob", "carol"]);
+    fx.accept(cid(1), "bob", at(1)).expect("accepts");
+    let audio = AdminMute {
+        audio: Some(true),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(fx.admin_mute(cid(1), actor("alice"), "bob", audio)),
+        ErrorCode::Forbidden
+    );
+    let nothing = AdminMute {
+        audio: Some(false),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(fx.admin_mute(cid(1), admin("root"), "bob", nothing)),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(fx.admin_mute(cid(1), admin("root"), "carol", audio)),
+        ErrorCode::InvalidState
+    );
+    assert_eq!(
+        code(fx.admin_mute(cid(1), admin("root"), "zed", audio)),
+        ErrorCode::InvalidArgument
+    );
+}

@@ -1,5 +1,6 @@
 //! The REST API of contract section 5, one module per resource.
 
+mod admin;
 pub mod calls;
 mod conversations;
 mod dev;
@@ -37,6 +38,14 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/calls/{id}/quality", get(history::quality)),
         ("/ice-servers", get(ice::ice_servers)),
         ("/admin/drain", post(drain::drain)),
+        ("/admin/calls", get(admin::calls)),
+        ("/admin/nodes", get(admin::nodes)),
+        (
+            "/calls/{id}/participants/{user}/remove",
+            post(admin::remove),
+        ),
+        ("/calls/{id}/participants/{user}/mute", post(admin::mute)),
+        ("/calls/{id}/admin-actions", get(admin::actions)),
     ];
     // The dev token route exists only in --dev: without it, there is nothing to probe.
     if state.settings.dev {
