@@ -3,10 +3,10 @@
 
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
 use rust_embed::RustEmbed;
 
 use crate::app::AppState;
+use crate::http::route::Route;
 
 /// The page's files. `debug-embed` embeds them in debug builds too, so the binary serves the
 /// page from any working directory; the end-to-end tests and their `node_modules` stay out.
@@ -18,7 +18,7 @@ use crate::app::AppState;
 struct Assets;
 
 /// Routes for every embedded file, `/` being `index.html`; none without `--dev`.
-pub fn routes(state: &AppState) -> Vec<(String, MethodRouter<AppState>)> {
+pub fn routes(state: &AppState) -> Vec<Route> {
     if !state.settings.dev {
         return Vec::new();
     }
@@ -30,7 +30,7 @@ pub fn routes(state: &AppState) -> Vec<(String, MethodRouter<AppState>)> {
             } else {
                 format!("/{path}")
             };
-            (route, get(move || serve(path.clone())))
+            Route::get(route, move || serve(path.clone()))
         })
         .collect()
 }
