@@ -23,7 +23,10 @@ async fn fetch(server: &TestServer) -> (String, Value) {
         .expect("request sent");
     assert_eq!(resp.status(), StatusCode::OK);
     let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/json"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
     let text = resp.text().await.expect("body");
     let json: Value = serde_json::from_str(&text).expect("the document is JSON");
     (text, json)
@@ -98,11 +101,19 @@ async fn the_document_describes_every_route_and_parses_as_openapi_3_1() {
         "the dev token route is documented only where it exists"
     );
     assert_refs_resolve(&json, &json);
+    let mut ids = BTreeSet::new();
+    for item in json["paths"].as_object().expect("paths").values() {
+        for operation in item.as_object().expect("path item").values() {
+            let id = operation["operationId"].as_str().expect("operationId");
+            assert!(ids.insert(id.to_owned()), "operationId {id} is not unique");
+        }
+    }
 
     // An OpenAPI 3.1 library reads it, finds each route's operation and resolves each
     // response's and request body's schema.
     let spec = oas3::from_json(&text).expect("oas3 parses the document");
-    spec.validate_version().expect("a 3.1 version oas3 supports");
+    spec.validate_version()
+        .expect("a 3.1 version oas3 supports");
     for (method, path) in route_table(&server.state) {
         let operation = spec
             .operation(&method, &path)
@@ -191,9 +202,7 @@ async fn in_dev_mode_the_document_has_the_dev_token_route() {
     assert!(operation.is_object(), "{operation}");
     assert_eq!(operation["security"], serde_json::json!([{}]));
     // The demo page's files are served but are not API.
-    let (status, _) = server
-        .request(Method::GET, "/", None, None)
-        .await;
+    let (status, _) = server.request(Method::GET, "/", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(json["paths"].get("/").is_none());
     server.stop().await;

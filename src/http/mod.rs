@@ -15,11 +15,11 @@ mod web;
 
 use std::time::Instant;
 
-use axum::{Extension, Router};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::{Extension, Router};
 use confab_signaling::ErrorCode;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 

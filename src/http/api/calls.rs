@@ -129,6 +129,7 @@ pub async fn initiate(
 #[utoipa::path(
     get,
     path = "/calls/{id}",
+    operation_id = "get_call",
     tag = "calls",
     summary = "Read a call",
     description = "Participants and admins.",

@@ -69,6 +69,7 @@ async fn readable(state: &AppState, actor: &Actor, id: &str) -> ApiResult<Conver
 #[utoipa::path(
     put,
     path = "/conversations/{id}",
+    operation_id = "put_conversation",
     tag = "conversations",
     summary = "Create or replace a conversation",
     description = "Admin only. The host application mirrors its conversations here; members are deduplicated.",
@@ -118,6 +119,7 @@ pub async fn put(
 #[utoipa::path(
     get,
     path = "/conversations/{id}",
+    operation_id = "get_conversation",
     tag = "conversations",
     summary = "Read a conversation",
     description = "Members and admins.",
@@ -144,6 +146,7 @@ pub async fn get(
 #[utoipa::path(
     delete,
     path = "/conversations/{id}",
+    operation_id = "delete_conversation",
     tag = "conversations",
     summary = "Delete a conversation",
     description = "Admin only.",

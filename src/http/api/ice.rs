@@ -27,7 +27,10 @@ pub struct IceServersResponse {
         (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
     ),
 )]
-pub async fn ice_servers(State(state): State<AppState>, AuthUser(actor): AuthUser) -> Json<IceServersResponse> {
+pub async fn ice_servers(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+) -> Json<IceServersResponse> {
     Json(IceServersResponse {
         ice_servers: state.ice.servers_for(actor.user_id.as_str(), now_ms()),
         ttl_s: state.ice.ttl_s(),
