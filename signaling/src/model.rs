@@ -17,6 +17,11 @@ use crate::error::{ErrorCode, SignalingError};
 /// Validated once at the edge so that everything behind it can trust the string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(value_type = String, pattern = "^[A-Za-z0-9._:@-]{1,128}$")
+)]
 pub struct OpaqueId(String);
 
 impl OpaqueId {
@@ -72,6 +77,7 @@ macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum $name {
             $(#[serde(rename = $text)] $variant),+
         }
@@ -266,6 +272,7 @@ impl MediaState {
 
 /// A change to some of the media switches; absent fields stay as they are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaPatch {
     pub audio_muted: Option<bool>,
     pub video_enabled: Option<bool>,
@@ -290,6 +297,7 @@ impl MediaPatch {
 /// `false` or absent leaves the source as it is. An admin cannot unmute: a muted source is
 /// unmuted only by the participant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AdminMute {
     pub audio: Option<bool>,

@@ -13,6 +13,7 @@ use crate::model::{
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParticipantObject {
     pub user_id: UserId,
     pub name: String,
@@ -42,6 +43,7 @@ impl From<&Participant> for ParticipantObject {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallObject {
     pub id: Uuid,
     pub conversation_id: Option<ConversationId>,

@@ -9,6 +9,18 @@ use super::error::ApiError;
 use crate::app::AppState;
 use crate::auth::bearer_token;
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics",
+    description = "The Prometheus text format. Needs the metrics token as a bearer token when one is configured (CONFAB_METRICS_TOKEN), and none otherwise.",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 401, description = "`UNAUTHENTICATED`: a metrics token is configured and was not given", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(expected) = &state.settings.metrics_token {
         let given = bearer_token(

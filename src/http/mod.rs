@@ -7,56 +7,77 @@ pub mod api;
 mod body;
 pub mod error;
 pub mod extract;
-mod health;
+pub(crate) mod health;
 pub mod linger;
-mod metrics;
+pub(crate) mod metrics;
+pub mod route;
 mod web;
 
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{MethodRouter, get};
+use axum::{Extension, Router};
 use confab_signaling::ErrorCode;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app::AppState;
 use crate::config::AllowedOrigins;
 use error::ApiError;
+use route::Route;
 
 /// REST bodies larger than this are refused with `PAYLOAD_TOO_LARGE` (contract section 3).
 pub const REST_BODY_LIMIT: usize = 64 * 1024;
 
-/// Every route of the server with its handlers: the REST API under `/api/v1`, health,
-/// metrics, the WebSocket and (in `--dev`) the demo page.
-fn routes(state: &AppState) -> Vec<(String, MethodRouter<AppState>)> {
-    let mut routes: Vec<(String, MethodRouter<AppState>)> = api::routes(state)
+/// Every route of the API with its handlers: the REST API under `/api/v1`, health, metrics and
+/// the WebSocket. The demo page's files (in `--dev`) are not among them: they are static files,
+/// not API, and are added by [`router`] alone.
+fn routes(state: &AppState) -> Vec<Route> {
+    let mut routes: Vec<Route> = api::routes(state)
         .into_iter()
-        .map(|(path, handlers)| (format!("/api/v1{path}"), handlers))
+        .map(|route| route.nested("/api/v1"))
         .collect();
-    routes.push(("/healthz".to_owned(), get(health::healthz)));
-    routes.push(("/readyz".to_owned(), get(health::readyz)));
-    routes.push(("/metrics".to_owned(), get(metrics::metrics)));
-    routes.push(("/ws".to_owned(), get(crate::ws::upgrade)));
-    routes.extend(web::routes(state));
+    routes.push(Route::get("/healthz", health::healthz));
+    routes.push(Route::get("/readyz", health::readyz));
+    routes.push(Route::get("/metrics", metrics::metrics));
+    routes.push(Route::get("/ws", crate::ws::upgrade));
     routes
+}
+
+/// The method and template of every API route this server serves, from the same list the
+/// router is built from; `GET /api/v1/openapi.json` must describe each of them.
+pub fn route_table(state: &AppState) -> Vec<(Method, String)> {
+    routes(state)
+        .into_iter()
+        .map(|route| (route.method, route.path))
+        .collect()
 }
 
 pub fn router(state: AppState) -> Router {
     let routes = routes(&state);
+    let table: Vec<(Method, String)> = routes
+        .iter()
+        .map(|route| (route.method.clone(), route.path.clone()))
+        .collect();
+    let document = api::openapi::Document::build(&table);
+    let mut router = Router::new();
+    let mut paths: Vec<String> = Vec::new();
+    for route in routes.into_iter().chain(web::routes(&state)) {
+        if !paths.contains(&route.path) {
+            paths.push(route.path.clone());
+        }
+        // Routes on one path with different methods merge into one method router.
+        router = router.route(&route.path, route.handler);
+    }
     state
         .metrics
-        .register_routes(routes.iter().map(|(path, _)| path.as_str()));
-    let mut router = Router::new();
-    for (path, handlers) in routes {
-        router = router.route(&path, handlers);
-    }
+        .register_routes(paths.iter().map(String::as_str));
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(document))
         .layer(DefaultBodyLimit::max(REST_BODY_LIMIT))
         .layer(middleware::from_fn(body::refuse_too_large))
         .layer(middleware::from_fn_with_state(

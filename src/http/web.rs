@@ -6,10 +6,10 @@
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
 use rust_embed::RustEmbed;
 
 use crate::app::AppState;
+use crate::http::route::Route;
 
 /// The page's files. `debug-embed` embeds them in debug builds too, so the binary serves the
 /// page from any working directory; the end-to-end tests and their `node_modules` stay out.
@@ -34,15 +34,14 @@ const SDK_CACHE: &str = "public, max-age=300";
 
 /// Routes for the client package under `/sdk/` (always) and, with `--dev`, every file of the
 /// demo page, `/` being `index.html`.
-pub fn routes(state: &AppState) -> Vec<(String, MethodRouter<AppState>)> {
-    let mut routes: Vec<(String, MethodRouter<AppState>)> = Sdk::iter()
+pub fn routes(state: &AppState) -> Vec<Route> {
+    let mut routes: Vec<Route> = Sdk::iter()
         .map(|path| {
             let path = path.into_owned();
             let route = format!("/sdk/{path}");
-            (
-                route,
-                get(move |headers: HeaderMap| serve_sdk(path.clone(), headers)),
-            )
+            Route::get(route, move |headers: HeaderMap| {
+                serve_sdk(path.clone(), headers)
+            })
         })
         .collect();
     if !state.settings.dev {
@@ -55,7 +54,7 @@ pub fn routes(state: &AppState) -> Vec<(String, MethodRouter<AppState>)> {
         } else {
             format!("/{path}")
         };
-        (route, get(move || serve(path.clone())))
+        Route::get(route, move || serve(path.clone()))
     }));
     routes
 }

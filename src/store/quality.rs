@@ -13,7 +13,7 @@ use super::{Store, StoreError, with_pool};
 
 /// Which way the measured media flowed, seen from the server: `inbound` is what the
 /// participant sent to the SFU, `outbound` what the SFU sent to the participant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum QualityDirection {
     Inbound,
@@ -52,7 +52,7 @@ impl fmt::Display for QualityDirection {
 
 /// One measurement of one participant's media in one direction; serialized as an element of
 /// `samples` in `GET /calls/{id}/quality`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QualitySample {
     /// Implied by the request path, so not repeated in every sample.
     #[serde(skip)]
@@ -70,7 +70,7 @@ pub struct QualitySample {
 }
 
 /// Averages over a set of samples; all `None` when there were none.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QualityAverages {
     pub avg_packet_loss: Option<f64>,
     pub avg_jitter_ms: Option<f64>,

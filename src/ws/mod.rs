@@ -52,6 +52,22 @@ pub struct WsParams {
 
 /// Checks the token and the origin before upgrading: a refused client gets a plain HTTP
 /// error (401 or 403) and never a socket.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "signaling",
+    summary = "Open the signaling WebSocket",
+    description = "Upgrades to a WebSocket carrying JSON text frames: client requests, acks and server events, described in docs/api.md section 8. The token travels as `?token=`, since browsers cannot set headers on a WebSocket.",
+    params(("token" = String, Query, description = "The caller's JWT")),
+    security(("query_token" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: the socket is open"),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a WebSocket upgrade request", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the Origin is not allowed", body = crate::http::api::openapi::ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: this node is draining", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn upgrade(
     State(state): State<AppState>,
     Query(params): Query<WsParams>,

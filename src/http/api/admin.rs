@@ -8,7 +8,7 @@ use axum::extract::State;
 use confab_signaling::wire::{CallObject, ParticipantObject};
 use confab_signaling::{Actor, AdminMute, ErrorCode, SignalingError};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::app::AppState;
 use crate::http::api::calls::check_reason;
@@ -24,19 +24,36 @@ fn require_admin(actor: &Actor, what: &str) -> ApiResult<()> {
 }
 
 /// A live call with the node hosting it.
-#[derive(Serialize)]
-struct HostedCall {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HostedCall {
     #[serde(flatten)]
     call: CallObject,
     node_id: String,
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HostedCalls {
+    calls: Vec<HostedCall>,
+}
+
 /// `GET /admin/calls`: every ringing or ongoing call, oldest first. Without cluster mode
 /// every call is hosted here.
+#[utoipa::path(
+    get,
+    path = "/admin/calls",
+    tag = "admin",
+    summary = "List live calls",
+    description = "Admin only. Every ringing or ongoing call, with the node hosting it.",
+    responses(
+        (status = 200, body = HostedCalls),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the token is not an admin's", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn calls(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<HostedCalls>> {
     require_admin(&actor, "listing calls")?;
     let calls: Vec<HostedCall> = state
         .calls
@@ -47,15 +64,48 @@ pub async fn calls(
             node_id: state.settings.node_id.clone(),
         })
         .collect();
-    Ok(axum::Json(json!({ "calls": calls })))
+    Ok(axum::Json(HostedCalls { calls }))
+}
+
+/// One node of the deployment, as `GET /admin/nodes` lists it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Node {
+    id: String,
+    started_at: String,
+    draining: bool,
+    calls: usize,
+    participants: usize,
+    /// CPU time over the process's lifetime as a share of the machine's cores.
+    cpu_ratio: f64,
+    http_url: String,
+    /// The media addresses the node announces, one per worker.
+    #[schema(value_type = Vec<String>)]
+    rtc_addrs: Vec<std::net::SocketAddr>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Nodes {
+    nodes: Vec<Node>,
 }
 
 /// `GET /admin/nodes`: this node (one entry without cluster mode). `cpu_ratio` is the
 /// process's CPU time over its lifetime as a share of the machine's cores.
+#[utoipa::path(
+    get,
+    path = "/admin/nodes",
+    tag = "admin",
+    summary = "List nodes",
+    description = "Admin only. The nodes of the deployment: this one without cluster mode.",
+    responses(
+        (status = 200, body = Nodes),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the token is not an admin's", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn nodes(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<Nodes>> {
     require_admin(&actor, "listing nodes")?;
     let addr = state
         .bound_addr
@@ -63,26 +113,48 @@ pub async fn nodes(
         .copied()
         .unwrap_or(state.settings.http_addr);
     let uptime = (crate::calls::now_ms() - state.started_at).as_seconds_f64();
-    let node = json!({
-        "id": state.settings.node_id,
-        "started_at": rfc3339(state.started_at),
-        "draining": state.drain.is_draining(),
-        "calls": state.calls.live_call_count(),
-        "participants": state.calls.joined_participants(),
-        "cpu_ratio": cpu_ratio(uptime),
-        "http_url": format!("http://{addr}"),
-        "rtc_addrs": state.media.engine().announced_addrs(),
-    });
-    Ok(axum::Json(json!({ "nodes": [node] })))
+    let node = Node {
+        id: state.settings.node_id.clone(),
+        started_at: rfc3339(state.started_at),
+        draining: state.drain.is_draining(),
+        calls: state.calls.live_call_count(),
+        participants: state.calls.joined_participants(),
+        cpu_ratio: cpu_ratio(uptime),
+        http_url: format!("http://{addr}"),
+        rtc_addrs: state.media.engine().announced_addrs(),
+    };
+    Ok(axum::Json(Nodes { nodes: vec![node] }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveBody {
     reason: Option<String>,
 }
 
 /// `POST /calls/{id}/participants/{user}/remove`.
+#[utoipa::path(
+    post,
+    path = "/calls/{id}/participants/{user}/remove",
+    tag = "admin",
+    summary = "Remove a participant",
+    description = "Admin only. The participant leaves with reason `removed`; its connections are closed.",
+    params(
+        ("id" = Uuid, Path, description = "The call id (a UUID)"),
+        ("user" = String, Path, description = "The participant's user id"),
+    ),
+    request_body(content = RemoveBody, description = "Optional; an empty body is `{}`"),
+    responses(
+        (status = 200, body = CallObject),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a call id or user id, a bad body, or a user not in the call", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the token is not an admin's", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CALL_NOT_FOUND`: no such call", body = crate::http::api::openapi::ErrorBody),
+        (status = 409, description = "`INVALID_STATE`: the user is not joined", body = crate::http::api::openapi::ErrorBody),
+        (status = 410, description = "`CALL_ENDED`: the call is over", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn remove(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -96,6 +168,28 @@ pub async fn remove(
 }
 
 /// `POST /calls/{id}/participants/{user}/mute`.
+#[utoipa::path(
+    post,
+    path = "/calls/{id}/participants/{user}/mute",
+    tag = "admin",
+    summary = "Mute a participant's sources",
+    description = "Admin only. `true` mutes a source: the server stops forwarding it at once. Only the participant unmutes.",
+    params(
+        ("id" = Uuid, Path, description = "The call id (a UUID)"),
+        ("user" = String, Path, description = "The participant's user id"),
+    ),
+    request_body = AdminMute,
+    responses(
+        (status = 200, body = ParticipantObject),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a call id or user id, a bad body, or a user not in the call", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the token is not an admin's", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CALL_NOT_FOUND`: no such call", body = crate::http::api::openapi::ErrorBody),
+        (status = 409, description = "`INVALID_STATE`: the user is not joined", body = crate::http::api::openapi::ErrorBody),
+        (status = 410, description = "`CALL_ENDED`: the call is over", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn mute(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -110,29 +204,61 @@ pub async fn mute(
     Ok(axum::Json(ParticipantObject::from(participant)))
 }
 
+/// One admin action in a call's history.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActionObject {
+    /// `removed` or `muted`.
+    action: String,
+    /// The acting admin.
+    by: String,
+    /// The participant acted on.
+    user_id: String,
+    at: String,
+    /// `{"reason"}` for a removal, the muted sources for a mute.
+    detail: Value,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Actions {
+    actions: Vec<ActionObject>,
+}
+
 /// `GET /calls/{id}/admin-actions`: the call's admin actions, oldest first.
+#[utoipa::path(
+    get,
+    path = "/calls/{id}/admin-actions",
+    tag = "admin",
+    summary = "Read a call's admin actions",
+    description = "Admin only. Removals and mutes of the call, oldest first, with the acting admin.",
+    params(("id" = Uuid, Path, description = "The call id (a UUID)")),
+    responses(
+        (status = 200, body = Actions),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a call id", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the token is not an admin's", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn actions(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
     CallIdPath(call_id): CallIdPath,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<Actions>> {
     require_admin(&actor, "reading admin actions")?;
-    let actions: Vec<Value> = state
+    let actions = state
         .calls
         .admin_actions(call_id)
         .await?
         .into_iter()
-        .map(|a| {
-            json!({
-                "action": a.action,
-                "by": a.by,
-                "user_id": a.user_id,
-                "at": rfc3339(a.at),
-                "detail": a.detail,
-            })
+        .map(|a| ActionObject {
+            action: a.action,
+            by: a.by.as_str().to_owned(),
+            user_id: a.user_id.as_str().to_owned(),
+            at: rfc3339(a.at),
+            detail: a.detail,
         })
         .collect();
-    Ok(axum::Json(json!({ "actions": actions })))
+    Ok(axum::Json(Actions { actions }))
 }
 
 fn rfc3339(at: time::OffsetDateTime) -> String {

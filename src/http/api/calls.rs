@@ -18,7 +18,7 @@ use crate::ice::IceServer;
 /// A reason longer than this is refused: it is stored with the call and shown to people.
 const MAX_REASON_CHARS: usize = 256;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct InitiateBody {
     conversation_id: Option<ConversationId>,
     invitees: Vec<UserId>,
@@ -27,7 +27,7 @@ pub struct InitiateBody {
 }
 
 /// The body of `POST /calls` and of the `call:initiate` ack.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct InitiatedResponse {
     call: CallObject,
     online: Vec<UserId>,
@@ -45,7 +45,7 @@ impl From<Initiated> for InitiatedResponse {
 }
 
 /// The body of accept and join, REST or WebSocket: the call and the joiner's ICE servers.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JoinedResponse {
     call: CallObject,
     ice_servers: Vec<IceServer>,
@@ -60,7 +60,7 @@ impl JoinedResponse {
     }
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 pub struct ReasonBody {
     reason: Option<String>,
 }
@@ -89,6 +89,25 @@ fn joined(state: &AppState, call: &Call, user: &UserId) -> axum::Json<JoinedResp
     axum::Json(JoinedResponse::new(state, call, user))
 }
 
+#[utoipa::path(
+    post,
+    path = "/calls",
+    tag = "calls",
+    summary = "Initiate a call",
+    description = "Starts a direct call (one invitee) or a group call in a conversation; the online invitees are rung.",
+    request_body = InitiateBody,
+    responses(
+        (status = 201, description = "The call, and which invitees were online", body = InitiatedResponse),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed body, or a direct call without exactly one invitee", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`NOT_A_MEMBER`: the caller or an invitee is not a member of the conversation", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CONVERSATION_NOT_FOUND`: no such conversation", body = crate::http::api::openapi::ErrorBody),
+        (status = 409, description = "`ACTIVE_CALL_EXISTS` or `USER_BUSY`, with `details.call_id`; `ROOM_FULL`", body = crate::http::api::openapi::ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: the body is over 64 KiB", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: this node is draining", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn initiate(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -107,6 +126,22 @@ pub async fn initiate(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/calls/{id}",
+    operation_id = "get_call",
+    tag = "calls",
+    summary = "Read a call",
+    description = "Participants and admins.",
+    params(("id" = Uuid, Path, description = "The call id (a UUID)")),
+    responses(
+        (status = 200, body = CallObject),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a call id", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CALL_NOT_FOUND`: no such call, or not one the caller may see", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -115,6 +150,24 @@ pub async fn get(
     Ok(call_json(&state.calls.get(&actor, call_id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/calls/{id}/accept",
+    tag = "calls",
+    summary = "Accept a call",
+    description = "An invitee accepts a ringing call and joins it.",
+    params(("id" = Uuid, Path, description = "The call id (a UUID)")),
+    responses(
+        (status = 200, description = "The call and the joiner's ICE servers", body = JoinedResponse),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a call id", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN` or `NOT_A_MEMBER`: the caller may not do this to this call", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CALL_NOT_FOUND`: no such call, or not one the caller may see", body = crate::http::api::openapi::ErrorBody),
+        (status = 409, description = "`INVALID_STATE`: the call or the caller is not in a state that allows this", body = crate::http::api::openapi::ErrorBody),
+        (status = 410, description = "`CALL_ENDED`: the call has ended", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn accept(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -124,6 +177,26 @@ pub async fn accept(
     Ok(joined(&state, &call, &actor.user_id))
 }
 
+#[utoipa::path(
+    post,
+    path = "/calls/{id}/reject",
+    tag = "calls",
+    summary = "Reject a call",
+    description = "An invitee declines a ringing call. The body is optional.",
+    params(("id" = Uuid, Path, description = "The call id (a UUID)")),
+    request_body = Option<ReasonBody>,
+    responses(
+        (status = 200, body = CallObject),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a call id, or a reason over 256 characters", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN` or `NOT_A_MEMBER`: the caller may not do this to this call", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CALL_NOT_FOUND`: no such call, or not one the caller may see", body = crate::http::api::openapi::ErrorBody),
+        (status = 409, description = "`INVALID_STATE`: the call or the caller is not in a state that allows this", body = crate::http::api::openapi::ErrorBody),
+        (status = 410, description = "`CALL_ENDED`: the call has ended", body = crate::http::api::openapi::ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: the body is over 64 KiB", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn reject(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -136,6 +209,24 @@ pub async fn reject(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/calls/{id}/join",
+    tag = "calls",
+    summary = "Join a call",
+    description = "A participant (or, in a group call, a member of its conversation) joins a live call.",
+    params(("id" = Uuid, Path, description = "The call id (a UUID)")),
+    responses(
+        (status = 200, description = "The call and the joiner's ICE servers", body = JoinedResponse),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a call id", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN` or `NOT_A_MEMBER`: the caller may not do this to this call", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CALL_NOT_FOUND`: no such call, or not one the caller may see", body = crate::http::api::openapi::ErrorBody),
+        (status = 409, description = "`INVALID_STATE`, `USER_BUSY` (with `details.call_id`) or `ROOM_FULL`", body = crate::http::api::openapi::ErrorBody),
+        (status = 410, description = "`CALL_ENDED`: the call has ended", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn join(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -145,6 +236,24 @@ pub async fn join(
     Ok(joined(&state, &call, &actor.user_id))
 }
 
+#[utoipa::path(
+    post,
+    path = "/calls/{id}/leave",
+    tag = "calls",
+    summary = "Leave a call",
+    description = "A joined participant leaves.",
+    params(("id" = Uuid, Path, description = "The call id (a UUID)")),
+    responses(
+        (status = 200, body = CallObject),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a call id", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN` or `NOT_A_MEMBER`: the caller may not do this to this call", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CALL_NOT_FOUND`: no such call, or not one the caller may see", body = crate::http::api::openapi::ErrorBody),
+        (status = 409, description = "`INVALID_STATE`: the call or the caller is not in a state that allows this", body = crate::http::api::openapi::ErrorBody),
+        (status = 410, description = "`CALL_ENDED`: the call has ended", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn leave(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -157,6 +266,26 @@ pub async fn leave(
     Ok(call_json(&call))
 }
 
+#[utoipa::path(
+    post,
+    path = "/calls/{id}/end",
+    tag = "calls",
+    summary = "End a call",
+    description = "The initiator, a participant of a direct call, or an admin ends the call for everyone. The body is optional.",
+    params(("id" = Uuid, Path, description = "The call id (a UUID)")),
+    request_body = Option<ReasonBody>,
+    responses(
+        (status = 200, body = CallObject),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a call id, or a reason over 256 characters", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN` or `NOT_A_MEMBER`: the caller may not do this to this call", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CALL_NOT_FOUND`: no such call, or not one the caller may see", body = crate::http::api::openapi::ErrorBody),
+        (status = 409, description = "`INVALID_STATE`: the call or the caller is not in a state that allows this", body = crate::http::api::openapi::ErrorBody),
+        (status = 410, description = "`CALL_ENDED`: the call has ended", body = crate::http::api::openapi::ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: the body is over 64 KiB", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn end(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -167,6 +296,26 @@ pub async fn end(
     Ok(call_json(&state.calls.end(&actor, call_id, reason).await?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/calls/{id}/media",
+    tag = "calls",
+    summary = "Change own media switches",
+    description = "A joined participant announces its mute, camera and screen-share state; absent fields stay as they are.",
+    params(("id" = Uuid, Path, description = "The call id (a UUID)")),
+    request_body = MediaPatch,
+    responses(
+        (status = 200, description = "The caller as a participant", body = ParticipantObject),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a call id, or a malformed body", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN` or `NOT_A_MEMBER`: the caller may not do this to this call", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CALL_NOT_FOUND`: no such call, or not one the caller may see", body = crate::http::api::openapi::ErrorBody),
+        (status = 409, description = "`INVALID_STATE`: the call or the caller is not in a state that allows this", body = crate::http::api::openapi::ErrorBody),
+        (status = 410, description = "`CALL_ENDED`: the call has ended", body = crate::http::api::openapi::ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: the body is over 64 KiB", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn media(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,

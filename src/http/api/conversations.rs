@@ -17,13 +17,13 @@ use confab_signaling::wire::CallObject;
 const MAX_MEMBERS: usize = 10_000;
 const MAX_NAME_CHARS: usize = 256;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PutBody {
     name: Option<String>,
     members: Vec<UserId>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ConversationObject {
     id: ConversationId,
     name: Option<String>,
@@ -66,6 +66,24 @@ async fn readable(state: &AppState, actor: &Actor, id: &str) -> ApiResult<Conver
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/conversations/{id}",
+    operation_id = "put_conversation",
+    tag = "conversations",
+    summary = "Create or replace a conversation",
+    description = "Admin only. The host application mirrors its conversations here; members are deduplicated.",
+    params(("id" = String, Path, description = "The conversation id: 1..128 of `[A-Za-z0-9._:@-]`")),
+    request_body = PutBody,
+    responses(
+        (status = 200, body = ConversationObject),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed id or body, too many members or a name over 256 characters", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the token is not an admin's", body = crate::http::api::openapi::ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: the body is over 64 KiB", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn put(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -98,6 +116,23 @@ pub async fn put(
     Ok(axum::Json(conversation.into()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}",
+    operation_id = "get_conversation",
+    tag = "conversations",
+    summary = "Read a conversation",
+    description = "Members and admins.",
+    params(("id" = String, Path, description = "The conversation id: 1..128 of `[A-Za-z0-9._:@-]`")),
+    responses(
+        (status = 200, body = ConversationObject),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed id", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`NOT_A_MEMBER`: the caller is neither a member nor an admin", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CONVERSATION_NOT_FOUND`: no such conversation", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -108,6 +143,23 @@ pub async fn get(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/conversations/{id}",
+    operation_id = "delete_conversation",
+    tag = "conversations",
+    summary = "Delete a conversation",
+    description = "Admin only.",
+    params(("id" = String, Path, description = "The conversation id: 1..128 of `[A-Za-z0-9._:@-]`")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed id", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the token is not an admin's", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CONVERSATION_NOT_FOUND`: no such conversation", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -124,6 +176,23 @@ pub async fn delete(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}/active-call",
+    tag = "conversations",
+    summary = "The ringing or ongoing call of a conversation",
+    description = "Members and admins.",
+    params(("id" = String, Path, description = "The conversation id: 1..128 of `[A-Za-z0-9._:@-]`")),
+    responses(
+        (status = 200, body = CallObject),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed id", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 403, description = "`NOT_A_MEMBER`: the caller is neither a member nor an admin", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CONVERSATION_NOT_FOUND`: no such conversation", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CALL_NOT_FOUND`: the conversation has no live call", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn active_call(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,

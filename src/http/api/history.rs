@@ -18,17 +18,26 @@ const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 100;
 
 /// Query values arrive as text so that each bad one gets its own clear message.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only calls of this conversation.
     conversation_id: Option<String>,
+    #[param(value_type = Option<CallStatus>)]
     status: Option<String>,
+    #[param(value_type = Option<MediaKind>)]
     media: Option<String>,
+    /// Only calls the caller made (`outgoing`) or was invited to (`incoming`).
+    #[param(value_type = Option<Direction>)]
     direction: Option<String>,
+    /// Page size, 1..100 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     before: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ListResponse {
     calls: Vec<CallObject>,
     next_cursor: Option<String>,
@@ -40,6 +49,20 @@ fn parse<T: std::str::FromStr<Err = confab_signaling::SignalingError>>(
     value.map(str::parse).transpose().map_err(ApiError::from)
 }
 
+#[utoipa::path(
+    get,
+    path = "/calls",
+    tag = "history",
+    summary = "Call history",
+    description = "The caller's calls (an admin's: every call), newest first, a page at a time.",
+    params(ListParams),
+    responses(
+        (status = 200, body = ListResponse),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed query value", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -89,13 +112,17 @@ pub async fn list(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatsParams {
+    /// Only calls of this conversation.
     conversation_id: Option<String>,
+    /// `7d`, `30d` (default) or `90d`.
+    #[param(pattern = "^(7d|30d|90d)$")]
     timeframe: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct StatsResponse {
     timeframe: &'static str,
     total: u64,
@@ -121,6 +148,20 @@ fn timeframe_days(text: Option<&str>) -> ApiResult<(&'static str, i64)> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/calls/stats",
+    tag = "history",
+    summary = "Call statistics",
+    description = "Counts, durations and quality averages over the caller's calls (an admin's: every call) in a timeframe.",
+    params(StatsParams),
+    responses(
+        (status = 200, body = StatsResponse),
+        (status = 400, description = "`INVALID_ARGUMENT`: a malformed query value", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn stats(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -199,11 +240,26 @@ fn utc_date(at: OffsetDateTime) -> String {
     )
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct QualityResponse {
     samples: Vec<QualitySample>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/calls/{id}/quality",
+    tag = "history",
+    summary = "Quality samples of a call",
+    description = "Participants and admins.",
+    params(("id" = Uuid, Path, description = "The call id (a UUID)")),
+    responses(
+        (status = 200, body = QualityResponse),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a call id", body = crate::http::api::openapi::ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no, an invalid or an expired token", body = crate::http::api::openapi::ErrorBody),
+        (status = 404, description = "`CALL_NOT_FOUND`: no such call, or not one the caller may see", body = crate::http::api::openapi::ErrorBody),
+        (status = 500, description = "`INTERNAL`: the history store is unavailable", body = crate::http::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn quality(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
