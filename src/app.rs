@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::auth::{JwtKeys, KeyError, generate_secret};
 use crate::calls::{CallService, Outlets};
 use crate::config::Settings;
+use crate::delivery::{Delivery, Hub};
 use crate::drain::{Drain, HISTORY_FLUSH_WAIT};
 use crate::engine_metrics::{EngineMetrics, EngineMetricsHandle};
 use crate::http::linger::LingeringListener;
@@ -22,7 +23,6 @@ use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::webhooks::{WebhookError, Webhooks};
 use crate::writer::HistoryWriter;
-use crate::ws::hub::Hub;
 
 /// Everything a handler may need, behind one `Arc` so cloning it per request is free.
 #[derive(Clone)]
@@ -87,6 +87,7 @@ impl AppState {
 
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(metrics.clone()));
+        let delivery: Arc<dyn Delivery> = hub.clone();
         let writer = HistoryWriter::spawn(store.clone(), metrics.clone());
         let webhooks = Webhooks::start(settings.webhooks(), store.clone(), metrics.clone())?;
         let drain = Arc::new(Drain::new(metrics.node_draining.clone()));
@@ -100,6 +101,7 @@ impl AppState {
             writer: writer.clone(),
             metrics: metrics.clone(),
             hub: hub.clone(),
+            delivery: delivery.clone(),
             webhooks: webhooks.clone(),
         };
         let (calls, roster) =
@@ -132,6 +134,7 @@ impl AppState {
             engine,
             calls.clone(),
             hub.clone(),
+            delivery,
             metrics.clone(),
             writer.clone(),
             settings.quality_interval,

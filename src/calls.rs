@@ -23,13 +23,12 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
+use crate::delivery::{Delivery, Frame, Hub, Registration};
 use crate::drain::Drain;
-use crate::http::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::store::{MediaEvent, Store};
 use crate::webhooks::Webhooks;
 use crate::writer::HistoryWriter;
-use crate::ws::hub::{Frame, Hub, Registration};
 
 /// The current time at the store's precision (milliseconds), so that a call read back from
 /// either backend equals the one that was written.
@@ -81,12 +80,19 @@ pub struct InitiateRequest {
     pub kind: Option<CallKind>,
 }
 
+/// What every call and media operation returns: the contract's error, whichever transport
+/// (REST, WebSocket) carries it to the client.
+pub type CallResult<T> = Result<T, SignalingError>;
+
 pub struct CallService {
     book: Mutex<CallBook>,
     store: Store,
     writer: HistoryWriter,
     metrics: Arc<Metrics>,
+    /// This node's sockets: registration and presence.
     hub: Arc<Hub>,
+    /// Where events go, wherever the recipients' sockets are.
+    delivery: Arc<dyn Delivery>,
     /// How long a joined participant with no socket keeps its seat.
     disconnect_grace: Duration,
     /// The latest `call:active-speakers` list of each live call, for whoever joins next.
@@ -112,6 +118,7 @@ pub struct Outlets {
     pub writer: HistoryWriter,
     pub metrics: Arc<Metrics>,
     pub hub: Arc<Hub>,
+    pub delivery: Arc<dyn Delivery>,
     pub webhooks: Webhooks,
 }
 
@@ -127,6 +134,7 @@ impl CallService {
             writer,
             metrics,
             hub,
+            delivery,
             webhooks,
         } = outlets;
         let (roster, changes) = mpsc::unbounded_channel();
@@ -136,6 +144,7 @@ impl CallService {
             writer,
             metrics,
             hub,
+            delivery,
             disconnect_grace,
             speakers: DashMap::new(),
             ending: DashMap::new(),
@@ -205,7 +214,7 @@ impl CallService {
                 event.payload(&outcome.call),
             ));
             for user in event.recipients(outcome.before.as_ref(), &outcome.call) {
-                self.hub.send_to_user(user.as_str(), &frame);
+                self.delivery.to_user(user.as_str(), &frame);
             }
         }
         // Whoever takes a seat learns who is speaking now, after its other events.
@@ -220,7 +229,7 @@ impl CallService {
                         .unwrap_or_default();
                     active_speakers_frame(outcome.call.id, &current)
                 });
-                self.hub.send_to_user(user.as_str(), frame);
+                self.delivery.to_user(user.as_str(), frame);
             }
         }
     }
@@ -236,7 +245,7 @@ impl CallService {
         let frame = active_speakers_frame(call_id, &user_ids);
         self.speakers.insert(call_id, user_ids);
         for p in call.joined() {
-            self.hub.send_to_user(p.user_id.as_str(), &frame);
+            self.delivery.to_user(p.user_id.as_str(), &frame);
         }
     }
 
@@ -250,7 +259,7 @@ impl CallService {
         call_id: CallId,
         payload: Value,
         to: Option<Vec<UserId>>,
-    ) -> ApiResult<()> {
+    ) -> CallResult<()> {
         let sender = &actor.user_id;
         let result = {
             let book = self.book();
@@ -261,7 +270,7 @@ impl CallService {
                         json!({ "call_id": call_id, "from": sender, "payload": payload }),
                     ));
                     for user in recipients {
-                        self.hub.send_to_user(user.as_str(), &frame);
+                        self.delivery.to_user(user.as_str(), &frame);
                     }
                 })
         };
@@ -307,7 +316,7 @@ impl CallService {
                 user_ids: Vec::new(),
             };
             let frame: Frame = Arc::from(protocol::event(event.type_name(), event.payload(call)));
-            self.hub.send_to_socket(user, registration.id, &frame);
+            self.delivery.to_socket(user, registration.id, &frame);
         }
         registration
     }
@@ -337,10 +346,10 @@ impl CallService {
         self.read(|book| book.get(call_id).cloned())
     }
 
-    pub async fn initiate(&self, actor: &Actor, req: InitiateRequest) -> ApiResult<Initiated> {
+    pub async fn initiate(&self, actor: &Actor, req: InitiateRequest) -> CallResult<Initiated> {
         let conversation = self.load_conversation(req.conversation_id.as_ref()).await?;
-        let hub = &self.hub;
-        let is_online = |user: &UserId| hub.is_online(user.as_str());
+        let delivery = &self.delivery;
+        let is_online = |user: &UserId| delivery.is_online(user.as_str());
         let now = now_ms();
         let outcome = self.decide_one(|book| {
             // A draining node refuses new calls; calls already live here may still be accepted
@@ -366,8 +375,7 @@ impl CallService {
         if call.status == CallStatus::Busy {
             return Err(
                 SignalingError::new(ErrorCode::UserBusy, "the callee is in another call")
-                    .with_call_id(call.id)
-                    .into(),
+                    .with_call_id(call.id),
             );
         }
         let (online, offline) = call
@@ -375,7 +383,7 @@ impl CallService {
             .iter()
             .filter(|p| p.user_id != call.initiated_by)
             .map(|p| p.user_id.clone())
-            .partition(|user| self.hub.is_online(user.as_str()));
+            .partition(|user| self.delivery.is_online(user.as_str()));
         Ok(Initiated {
             call,
             online,
@@ -390,13 +398,13 @@ impl CallService {
         actor: &Actor,
         call_id: CallId,
         op: impl FnOnce(&mut CallBook, OffsetDateTime) -> Result<Outcome, SignalingError>,
-    ) -> ApiResult<Call> {
+    ) -> CallResult<Call> {
         let now = now_ms();
         let result = self.decide_one(|book| op(book, now));
         self.finish(actor, call_id, result).await
     }
 
-    pub async fn accept(&self, actor: &Actor, call_id: CallId) -> ApiResult<Call> {
+    pub async fn accept(&self, actor: &Actor, call_id: CallId) -> CallResult<Call> {
         self.operate(actor, call_id, |book, now| book.accept(call_id, actor, now))
             .await
     }
@@ -406,14 +414,14 @@ impl CallService {
         actor: &Actor,
         call_id: CallId,
         reason: Option<String>,
-    ) -> ApiResult<Call> {
+    ) -> CallResult<Call> {
         self.operate(actor, call_id, |book, now| {
             book.reject(call_id, actor, reason, now)
         })
         .await
     }
 
-    pub async fn join(&self, actor: &Actor, call_id: CallId) -> ApiResult<Call> {
+    pub async fn join(&self, actor: &Actor, call_id: CallId) -> CallResult<Call> {
         let conversation_id = self
             .read(|book| book.get(call_id).map(|c| c.conversation_id.clone()))
             .flatten();
@@ -429,7 +437,7 @@ impl CallService {
         actor: &Actor,
         call_id: CallId,
         reason: LeaveReason,
-    ) -> ApiResult<Call> {
+    ) -> CallResult<Call> {
         self.operate(actor, call_id, |book, now| {
             book.leave(call_id, &actor.user_id, reason, now)
         })
@@ -441,7 +449,7 @@ impl CallService {
         actor: &Actor,
         call_id: CallId,
         reason: Option<String>,
-    ) -> ApiResult<Call> {
+    ) -> CallResult<Call> {
         self.operate(actor, call_id, |book, now| {
             book.end(call_id, actor, reason, now)
         })
@@ -453,7 +461,7 @@ impl CallService {
         actor: &Actor,
         call_id: CallId,
         patch: MediaPatch,
-    ) -> ApiResult<Call> {
+    ) -> CallResult<Call> {
         self.operate(actor, call_id, |book, now| {
             book.set_media(call_id, &actor.user_id, patch, now)
         })
@@ -468,7 +476,7 @@ impl CallService {
         call_id: CallId,
         subject: &UserId,
         reason: Option<String>,
-    ) -> ApiResult<Call> {
+    ) -> CallResult<Call> {
         let reason_given = reason.clone();
         let call = self
             .operate(actor, call_id, |book, now| {
@@ -496,7 +504,7 @@ impl CallService {
         call_id: CallId,
         subject: &UserId,
         mute: AdminMute,
-    ) -> ApiResult<Call> {
+    ) -> CallResult<Call> {
         let call = self
             .operate(actor, call_id, |book, now| {
                 let outcome = book.admin_mute(call_id, actor, subject, mute, now)?;
@@ -555,7 +563,7 @@ impl CallService {
     pub async fn admin_actions(
         &self,
         call_id: CallId,
-    ) -> ApiResult<Vec<crate::store::StoredAdminAction>> {
+    ) -> CallResult<Vec<crate::store::StoredAdminAction>> {
         if self.find(call_id).await?.is_none() {
             return Err(call_not_found(call_id));
         }
@@ -575,7 +583,7 @@ impl CallService {
     }
 
     /// A call as the actor may see it: live from the book, else from the history store.
-    pub async fn get(&self, actor: &Actor, call_id: CallId) -> ApiResult<Call> {
+    pub async fn get(&self, actor: &Actor, call_id: CallId) -> CallResult<Call> {
         let call = self
             .find(call_id)
             .await?
@@ -583,7 +591,9 @@ impl CallService {
         if actor.admin || call.is_participant(actor.user_id.as_str()) {
             Ok(call)
         } else {
-            Err(SignalingError::forbidden("you are not a participant of this call").into())
+            Err(SignalingError::forbidden(
+                "you are not a participant of this call",
+            ))
         }
     }
 
@@ -604,7 +614,7 @@ impl CallService {
     }
 
     /// A call wherever it is: live in the book, just ended, or in the history store.
-    async fn find(&self, call_id: CallId) -> ApiResult<Option<Call>> {
+    async fn find(&self, call_id: CallId) -> CallResult<Option<Call>> {
         if let Some(call) = self.read(|book| book.get(call_id).cloned()) {
             return Ok(Some(call));
         }
@@ -617,7 +627,7 @@ impl CallService {
     async fn load_conversation(
         &self,
         id: Option<&ConversationId>,
-    ) -> ApiResult<Option<Conversation>> {
+    ) -> CallResult<Option<Conversation>> {
         match id {
             Some(id) => Ok(self.store.get_conversation(id.as_str()).await?),
             None => Ok(None),
@@ -631,7 +641,7 @@ impl CallService {
         actor: &Actor,
         call_id: CallId,
         result: Result<Outcome, SignalingError>,
-    ) -> ApiResult<Call> {
+    ) -> CallResult<Call> {
         match result {
             Ok(outcome) => {
                 self.commit(&outcome).await;
@@ -644,28 +654,27 @@ impl CallService {
     /// A refusal as the client sees it: the book's `CALL_NOT_FOUND` for a call it already
     /// forgot becomes `FORBIDDEN` for an outsider or `CALL_ENDED` for a participant (or an
     /// admin); only an unknown id stays `CALL_NOT_FOUND`.
-    async fn explain(&self, actor: &Actor, call_id: CallId, e: SignalingError) -> ApiError {
+    async fn explain(&self, actor: &Actor, call_id: CallId, e: SignalingError) -> SignalingError {
         if e.code != ErrorCode::CallNotFound {
-            return e.into();
+            return e;
         }
         match self.find(call_id).await {
             Err(e) => e,
             Ok(None) => call_not_found(call_id),
             Ok(Some(call)) if !actor.admin && !call.is_participant(actor.user_id.as_str()) => {
-                SignalingError::forbidden("you are not a participant of this call").into()
+                SignalingError::forbidden("you are not a participant of this call")
             }
             Ok(Some(call)) => SignalingError::new(
                 ErrorCode::CallEnded,
                 format!("the call ended ({})", call.status),
-            )
-            .into(),
+            ),
         }
     }
 
     /// Refuses media negotiation (`rtc:*`) unless `actor` is joined in `call_id`, with the
     /// codes a joined-only call operation answers: `CALL_NOT_FOUND`, `FORBIDDEN`, `CALL_ENDED`,
     /// and `INVALID_STATE` for a participant who is not joined.
-    pub async fn require_joined(&self, actor: &Actor, call_id: CallId) -> ApiResult<()> {
+    pub async fn require_joined(&self, actor: &Actor, call_id: CallId) -> CallResult<()> {
         match self.read(|book| book.check_joined(call_id, &actor.user_id)) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.explain(actor, call_id, e).await),
@@ -841,6 +850,6 @@ fn active_speakers_frame(call_id: CallId, user_ids: &[String]) -> Frame {
     ))
 }
 
-fn call_not_found(call_id: CallId) -> ApiError {
-    SignalingError::new(ErrorCode::CallNotFound, format!("no call {call_id}")).into()
+fn call_not_found(call_id: CallId) -> SignalingError {
+    SignalingError::new(ErrorCode::CallNotFound, format!("no call {call_id}"))
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod calls;
 pub mod cluster;
 pub mod config;
+pub mod delivery;
 pub mod drain;
 pub mod engine_metrics;
 pub mod http;

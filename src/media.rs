@@ -16,18 +16,16 @@ use confab_sfu::{
 use confab_signaling::protocol::{
     self, IceCandidate, PeerRole as WirePeerRole, VideoQuality, VideoSource,
 };
-use confab_signaling::{Actor, AdminMute, Call, CallId, ErrorCode, UserId};
+use confab_signaling::{Actor, AdminMute, Call, CallId, ErrorCode, SignalingError, UserId};
 use dashmap::DashMap;
 use serde_json::{Value, json};
 
-use crate::calls::{CallService, RosterChange, RosterChanges, now_ms};
-use crate::http::error::{ApiError, ApiResult};
+use crate::calls::{CallResult, CallService, RosterChange, RosterChanges, now_ms};
+use crate::delivery::{Delivery, Frame, Hub, Reply, SocketId};
 use crate::metrics::{Metrics, role_label};
 use crate::quality::{QualitySummary, direction_name};
 use crate::store::{QualityDirection as StoredDirection, QualitySample};
 use crate::writer::HistoryWriter;
-use crate::ws::Reply;
-use crate::ws::hub::{Frame, Hub, SocketId};
 
 /// One joined participant's media, as far as signaling needs to know it.
 #[derive(Default)]
@@ -53,7 +51,10 @@ struct Session {
 pub struct MediaBridge {
     engine: MediaEngine,
     calls: Arc<CallService>,
+    /// This node's sockets, told when a participant's peer connections come and go.
     hub: Arc<Hub>,
+    /// Where answers and media events go, wherever the participant's socket is.
+    delivery: Arc<dyn Delivery>,
     metrics: Arc<Metrics>,
     writer: HistoryWriter,
     /// How often `call:quality` goes out for each joined participant (contract: every 5 s).
@@ -82,7 +83,7 @@ fn engine_role(role: WirePeerRole) -> PeerRole {
 }
 
 /// Maps engine refusals to the contract's codes; the engine's own faults are `INTERNAL`.
-fn engine_error(e: EngineError) -> ApiError {
+fn engine_error(e: EngineError) -> SignalingError {
     let code = match &e {
         EngineError::InvalidSdp(_) | EngineError::TooManyTracks { .. } => {
             ErrorCode::InvalidArgument
@@ -92,10 +93,10 @@ fn engine_error(e: EngineError) -> ApiError {
         }
         _ => {
             tracing::error!(error = %e, "media engine failed");
-            return ApiError::new(ErrorCode::Internal, "the media engine failed");
+            return SignalingError::new(ErrorCode::Internal, "the media engine failed");
         }
     };
-    ApiError::new(code, e.to_string())
+    SignalingError::new(code, e.to_string())
 }
 
 impl MediaBridge {
@@ -103,6 +104,7 @@ impl MediaBridge {
         engine: MediaEngine,
         calls: Arc<CallService>,
         hub: Arc<Hub>,
+        delivery: Arc<dyn Delivery>,
         metrics: Arc<Metrics>,
         writer: HistoryWriter,
         quality_every: std::time::Duration,
@@ -111,6 +113,7 @@ impl MediaBridge {
             engine,
             calls,
             hub,
+            delivery,
             metrics,
             writer,
             quality_every,
@@ -165,10 +168,10 @@ impl MediaBridge {
         call_id: CallId,
         target: WirePeerRole,
         sdp: String,
-    ) -> ApiResult<Reply> {
+    ) -> CallResult<Reply> {
         let user = &actor.user_id;
         if target != WirePeerRole::Publisher {
-            return Err(ApiError::invalid_argument(
+            return Err(SignalingError::invalid_argument(
                 "the server offers the subscriber connection; send rtc:offer for the publisher",
             ));
         }
@@ -194,10 +197,10 @@ impl MediaBridge {
         call_id: CallId,
         target: WirePeerRole,
         sdp: String,
-    ) -> ApiResult<Value> {
+    ) -> CallResult<Value> {
         let user = &actor.user_id;
         if target != WirePeerRole::Subscriber {
-            return Err(ApiError::invalid_argument(
+            return Err(SignalingError::invalid_argument(
                 "rtc:answer answers the server's subscriber offer; target must be subscriber",
             ));
         }
@@ -220,7 +223,7 @@ impl MediaBridge {
         call_id: CallId,
         target: WirePeerRole,
         candidate: Option<IceCandidate>,
-    ) -> ApiResult<Value> {
+    ) -> CallResult<Value> {
         let user = &actor.user_id;
         self.calls.require_joined(actor, call_id).await?;
         if let Some(candidate) = candidate {
@@ -247,7 +250,7 @@ impl MediaBridge {
         publisher: &UserId,
         source: VideoSource,
         quality: VideoQuality,
-    ) -> ApiResult<Value> {
+    ) -> CallResult<Value> {
         let user = &actor.user_id;
         self.calls.require_joined(actor, call_id).await?;
         let in_call = self
@@ -255,12 +258,12 @@ impl MediaBridge {
             .live_call(call_id)
             .is_some_and(|c| c.is_participant(publisher.as_str()));
         if !in_call {
-            return Err(ApiError::invalid_argument(format!(
+            return Err(SignalingError::invalid_argument(format!(
                 "{publisher} is not in this call"
             )));
         }
         if publisher == user {
-            return Err(ApiError::invalid_argument(
+            return Err(SignalingError::invalid_argument(
                 "a participant does not receive its own video",
             ));
         }
@@ -493,9 +496,9 @@ impl MediaBridge {
     /// To the bound socket, or to every socket of the user when there is none or it closed
     /// (the client that reconnects picks it up).
     fn send(&self, user: &UserId, socket: Option<SocketId>, frame: &Frame) {
-        let delivered = socket.is_some_and(|id| self.hub.send_to_socket(user.as_str(), id, frame));
+        let delivered = socket.is_some_and(|id| self.delivery.to_socket(user.as_str(), id, frame));
         if !delivered {
-            self.hub.send_to_user(user.as_str(), frame);
+            self.delivery.to_user(user.as_str(), frame);
         }
     }
 
@@ -593,7 +596,7 @@ impl MediaBridge {
                 }
                 let frame: Frame = Arc::from(protocol::event("call:quality", data));
                 for p in call.joined() {
-                    self.hub.send_to_user(p.user_id.as_str(), &frame);
+                    self.delivery.to_user(p.user_id.as_str(), &frame);
                 }
             }
         }

@@ -55,8 +55,7 @@ impl From<AuthError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "history store failed");
-        ApiError::new(ErrorCode::Internal, "the history store is unavailable")
+        ApiError(e.into())
     }
 }
 

@@ -60,6 +60,18 @@ pub enum StoreError {
     Corrupt { column: &'static str, value: String },
 }
 
+/// A store fault as a client sees it: `INTERNAL`, naming the store and none of its internals
+/// (logged here, once).
+impl From<StoreError> for confab_signaling::SignalingError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "history store failed");
+        confab_signaling::SignalingError::new(
+            confab_signaling::ErrorCode::Internal,
+            "the history store is unavailable",
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum Backend {
     Sqlite(SqlitePool),

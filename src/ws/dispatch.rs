@@ -8,10 +8,9 @@ use serde_json::Value;
 
 use crate::app::AppState;
 use crate::calls::InitiateRequest;
+use crate::delivery::{Reply, SocketId};
 use crate::http::api::calls::{InitiatedResponse, JoinedResponse, check_reason};
 use crate::http::error::{ApiError, ApiResult};
-use crate::ws::Reply;
-use crate::ws::hub::SocketId;
 
 fn to_value<T: serde::Serialize>(body: &T) -> ApiResult<Value> {
     serde_json::to_value(body).map_err(|e| {
@@ -82,23 +81,25 @@ pub async fn handle(
         ClientRequest::Offer(d) => {
             return media
                 .offer(actor, Some(socket), d.call_id, d.target, d.sdp)
-                .await;
-        }
-        ClientRequest::Answer(d) => media.answer(actor, d.call_id, d.target, d.sdp).await,
-        ClientRequest::Candidate(d) => {
-            media
-                .candidate(actor, d.call_id, d.target, d.candidate)
                 .await
+                .map_err(ApiError::from);
         }
+        ClientRequest::Answer(d) => media
+            .answer(actor, d.call_id, d.target, d.sdp)
+            .await
+            .map_err(ApiError::from),
+        ClientRequest::Candidate(d) => media
+            .candidate(actor, d.call_id, d.target, d.candidate)
+            .await
+            .map_err(ApiError::from),
         ClientRequest::Data(d) => {
             calls.relay_data(actor, d.call_id, d.payload, d.to).await?;
             Ok(serde_json::json!({}))
         }
-        ClientRequest::Subscribe(d) => {
-            media
-                .subscribe(actor, d.call_id, &d.user_id, d.source, d.quality)
-                .await
-        }
+        ClientRequest::Subscribe(d) => media
+            .subscribe(actor, d.call_id, &d.user_id, d.source, d.quality)
+            .await
+            .map_err(ApiError::from),
     };
     data.map(Reply::from)
 }

@@ -1,10 +1,9 @@
 //! WebSocket signaling (contract section 6): `GET /ws?token=JWT`.
 //!
-//! `hub` routes frames to sockets, `session` runs one socket, `dispatch` turns a client
+//! `session` runs one socket (registered with `crate::delivery`), `dispatch` turns a client
 //! request into the same call operation the REST API performs.
 
 mod dispatch;
-pub mod hub;
 mod session;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -28,22 +27,6 @@ const TRANSPORT_MAX_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
 /// second, and a description larger than this is read in several turns; tungstenite's 128 KiB
 /// default was a tenth of a participant's server memory in a 50-person audio call.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
-
-/// What a handled request sends back: the `ack`'s data, and events that must follow the ack on
-/// the same socket (the server's candidates after its answer, contract section 6).
-pub struct Reply {
-    pub data: serde_json::Value,
-    pub then: Vec<hub::Frame>,
-}
-
-impl From<serde_json::Value> for Reply {
-    fn from(data: serde_json::Value) -> Self {
-        Self {
-            data,
-            then: Vec::new(),
-        }
-    }
-}
 
 #[derive(Deserialize)]
 pub struct WsParams {

@@ -17,8 +17,8 @@ use tokio::time::{Instant, interval_at};
 
 use super::MAX_MESSAGE_BYTES;
 use super::dispatch;
-use super::hub::{Frame, Kick, Registration};
 use crate::app::AppState;
+use crate::delivery::{Frame, Kick, Registration};
 
 /// The server pings this often (contract: 20 s).
 const PING_EVERY: Duration = Duration::from_secs(20);
