@@ -3,19 +3,18 @@
 
 use confab_signaling::protocol::ClientRequest;
 use confab_signaling::wire::{CallObject, ParticipantObject};
-use confab_signaling::{Actor, ErrorCode, LeaveReason};
+use confab_signaling::{Actor, ErrorCode, LeaveReason, SignalingError};
 use serde_json::Value;
 
 use crate::app::AppState;
-use crate::calls::InitiateRequest;
+use crate::calls::{CallResult, InitiateRequest};
 use crate::delivery::{Reply, SocketId};
 use crate::http::api::calls::{InitiatedResponse, JoinedResponse, check_reason};
-use crate::http::error::{ApiError, ApiResult};
 
-fn to_value<T: serde::Serialize>(body: &T) -> ApiResult<Value> {
+fn to_value<T: serde::Serialize>(body: &T) -> CallResult<Value> {
     serde_json::to_value(body).map_err(|e| {
         tracing::error!(error = %e, "encoding an ack failed");
-        ApiError::new(ErrorCode::Internal, "could not encode the answer")
+        SignalingError::new(ErrorCode::Internal, "could not encode the answer")
     })
 }
 
@@ -24,7 +23,7 @@ pub async fn handle(
     actor: &Actor,
     socket: SocketId,
     request: ClientRequest,
-) -> ApiResult<Reply> {
+) -> CallResult<Reply> {
     let calls = &state.calls;
     let media = &state.media;
     let me = &actor.user_id;
@@ -71,7 +70,7 @@ pub async fn handle(
         ClientRequest::Media(data) => {
             let call = calls.set_media(actor, data.call_id, data.patch).await?;
             let me = call.participant(actor.user_id.as_str()).ok_or_else(|| {
-                ApiError::new(
+                SignalingError::new(
                     ErrorCode::Internal,
                     "participant vanished from its own call",
                 )
@@ -81,25 +80,23 @@ pub async fn handle(
         ClientRequest::Offer(d) => {
             return media
                 .offer(actor, Some(socket), d.call_id, d.target, d.sdp)
-                .await
-                .map_err(ApiError::from);
+                .await;
         }
-        ClientRequest::Answer(d) => media
-            .answer(actor, d.call_id, d.target, d.sdp)
-            .await
-            .map_err(ApiError::from),
-        ClientRequest::Candidate(d) => media
-            .candidate(actor, d.call_id, d.target, d.candidate)
-            .await
-            .map_err(ApiError::from),
+        ClientRequest::Answer(d) => media.answer(actor, d.call_id, d.target, d.sdp).await,
+        ClientRequest::Candidate(d) => {
+            media
+                .candidate(actor, d.call_id, d.target, d.candidate)
+                .await
+        }
         ClientRequest::Data(d) => {
             calls.relay_data(actor, d.call_id, d.payload, d.to).await?;
             Ok(serde_json::json!({}))
         }
-        ClientRequest::Subscribe(d) => media
-            .subscribe(actor, d.call_id, &d.user_id, d.source, d.quality)
-            .await
-            .map_err(ApiError::from),
+        ClientRequest::Subscribe(d) => {
+            media
+                .subscribe(actor, d.call_id, &d.user_id, d.source, d.quality)
+                .await
+        }
     };
     data.map(Reply::from)
 }

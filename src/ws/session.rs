@@ -178,7 +178,7 @@ async fn read_loop(
         }
         let result = match incoming.request {
             Ok(request) => dispatch::handle(state, actor, socket_id, request).await,
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         match result {
             Ok(handled) => {
@@ -193,10 +193,8 @@ async fn read_loop(
                 }
             }
             Err(e) => {
-                state
-                    .metrics
-                    .record_signaling(type_label, e.code().as_str());
-                reply(protocol::error(incoming.id.as_ref(), &e.0));
+                state.metrics.record_signaling(type_label, e.code.as_str());
+                reply(protocol::error(incoming.id.as_ref(), &e));
             }
         }
     }

@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use confab_signaling::wire::{CallObject, ParticipantObject};
 use confab_signaling::{
-    Call, CallKind, ConversationId, ErrorCode, LeaveReason, MediaKind, MediaPatch, UserId,
+    Call, CallKind, ConversationId, ErrorCode, LeaveReason, MediaKind, MediaPatch, SignalingError,
+    UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,7 +67,7 @@ pub struct ReasonBody {
 }
 
 /// Trims a reason and refuses an over-long one; an empty reason is no reason.
-pub fn check_reason(reason: Option<String>) -> ApiResult<Option<String>> {
+pub fn check_reason(reason: Option<String>) -> Result<Option<String>, SignalingError> {
     let reason = reason
         .map(|r| r.trim().to_owned())
         .filter(|r| !r.is_empty());
@@ -74,7 +75,7 @@ pub fn check_reason(reason: Option<String>) -> ApiResult<Option<String>> {
         .as_ref()
         .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
     {
-        return Err(ApiError::invalid_argument(format!(
+        return Err(SignalingError::invalid_argument(format!(
             "reason is longer than {MAX_REASON_CHARS} characters"
         )));
     }
